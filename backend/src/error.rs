@@ -1,0 +1,35 @@
+//! Errors answered over HTTP (before any WebSocket exists). User mistakes are answered
+//! precisely and logged at debug level; everything else is logged and answered generically.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use common::{ErrorCode, PROTOCOL_VERSION, ServerMessage};
+
+/// What can go wrong while answering an HTTP request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// `/ws?protocol=N` asked for a version this relay does not speak.
+    #[error("protocol version {0:?} is not supported; this relay speaks {PROTOCOL_VERSION}")]
+    UnsupportedProtocol(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            AppError::UnsupportedProtocol(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::UnsupportedProtocol)
+            }
+        };
+        tracing::debug!(error = %self, "request refused");
+        let body = ServerMessage::Error {
+            code,
+            message: self.to_string(),
+            id: None,
+            room: None,
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,55 @@
+//! The HTTP face of the relay: one axum router.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` with a WebSocket upgrade | the plain, seed-compatible relay ([`ws`]) |
+//! | `GET /` otherwise, and any other path | the built web client ([`web_client`]) |
+//! | `GET /ws` | the typed JSON protocol ([`ws`]) |
+//! | `GET /healthz` | liveness and counts ([`health`]) |
+
+mod health;
+mod web_client;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::{Router, routing::get};
+
+use crate::{config::Config, relay::Relay, shutdown::Drain};
+
+/// What every handler can reach. Cheap to clone: each field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// The relay core.
+    pub relay: Relay,
+    /// Shutdown signal and session count, for WebSocket sessions.
+    pub drain: Drain,
+    /// Settings fixed at start-up.
+    pub config: Arc<Config>,
+    /// Serves the built web client; `/` hands ordinary GETs to it.
+    web_client: Router,
+}
+
+impl AppState {
+    /// Bundles the handles the router needs.
+    pub fn new(relay: Relay, drain: Drain, config: Arc<Config>) -> Self {
+        let web_client = web_client::service(&config.static_dir);
+        AppState {
+            relay,
+            drain,
+            config,
+            web_client,
+        }
+    }
+}
+
+/// The relay's routes.
+pub fn router(state: AppState) -> Router {
+    let web_client = state.web_client.clone();
+    Router::new()
+        .route("/", get(ws::plain_or_web_client))
+        .route("/ws", get(ws::typed))
+        .route("/healthz", get(health::health))
+        .with_state(state)
+        .fallback_service(web_client)
+}

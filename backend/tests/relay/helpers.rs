@@ -1,0 +1,194 @@
+//! Test helpers: a real relay on an ephemeral port, and real WebSocket clients.
+//!
+//! Logs are hidden unless `TEST_LOG=1`. Every wait is bounded by [`WAIT`], so a missing
+//! frame fails the test with a message instead of hanging it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use backend::{config::Config, startup, telemetry};
+use common::{ClientMessage, Member, ServerMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+/// Longest a test waits for any one thing.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A relay running in this process on `127.0.0.1:0`.
+pub struct TestRelay {
+    pub address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts a relay with default settings.
+pub async fn spawn_relay() -> TestRelay {
+    spawn_relay_with(Config::default()).await
+}
+
+/// Starts a relay with `config` (its `listen` is ignored: the port is ephemeral).
+pub async fn spawn_relay_with(config: Config) -> TestRelay {
+    if std::env::var_os("TEST_LOG").is_some() {
+        telemetry::init(std::io::stderr);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(startup::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    TestRelay {
+        address,
+        stop: Some(stop),
+        server,
+    }
+}
+
+impl TestRelay {
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.address)
+    }
+
+    /// A client of the plain, seed-compatible endpoint `/`.
+    pub async fn plain(&self) -> Client {
+        Client::connect(&self.url("/")).await
+    }
+
+    /// A client of the typed endpoint `/ws`, past its `welcome`; returns its connection id too.
+    pub async fn typed(&self) -> (Client, u64) {
+        let mut client = Client::connect(&self.url("/ws")).await;
+        match client.next_event().await {
+            ServerMessage::Welcome { connection, .. } => (client, connection),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// A typed client that has joined `room` as `name`, past the `joined` frame.
+    pub async fn member(&self, room: &str, name: &str) -> Client {
+        let (mut client, _) = self.typed().await;
+        client.join(room, name).await;
+        client
+    }
+
+    /// Starts shutdown and returns the server's result, waiting at most [`WAIT`] plus the
+    /// configured grace.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("shut down once").send(());
+        tokio::time::timeout(WAIT * 3, &mut self.server)
+            .await
+            .expect("relay did not stop in time")
+            .expect("relay task panicked")
+    }
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio::time::timeout(WAIT, connect_async(url))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|err| panic!("connect to {url}: {err}"));
+        Client { socket }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.socket
+            .send(Message::binary(bytes.to_vec()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) {
+        self.send_text(&serde_json::to_string(message).unwrap())
+            .await;
+    }
+
+    /// Sends a `send` request.
+    pub async fn say(&mut self, room: &str, id: &str, text: &str) {
+        self.send(&ClientMessage::Send {
+            room: room.into(),
+            id: id.into(),
+            text: text.into(),
+        })
+        .await;
+    }
+
+    /// Joins `room` and returns the `joined` answer's member list.
+    pub async fn join(&mut self, room: &str, name: &str) -> Vec<Member> {
+        self.send(&ClientMessage::Join {
+            room: room.into(),
+            name: name.into(),
+            since: None,
+        })
+        .await;
+        match self.next_event().await {
+            ServerMessage::Joined { members, .. } => members,
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+
+    /// The next frame, which must be text.
+    pub async fn next_text(&mut self) -> String {
+        match self.next_frame().await {
+            Message::Text(text) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame, parsed as a server message.
+    pub async fn next_event(&mut self) -> ServerMessage {
+        let text = self.next_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("bad server JSON {text}: {err}"))
+    }
+
+    /// Skips presence notices and returns the next other event.
+    pub async fn next_non_presence(&mut self) -> ServerMessage {
+        loop {
+            match self.next_event().await {
+                ServerMessage::MemberJoined { .. } | ServerMessage::MemberLeft { .. } => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// The text of the next chat message, skipping presence notices.
+    pub async fn next_message_text(&mut self) -> String {
+        match self.next_non_presence().await {
+            ServerMessage::Message(message) => message.text,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Reads until the relay's close frame and returns it.
+    pub async fn close_frame(&mut self) -> Option<CloseFrame> {
+        loop {
+            if let Message::Close(frame) = self.next_frame().await {
+                return frame;
+            }
+        }
+    }
+
+    async fn next_frame(&mut self) -> Message {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("no frame from the relay in time")
+                .expect("connection ended")
+                .expect("connection failed");
+            if !matches!(frame, Message::Ping(_) | Message::Pong(_)) {
+                return frame;
+            }
+        }
+    }
+}

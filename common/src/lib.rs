@@ -1,0 +1,447 @@
+//! The relay's wire protocol, shared by the server (`backend`) and the web client (`frontend`).
+//!
+//! Every frame on the typed endpoint (`/ws`) is one JSON object with a `"type"` field naming
+//! the message. Clients send [`ClientMessage`]s, the relay answers with [`ServerMessage`]s.
+//! This crate holds only the types, their validation rules and the parser, so that both ends
+//! agree by construction and the parser can be fuzzed on its own.
+//!
+//! # Versioning
+//!
+//! The protocol version is [`PROTOCOL_VERSION`]. The relay announces it in `welcome`; a client
+//! may ask for a version by connecting to `/ws?protocol=N`, and the relay refuses versions it
+//! does not speak with HTTP 400 before the upgrade. New optional fields may be added to server
+//! messages within a version, so clients must ignore fields they do not know.
+//!
+//! # Client → server
+//!
+//! | `type`  | fields | meaning |
+//! |---------|--------|---------|
+//! | `join`  | `room`, `name`, optional `since: {epoch, offset}` | join `room` as `name`; with `since`, replay what was missed after that position |
+//! | `leave` | `room` | leave `room` |
+//! | `send`  | `room`, `id`, `text` | publish `text` to `room`; `id` is chosen by the client, echoed in the `ack` and used to drop resends |
+//!
+//! # Server → client
+//!
+//! | `type`          | fields | meaning |
+//! |-----------------|--------|---------|
+//! | `welcome`       | `protocol`, `server`, `connection`, `default_room`, `limits` | first frame of every connection |
+//! | `joined`        | `room`, `epoch`, `offset`, `members`, `recovery` | the join worked; replayed `message`s follow, then live ones |
+//! | `left`          | `room` | the leave worked |
+//! | `message`       | `room`, `epoch`, `offset`, `from`, `text`, `ts`, optional `id` | a message published in a room you are in |
+//! | `ack`           | `id`, `room`, `epoch`, `offset`, `ts`, `duplicate` | your `send` with this `id` was accepted |
+//! | `member_joined` | `room`, `member` | someone joined a room you are in |
+//! | `member_left`   | `room`, `member` | someone left a room you are in |
+//! | `error`         | `code`, `message`, optional `id`, optional `room` | a request was refused; nothing else changed |
+//!
+//! # Positions: epoch and offset
+//!
+//! Each room numbers its messages with a strictly increasing `offset` (1, 2, 3, …). The pair
+//! (`epoch`, `offset`) names one message for good: the `epoch` changes only when the room's
+//! history is lost or reset, which tells a reconnecting client that old offsets no longer mean
+//! what they did.
+//!
+//! # Error codes
+//!
+//! See [`ErrorCode`]: every refusal names one, in `snake_case`.
+//!
+//! # Close codes
+//!
+//! See [`close_code`]: why the relay ended a connection.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate describes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The room every connection on the plain endpoint (`/`) belongs to, and the web client's
+/// first room.
+pub const DEFAULT_ROOM: &str = "lobby";
+
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 32;
+
+/// Longest client message id, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// WebSocket close codes the relay sends, and what each means for a client.
+pub mod close_code {
+    /// The relay is shutting down: reconnect (with jitter) to another node or in a moment.
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+/// A message from a client to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Join a room (created if it does not exist) under a display name.
+    Join {
+        /// Room to join; see [`validate_room`].
+        room: String,
+        /// Display name shown to the room; see [`validate_name`].
+        name: String,
+        /// The last position this client saw in the room, when it is coming back. The relay
+        /// replays every message after it, or says in `joined.recovery` that it cannot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Position>,
+    },
+    /// Leave a room.
+    Leave {
+        /// Room to leave.
+        room: String,
+    },
+    /// Publish a text message to a room the client has joined.
+    Send {
+        /// Room to publish to.
+        room: String,
+        /// Client-chosen id, unique per sender (for example a random prefix and a counter).
+        /// It comes back in the `ack`, and a resend with the same id is not published twice.
+        id: String,
+        /// The message text; see [`validate_text`].
+        text: String,
+    },
+}
+
+/// A position in a room's history: the message with this offset in this epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    /// The room's history epoch when the offset was seen.
+    pub epoch: String,
+    /// The offset of the last message seen (0 when none was).
+    pub offset: u64,
+}
+
+/// A message from the relay to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The first frame on every typed connection.
+    Welcome {
+        /// Protocol version the relay speaks ([`PROTOCOL_VERSION`]).
+        protocol: u32,
+        /// Relay software and version, for logs and bug reports.
+        server: String,
+        /// This connection's id, unique on this relay while it runs; members are named by it.
+        connection: u64,
+        /// The room plain clients live in ([`DEFAULT_ROOM`]).
+        default_room: String,
+        /// Limits the relay enforces, so the client can check input before sending.
+        limits: Limits,
+    },
+    /// A `join` succeeded. Replayed messages (history or recovery) follow, then live ones.
+    Joined {
+        /// The room joined.
+        room: String,
+        /// The room's current history epoch.
+        epoch: String,
+        /// Offset of the newest message in the room at the moment of joining (0 if none).
+        offset: u64,
+        /// Everyone in the room, this connection included.
+        members: Vec<Member>,
+        /// What the relay could do with the `since` the client sent.
+        recovery: Recovery,
+    },
+    /// A `leave` succeeded.
+    Left {
+        /// The room left.
+        room: String,
+    },
+    /// A message published in a room this connection is in (its own messages included).
+    Message(ChatMessage),
+    /// A `send` was accepted. Sent to the sending connection only.
+    Ack {
+        /// The client's id for the message.
+        id: String,
+        /// The room it was published to.
+        room: String,
+        /// The room's epoch at publication.
+        epoch: String,
+        /// The offset the message was given.
+        offset: u64,
+        /// Server time of publication, in milliseconds since the Unix epoch.
+        ts: u64,
+        /// True when this id had already been published: nothing was published again.
+        duplicate: bool,
+    },
+    /// Someone joined a room this connection is in.
+    MemberJoined {
+        /// The room.
+        room: String,
+        /// Who joined.
+        member: Member,
+    },
+    /// Someone left a room this connection is in (or disconnected).
+    MemberLeft {
+        /// The room.
+        room: String,
+        /// Who left.
+        member: Member,
+    },
+    /// A request was refused. The connection stays open and nothing else changed.
+    Error {
+        /// What went wrong, machine-readable.
+        code: ErrorCode,
+        /// What went wrong, for people.
+        message: String,
+        /// The client message id of the refused `send`, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room the refused request named, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+}
+
+/// One published message, as delivered to the members of its room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The room it was published in.
+    pub room: String,
+    /// The room's history epoch.
+    pub epoch: String,
+    /// Its offset in the room: strictly increasing, starting at 1.
+    pub offset: u64,
+    /// The sender's display name (plain clients get a generated `guest-…` name).
+    pub from: String,
+    /// The text, exactly as sent. Display it as text, never as HTML.
+    pub text: String,
+    /// Server time of publication, in milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The sender's client message id (absent for plain clients), so a sender's tabs can
+    /// recognise their own messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// A member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's connection id (see `welcome.connection`).
+    pub connection: u64,
+    /// The member's display name in this room.
+    pub name: String,
+}
+
+/// What became of a `join`'s `since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovery {
+    /// No `since` was sent: the room's recent history follows.
+    NotRequested,
+    /// Every message after `since` follows, with no gap.
+    Recovered,
+    /// The gap cannot be filled (the epoch changed or those messages are no longer kept):
+    /// the room's recent history follows, and some messages may be missing.
+    Unrecoverable,
+}
+
+/// Limits the relay enforces, announced in `welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Longest message text, in characters.
+    pub max_text_chars: usize,
+    /// Longest display name, in characters.
+    pub max_name_chars: usize,
+    /// Longest room name, in characters.
+    pub max_room_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_text_chars: 4096,
+            max_name_chars: 32,
+            max_room_chars: MAX_ROOM_CHARS,
+        }
+    }
+}
+
+/// Why a request was refused. Serialized in `snake_case`, e.g. `"bad_json"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not valid JSON.
+    BadJson,
+    /// The JSON has no string `type`, or names a type this protocol does not have.
+    UnknownType,
+    /// The type is known but a field is missing, unknown or of the wrong kind.
+    InvalidMessage,
+    /// A binary frame arrived; the protocol is text only.
+    BinaryNotSupported,
+    /// The message text is empty (or only white space).
+    EmptyText,
+    /// The message text is longer than `limits.max_text_chars`.
+    TextTooLong,
+    /// The display name is empty, too long, or has control characters.
+    InvalidName,
+    /// The room name is empty, too long, or has characters other than `a-z 0-9 - _`.
+    InvalidRoom,
+    /// The client message id is empty or longer than 64 characters.
+    InvalidId,
+    /// The request needs membership of a room this connection has not joined.
+    NotJoined,
+    /// The connection has already joined this room.
+    AlreadyJoined,
+    /// The client asked for a protocol version the relay does not speak (`/ws?protocol=N`).
+    /// Sent as the body of an HTTP 400 answer to the upgrade request.
+    UnsupportedProtocol,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::EmptyText => "empty_text",
+            ErrorCode::TextTooLong => "text_too_long",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidId => "invalid_id",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::UnsupportedProtocol => "unsupported_protocol",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: the code and a sentence saying precisely what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// Machine-readable reason.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl ProtocolError {
+    /// A refusal with this code and detail.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// The `type` values a client may send.
+const CLIENT_TYPES: [&str; 3] = ["join", "leave", "send"];
+
+/// Parses one text frame from a client, telling apart broken JSON, an unknown `type` and a
+/// known type with bad fields. Field values are not validated here; see [`validate_text`],
+/// [`validate_name`], [`validate_room`] and [`validate_client_id`].
+pub fn parse_client_message(frame: &str) -> Result<ClientMessage, ProtocolError> {
+    serde_json::from_str(frame).map_err(|err| classify_parse_error(frame, &err))
+}
+
+/// Works out which kind of mistake a frame that failed to parse has. Only runs on the error
+/// path, so parsing the frame a second time here costs nothing in normal operation.
+fn classify_parse_error(frame: &str, err: &serde_json::Error) -> ProtocolError {
+    let value: serde_json::Value = match serde_json::from_str(frame) {
+        Ok(value) => value,
+        Err(syntax) => return ProtocolError::new(ErrorCode::BadJson, format!("not JSON: {syntax}")),
+    };
+    let Some(object) = value.as_object() else {
+        return ProtocolError::new(ErrorCode::InvalidMessage, "expected a JSON object");
+    };
+    match object.get("type").and_then(|t| t.as_str()) {
+        None => ProtocolError::new(
+            ErrorCode::UnknownType,
+            "missing string field `type` (one of: join, leave, send)",
+        ),
+        Some(kind) if !CLIENT_TYPES.contains(&kind) => ProtocolError::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type `{kind}` (expected one of: join, leave, send)"),
+        ),
+        Some(kind) => ProtocolError::new(ErrorCode::InvalidMessage, format!("bad `{kind}`: {err}")),
+    }
+}
+
+/// Checks a message text: not blank, at most `max_chars` characters.
+pub fn validate_text(text: &str, max_chars: usize) -> Result<(), ProtocolError> {
+    if text.trim().is_empty() {
+        return Err(ProtocolError::new(
+            ErrorCode::EmptyText,
+            "message text is empty",
+        ));
+    }
+    if exceeds_chars(text, max_chars) {
+        return Err(ProtocolError::new(
+            ErrorCode::TextTooLong,
+            format!("message text is longer than {max_chars} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a display name: 1 to `max_chars` characters after trimming, no control characters.
+pub fn validate_name(name: &str, max_chars: usize) -> Result<(), ProtocolError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || exceeds_chars(trimmed, max_chars) || trimmed != name {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidName,
+            format!("name must be 1 to {max_chars} characters with no leading or trailing space"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidName,
+            "name must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a room name: 1 to [`MAX_ROOM_CHARS`] of `a-z`, `0-9`, `-` and `_`.
+pub fn validate_room(room: &str) -> Result<(), ProtocolError> {
+    let well_formed = !room.is_empty()
+        && room.len() <= MAX_ROOM_CHARS
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ProtocolError::new(
+            ErrorCode::InvalidRoom,
+            format!("room must be 1 to {MAX_ROOM_CHARS} characters of a-z, 0-9, '-' and '_'"),
+        ))
+    }
+}
+
+/// Checks a client message id: 1 to [`MAX_CLIENT_ID_CHARS`] characters, no control characters.
+pub fn validate_client_id(id: &str) -> Result<(), ProtocolError> {
+    if id.is_empty() || exceeds_chars(id, MAX_CLIENT_ID_CHARS) || id.chars().any(char::is_control)
+    {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidId,
+            format!("id must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// True when `text` has more than `max` characters, without counting past `max + 1`.
+fn exceeds_chars(text: &str, max: usize) -> bool {
+    // A byte count at or under the limit cannot hold more characters than that.
+    text.len() > max && text.chars().nth(max).is_some()
+}
+
+#[cfg(test)]
+mod tests;
