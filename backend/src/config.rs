@@ -36,7 +36,11 @@ impl Default for Config {
 
 /// Command-line flags; every one also reads an environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "relay", version, about = "Real-time WebSocket chat and push relay")]
+#[command(
+    name = "relay",
+    version,
+    about = "Real-time WebSocket chat and push relay"
+)]
 pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8080")]

@@ -40,7 +40,10 @@ pub async fn run(
         .await?;
     let unfinished = drain.finish(grace).await;
     if unfinished > 0 {
-        tracing::warn!(unfinished, "shutdown deadline passed with sessions still open");
+        tracing::warn!(
+            unfinished,
+            "shutdown deadline passed with sessions still open"
+        );
     }
     tracing::info!("relay stopped");
     Ok(())

@@ -355,7 +355,9 @@ pub fn parse_client_message(frame: &str) -> Result<ClientMessage, ProtocolError>
 fn classify_parse_error(frame: &str, err: &serde_json::Error) -> ProtocolError {
     let value: serde_json::Value = match serde_json::from_str(frame) {
         Ok(value) => value,
-        Err(syntax) => return ProtocolError::new(ErrorCode::BadJson, format!("not JSON: {syntax}")),
+        Err(syntax) => {
+            return ProtocolError::new(ErrorCode::BadJson, format!("not JSON: {syntax}"));
+        }
     };
     let Some(object) = value.as_object() else {
         return ProtocolError::new(ErrorCode::InvalidMessage, "expected a JSON object");
@@ -427,8 +429,7 @@ pub fn validate_room(room: &str) -> Result<(), ProtocolError> {
 
 /// Checks a client message id: 1 to [`MAX_CLIENT_ID_CHARS`] characters, no control characters.
 pub fn validate_client_id(id: &str) -> Result<(), ProtocolError> {
-    if id.is_empty() || exceeds_chars(id, MAX_CLIENT_ID_CHARS) || id.chars().any(char::is_control)
-    {
+    if id.is_empty() || exceeds_chars(id, MAX_CLIENT_ID_CHARS) || id.chars().any(char::is_control) {
         return Err(ProtocolError::new(
             ErrorCode::InvalidId,
             format!("id must be 1 to {MAX_CLIENT_ID_CHARS} characters"),

@@ -48,9 +48,7 @@ fn join_wire_format() {
 #[test]
 fn leave_and_send_wire_format() {
     assert_client_wire(
-        ClientMessage::Leave {
-            room: "ops".into(),
-        },
+        ClientMessage::Leave { room: "ops".into() },
         json!({"type": "leave", "room": "ops"}),
     );
     assert_client_wire(
@@ -227,11 +225,20 @@ fn parser_tells_bad_json_from_unknown_type_from_bad_fields() {
     assert_eq!(refusal("{not json"), ErrorCode::BadJson);
     assert_eq!(refusal(""), ErrorCode::BadJson);
     assert_eq!(refusal(r#"{"type":"send","room":"a""#), ErrorCode::BadJson);
-    assert_eq!(refusal(r#"{"type":"shout","text":"x"}"#), ErrorCode::UnknownType);
+    assert_eq!(
+        refusal(r#"{"type":"shout","text":"x"}"#),
+        ErrorCode::UnknownType
+    );
     assert_eq!(refusal(r#"{"text":"x"}"#), ErrorCode::UnknownType);
     assert_eq!(refusal(r#"{"type":7}"#), ErrorCode::UnknownType);
-    assert_eq!(refusal(r#"{"type":"send","room":"a","id":"1"}"#), ErrorCode::InvalidMessage);
-    assert_eq!(refusal(r#"{"type":"join","room":5,"name":"x"}"#), ErrorCode::InvalidMessage);
+    assert_eq!(
+        refusal(r#"{"type":"send","room":"a","id":"1"}"#),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        refusal(r#"{"type":"join","room":5,"name":"x"}"#),
+        ErrorCode::InvalidMessage
+    );
     assert_eq!(
         refusal(r#"{"type":"leave","room":"a","extra":true}"#),
         ErrorCode::InvalidMessage
@@ -250,10 +257,19 @@ fn refusals_name_the_problem() {
 
 #[test]
 fn text_validation() {
-    assert_eq!(validate_text("", 10).unwrap_err().code, ErrorCode::EmptyText);
-    assert_eq!(validate_text(" \n\t", 10).unwrap_err().code, ErrorCode::EmptyText);
+    assert_eq!(
+        validate_text("", 10).unwrap_err().code,
+        ErrorCode::EmptyText
+    );
+    assert_eq!(
+        validate_text(" \n\t", 10).unwrap_err().code,
+        ErrorCode::EmptyText
+    );
     assert!(validate_text("ten chars!", 10).is_ok());
-    assert!(validate_text("ééééééééé", 9).is_ok(), "limit counts characters, not bytes");
+    assert!(
+        validate_text("ééééééééé", 9).is_ok(),
+        "limit counts characters, not bytes"
+    );
     assert_eq!(
         validate_text("eleven char", 10).unwrap_err().code,
         ErrorCode::TextTooLong
@@ -292,6 +308,9 @@ fn client_id_validation() {
     assert!(validate_client_id("k3x9-1").is_ok());
     assert!(validate_client_id(&"i".repeat(64)).is_ok());
     for bad in ["", "a\nb", &"i".repeat(65)] {
-        assert_eq!(validate_client_id(bad).unwrap_err().code, ErrorCode::InvalidId);
+        assert_eq!(
+            validate_client_id(bad).unwrap_err().code,
+            ErrorCode::InvalidId
+        );
     }
 }

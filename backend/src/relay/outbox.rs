@@ -85,8 +85,7 @@ impl Outbox {
             return;
         }
         let limits = self.shared.limits;
-        if queue.frames.len() >= limits.max_frames || queue.bytes + frame.len() > limits.max_bytes
-        {
+        if queue.frames.len() >= limits.max_frames || queue.bytes + frame.len() > limits.max_bytes {
             queue.overflowed = true;
             queue.frames = VecDeque::new();
             queue.bytes = 0;

@@ -137,7 +137,11 @@ impl Room {
     /// now empty.
     pub(super) fn remove_member(&self, connection: u64) -> bool {
         let mut state = self.lock();
-        if let Some(index) = state.members.iter().position(|m| m.connection == connection) {
+        if let Some(index) = state
+            .members
+            .iter()
+            .position(|m| m.connection == connection)
+        {
             let gone = state.members.swap_remove(index);
             state.push_to_typed(&ServerMessage::MemberLeft {
                 room: self.name.clone(),
@@ -234,7 +238,10 @@ impl RoomState {
                     && seen.offset + 1 >= oldest_kept =>
             {
                 // Offsets in `recent` are consecutive, so position = offset - oldest_kept.
-                (Recovery::Recovered, (seen.offset + 1 - oldest_kept) as usize)
+                (
+                    Recovery::Recovered,
+                    (seen.offset + 1 - oldest_kept) as usize,
+                )
             }
             Some(_) => (Recovery::Unrecoverable, 0),
         };

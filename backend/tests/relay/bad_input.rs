@@ -46,7 +46,10 @@ async fn malformed_frames_are_refused_by_kind() {
     let cases = [
         ("{not json", ErrorCode::BadJson),
         (r#"{"type":"shout","room":"room"}"#, ErrorCode::UnknownType),
-        (r#"{"room":"room","text":"no type"}"#, ErrorCode::UnknownType),
+        (
+            r#"{"room":"room","text":"no type"}"#,
+            ErrorCode::UnknownType,
+        ),
         (
             r#"{"type":"send","room":"room","id":"x"}"#,
             ErrorCode::InvalidMessage,

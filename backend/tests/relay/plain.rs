@@ -21,12 +21,20 @@ async fn text_reaches_every_other_plain_client_exactly_and_never_the_sender() {
     assert_eq!(c.next_text().await, text);
 
     b.send_text("second, from B").await;
-    assert_eq!(a.next_text().await, "second, from B", "A must not hear itself");
+    assert_eq!(
+        a.next_text().await,
+        "second, from B",
+        "A must not hear itself"
+    );
     assert_eq!(c.next_text().await, "second, from B");
 
     c.send_text("third, from C").await;
     assert_eq!(a.next_text().await, "third, from C");
-    assert_eq!(b.next_text().await, "third, from C", "B must not hear itself");
+    assert_eq!(
+        b.next_text().await,
+        "third, from C",
+        "B must not hear itself"
+    );
 }
 
 #[tokio::test]
@@ -40,7 +48,11 @@ async fn plain_text_appears_in_the_typed_lobby_under_a_guest_name() {
         ServerMessage::Message(message) => {
             assert_eq!(message.room, "lobby");
             assert_eq!(message.text, "hi from a script");
-            assert!(message.from.starts_with("guest-"), "from = {}", message.from);
+            assert!(
+                message.from.starts_with("guest-"),
+                "from = {}",
+                message.from
+            );
             assert_eq!(message.id, None);
             assert_eq!(message.offset, 1);
         }

@@ -17,7 +17,10 @@ async fn shutdown_sends_going_away_to_every_client_and_stops() {
 
     let stopped = tokio::spawn(relay.shutdown());
     for client in [&mut plain_a, &mut plain_b, &mut typed_a, &mut typed_b] {
-        let frame = client.close_frame().await.expect("a close frame with a code");
+        let frame = client
+            .close_frame()
+            .await
+            .expect("a close frame with a code");
         assert_eq!(u16::from(frame.code), close_code::GOING_AWAY);
     }
     stopped

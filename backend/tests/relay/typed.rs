@@ -94,7 +94,9 @@ async fn offsets_increase_by_one_in_publication_order() {
     let mut writer = relay.member("count", "W").await;
     let mut reader = relay.member("count", "R").await;
     for n in 1..=20 {
-        writer.say("count", &format!("w-{n}"), &format!("#{n}")).await;
+        writer
+            .say("count", &format!("w-{n}"), &format!("#{n}"))
+            .await;
     }
     for n in 1..=20u64 {
         match reader.next_non_presence().await {
@@ -184,7 +186,9 @@ async fn joining_replays_recent_history_then_live_messages() {
     let relay = spawn_relay().await;
     let mut writer = relay.member("news", "W").await;
     for n in 1..=3 {
-        writer.say("news", &format!("w-{n}"), &format!("old {n}")).await;
+        writer
+            .say("news", &format!("w-{n}"), &format!("old {n}"))
+            .await;
     }
     // The writer's acks prove the three are published before the reader joins.
     for _ in 0..6 {

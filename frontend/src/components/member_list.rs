@@ -1,0 +1,44 @@
+//! Who is in the room on screen.
+
+use leptos::prelude::*;
+
+use crate::ws::ChatClient;
+
+/// The members of the active room, as the relay reports them.
+#[component]
+pub fn MemberList() -> impl IntoView {
+    let client = expect_context::<ChatClient>();
+    let members = move || {
+        client.state.with(|s| {
+            s.active()
+                .map(|room| room.members.clone())
+                .unwrap_or_default()
+        })
+    };
+    let me = move || client.state.with(|s| s.connection);
+    view! {
+        <section class="members" aria-label="People here">
+            <h2>"Here now"</h2>
+            <ul>
+                <For
+                    each=members
+                    key=|member| (member.connection, member.name.clone())
+                    children=move |member| {
+                        let is_me = move || me() == Some(member.connection);
+                        view! {
+                            <li class:me=is_me>
+                                <span class="avatar" aria-hidden="true">
+                                    {member.name.chars().next().unwrap_or('?').to_string()}
+                                </span>
+                                <span class="member-name">{member.name.clone()}</span>
+                                <Show when=is_me>
+                                    <span class="you">"(you)"</span>
+                                </Show>
+                            </li>
+                        }
+                    }
+                />
+            </ul>
+        </section>
+    }
+}

@@ -1,0 +1,18 @@
+//! The relay's web client: a Leptos chat UI compiled to WebAssembly.
+//!
+//! # Layout
+//!
+//! - [`state`]: the chat state and every rule for changing it (pure; tested natively).
+//! - [`backoff`]: the reconnect schedule (pure).
+//! - [`identity`]: generated display name and message-id keys, kept in `localStorage`.
+//! - [`ws`]: the socket, reconnects, and [`ws::ChatClient`], the handle components use.
+//! - [`components`]: one component per file; [`app::App`] puts them together.
+
+pub mod app;
+pub mod backoff;
+pub mod components;
+pub mod identity;
+pub mod state;
+pub mod ws;
+
+pub use app::App;

@@ -1,0 +1,426 @@
+//! The chat's state and every rule for changing it, with no DOM and no socket, so all of it is
+//! tested natively.
+//!
+//! The UI only ever changes *what the user wants* (rooms open, display name, messages to
+//! send); [`ChatState::sync`] then works out which protocol frames bring one live connection
+//! (a [`Link`]) in line with that. Because a fresh `Link` starts empty, the same function
+//! re-joins every room (with the last position seen, so the relay replays what was missed)
+//! and resends every unacknowledged message after a reconnect; nothing special-cases it.
+
+use std::collections::{HashMap, HashSet};
+
+use common::{
+    ChatMessage, ClientMessage, DEFAULT_ROOM, ErrorCode, Limits, Member, Position, ProtocolError,
+    Recovery, ServerMessage, validate_name, validate_room, validate_text,
+};
+
+/// Entries kept per room; older ones are dropped from view.
+pub const MAX_ENTRIES_PER_ROOM: usize = 500;
+
+/// The state of the connection to the relay, as shown to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Opening a socket.
+    Connecting,
+    /// Connected and welcomed.
+    Online,
+    /// Disconnected; the next attempt starts after this many milliseconds.
+    Offline {
+        /// Delay before the next attempt.
+        retry_in_ms: u32,
+    },
+}
+
+/// Everything the UI shows and the connection needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatState {
+    /// The user's display name, used for every room.
+    pub name: String,
+    /// Rooms the user has open, in the order they were opened.
+    pub rooms: Vec<RoomView>,
+    /// The room shown in the message pane.
+    pub active_room: String,
+    /// Messages accepted from the user but not yet acknowledged by the relay, oldest first.
+    pub outbox: Vec<PendingMessage>,
+    /// Connection state, for the status badge.
+    pub status: ConnectionStatus,
+    /// Limits announced by the relay (defaults until the first `welcome`).
+    pub limits: Limits,
+    /// Our connection id on the relay, once welcomed.
+    pub connection: Option<u64>,
+    /// Prefix shared by every tab of this browser: messages whose id starts with it are ours.
+    browser_key: String,
+    /// Prefix for this tab's message ids, unique per tab.
+    id_prefix: String,
+    /// Counter for message ids.
+    next_id: u64,
+    /// Counter for entry keys, unique across rooms.
+    next_key: u64,
+}
+
+/// One open room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomView {
+    /// Room name.
+    pub name: String,
+    /// Messages and notices in display order.
+    pub entries: Vec<Entry>,
+    /// Current members, as the relay last said.
+    pub members: Vec<Member>,
+    /// The last message seen, sent back on reconnect so the relay can fill the gap.
+    pub position: Option<Position>,
+    /// Messages that arrived while another room was shown.
+    pub unread: u32,
+}
+
+/// A line in a room's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Unique, stable key for keyed rendering.
+    pub key: u64,
+    /// What the line shows.
+    pub kind: EntryKind,
+}
+
+/// The kinds of line in a room's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryKind {
+    /// A chat message.
+    Message {
+        /// Sender's display name.
+        from: String,
+        /// Text, shown as text.
+        text: String,
+        /// Server time, milliseconds since the Unix epoch.
+        ts: u64,
+        /// Sent from this browser (any tab).
+        own: bool,
+    },
+    /// Something that happened: a join, a leave, a gap, an error.
+    Notice {
+        /// What happened.
+        text: String,
+        /// How to show it.
+        level: NoticeLevel,
+    },
+}
+
+/// How prominent a notice is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeLevel {
+    /// Joins and leaves.
+    Info,
+    /// Possible gaps in history.
+    Warning,
+    /// Refused requests.
+    Error,
+}
+
+/// A message waiting for its acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// Client message id: resends use the same one, so the relay can drop duplicates.
+    pub id: String,
+    /// Room it is for.
+    pub room: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// What one live connection has been told so far. Starts empty for every new socket.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Rooms joined on this connection, with the name used.
+    joined: HashMap<String, String>,
+    /// Message ids already sent on this connection.
+    sent: HashSet<String>,
+}
+
+impl ChatState {
+    /// A new state with the lobby open. `browser_key` is shared by the browser's tabs,
+    /// `tab_key` is unique to this tab.
+    pub fn new(name: String, browser_key: &str, tab_key: &str) -> Self {
+        ChatState {
+            name,
+            rooms: vec![RoomView::new(DEFAULT_ROOM)],
+            active_room: DEFAULT_ROOM.to_owned(),
+            outbox: Vec::new(),
+            status: ConnectionStatus::Connecting,
+            limits: Limits::default(),
+            connection: None,
+            browser_key: browser_key.to_owned(),
+            id_prefix: format!("{browser_key}{tab_key}-"),
+            next_id: 1,
+            next_key: 1,
+        }
+    }
+
+    /// The room shown in the message pane.
+    pub fn active(&self) -> Option<&RoomView> {
+        self.room(&self.active_room)
+    }
+
+    /// An open room by name.
+    pub fn room(&self, name: &str) -> Option<&RoomView> {
+        self.rooms.iter().find(|r| r.name == name)
+    }
+
+    fn room_mut(&mut self, name: &str) -> Option<&mut RoomView> {
+        self.rooms.iter_mut().find(|r| r.name == name)
+    }
+
+    /// Pending messages of the active room.
+    pub fn pending_in_active(&self) -> Vec<PendingMessage> {
+        self.outbox
+            .iter()
+            .filter(|p| p.room == self.active_room)
+            .cloned()
+            .collect()
+    }
+
+    /// Checks a draft against the relay's limits without queuing it.
+    pub fn check_draft(&self, text: &str) -> Result<(), ProtocolError> {
+        validate_text(text, self.limits.max_text_chars)
+    }
+
+    /// Queues `text` for the active room. It stays in the outbox (and on screen as pending)
+    /// until the relay acknowledges it, across reconnects. Returns its id.
+    pub fn queue_message(&mut self, text: &str) -> Result<String, ProtocolError> {
+        self.check_draft(text)?;
+        let id = format!("{}{}", self.id_prefix, self.next_id);
+        self.next_id += 1;
+        self.outbox.push(PendingMessage {
+            id: id.clone(),
+            room: self.active_room.clone(),
+            text: text.to_owned(),
+        });
+        Ok(id)
+    }
+
+    /// Opens (or switches to) a room.
+    pub fn open_room(&mut self, room: &str) -> Result<(), ProtocolError> {
+        validate_room(room)?;
+        if self.room(room).is_none() {
+            self.rooms.push(RoomView::new(room));
+        }
+        self.show_room(room);
+        Ok(())
+    }
+
+    /// Shows an open room and clears its unread count.
+    pub fn show_room(&mut self, room: &str) {
+        if let Some(view) = self.room_mut(room) {
+            view.unread = 0;
+            self.active_room = room.to_owned();
+        }
+    }
+
+    /// Closes a room (never the last one), dropping its unsent messages.
+    pub fn close_room(&mut self, room: &str) {
+        if self.rooms.len() <= 1 {
+            return;
+        }
+        self.rooms.retain(|r| r.name != room);
+        self.outbox.retain(|p| p.room != room);
+        if self.active_room == room {
+            self.active_room = self.rooms[0].name.clone();
+        }
+    }
+
+    /// Changes the display name; rooms are re-joined under it.
+    pub fn rename(&mut self, name: &str) -> Result<(), ProtocolError> {
+        validate_name(name, self.limits.max_name_chars)?;
+        self.name = name.to_owned();
+        Ok(())
+    }
+
+    /// Frames that bring `link` in line with what the user wants: leave closed rooms, join
+    /// open ones (re-joining under a new name), then send messages not yet sent on this link.
+    pub fn sync(&self, link: &mut Link) -> Vec<ClientMessage> {
+        let mut frames = Vec::new();
+        let stale: Vec<String> = link
+            .joined
+            .iter()
+            .filter(|(room, name)| self.room(room).is_none() || **name != self.name)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in stale {
+            link.joined.remove(&room);
+            frames.push(ClientMessage::Leave { room });
+        }
+        for room in &self.rooms {
+            if !link.joined.contains_key(&room.name) {
+                link.joined.insert(room.name.clone(), self.name.clone());
+                frames.push(ClientMessage::Join {
+                    room: room.name.clone(),
+                    name: self.name.clone(),
+                    since: room.position.clone(),
+                });
+            }
+        }
+        for pending in &self.outbox {
+            if link.joined.contains_key(&pending.room) && link.sent.insert(pending.id.clone()) {
+                frames.push(ClientMessage::Send {
+                    room: pending.room.clone(),
+                    id: pending.id.clone(),
+                    text: pending.text.clone(),
+                });
+            }
+        }
+        frames
+    }
+
+    /// Applies one event from the relay.
+    pub fn apply(&mut self, event: ServerMessage) {
+        match event {
+            ServerMessage::Welcome {
+                connection, limits, ..
+            } => {
+                self.connection = Some(connection);
+                self.limits = limits;
+                self.status = ConnectionStatus::Online;
+            }
+            ServerMessage::Joined {
+                room,
+                epoch,
+                members,
+                recovery,
+                ..
+            } => self.on_joined(&room, epoch, members, recovery),
+            ServerMessage::Left { .. } => {}
+            ServerMessage::Message(message) => self.on_message(message),
+            ServerMessage::Ack { id, .. } => self.outbox.retain(|p| p.id != id),
+            ServerMessage::MemberJoined { room, member } => {
+                let text = format!("{} joined", member.name);
+                if let Some(view) = self.room_mut(&room) {
+                    view.members.retain(|m| m.connection != member.connection);
+                    view.members.push(member);
+                }
+                self.notice(&room, text, NoticeLevel::Info);
+            }
+            ServerMessage::MemberLeft { room, member } => {
+                if let Some(view) = self.room_mut(&room) {
+                    view.members.retain(|m| m.connection != member.connection);
+                }
+                self.notice(&room, format!("{} left", member.name), NoticeLevel::Info);
+            }
+            ServerMessage::Error {
+                code,
+                message,
+                id,
+                room,
+            } => self.on_error(code, &message, id, room),
+        }
+    }
+
+    fn on_joined(&mut self, room: &str, epoch: String, members: Vec<Member>, recovery: Recovery) {
+        let Some(view) = self.room_mut(room) else {
+            return;
+        };
+        view.members = members;
+        let same_epoch = view.position.as_ref().is_some_and(|p| p.epoch == epoch);
+        if !same_epoch {
+            // A new history: offsets start over, so forget the old position.
+            view.position = Some(Position { epoch, offset: 0 });
+        }
+        if recovery == Recovery::Unrecoverable {
+            self.notice(
+                room,
+                "Reconnected, but some earlier messages may be missing.".to_owned(),
+                NoticeLevel::Warning,
+            );
+        }
+    }
+
+    fn on_message(&mut self, message: ChatMessage) {
+        if let Some(id) = &message.id {
+            self.outbox.retain(|p| &p.id != id);
+        }
+        let own = message
+            .id
+            .as_deref()
+            .is_some_and(|id| id.starts_with(&self.browser_key));
+        let shown = self.active_room == message.room;
+        let key = self.next_key;
+        let Some(view) = self.room_mut(&message.room) else {
+            return;
+        };
+        let seen = view
+            .position
+            .as_ref()
+            .is_some_and(|p| p.epoch == message.epoch && message.offset <= p.offset);
+        if seen {
+            return;
+        }
+        view.position = Some(Position {
+            epoch: message.epoch,
+            offset: message.offset,
+        });
+        if !shown {
+            view.unread += 1;
+        }
+        view.push(Entry {
+            key,
+            kind: EntryKind::Message {
+                from: message.from,
+                text: message.text,
+                ts: message.ts,
+                own,
+            },
+        });
+        self.next_key += 1;
+    }
+
+    fn on_error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        id: Option<String>,
+        room: Option<String>,
+    ) {
+        let mut text = format!("Relay error ({code}): {message}");
+        if let Some(id) = id
+            && let Some(index) = self.outbox.iter().position(|p| p.id == id)
+        {
+            let refused = self.outbox.remove(index);
+            text = format!("Not sent: “{}” — {message}", refused.text);
+        }
+        let room = room
+            .filter(|r| self.room(r).is_some())
+            .unwrap_or_else(|| self.active_room.clone());
+        self.notice(&room, text, NoticeLevel::Error);
+    }
+
+    fn notice(&mut self, room: &str, text: String, level: NoticeLevel) {
+        let key = self.next_key;
+        if let Some(view) = self.room_mut(room) {
+            view.push(Entry {
+                key,
+                kind: EntryKind::Notice { text, level },
+            });
+            self.next_key += 1;
+        }
+    }
+}
+
+impl RoomView {
+    fn new(name: &str) -> Self {
+        RoomView {
+            name: name.to_owned(),
+            entries: Vec::new(),
+            members: Vec::new(),
+            position: None,
+            unread: 0,
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.entries.len() == MAX_ENTRIES_PER_ROOM {
+            self.entries.remove(0);
+        }
+        self.entries.push(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+use super::*;
+
+fn state() -> ChatState {
+    ChatState::new("Ada".into(), "brws", "tb")
+}
+
+fn message(
+    room: &str,
+    epoch: &str,
+    offset: u64,
+    from: &str,
+    text: &str,
+    id: Option<&str>,
+) -> ServerMessage {
+    ServerMessage::Message(ChatMessage {
+        room: room.into(),
+        epoch: epoch.into(),
+        offset,
+        from: from.into(),
+        text: text.into(),
+        ts: 1_000 * offset,
+        id: id.map(Into::into),
+    })
+}
+
+fn joined(room: &str, epoch: &str, recovery: Recovery) -> ServerMessage {
+    ServerMessage::Joined {
+        room: room.into(),
+        epoch: epoch.into(),
+        offset: 0,
+        members: vec![Member {
+            connection: 1,
+            name: "Ada".into(),
+        }],
+        recovery,
+    }
+}
+
+fn texts(state: &ChatState, room: &str) -> Vec<String> {
+    state
+        .room(room)
+        .unwrap()
+        .entries
+        .iter()
+        .map(|entry| match &entry.kind {
+            EntryKind::Message { from, text, .. } => format!("{from}: {text}"),
+            EntryKind::Notice { text, .. } => format!("* {text}"),
+        })
+        .collect()
+}
+
+#[test]
+fn starts_in_the_lobby_and_joins_it_on_a_new_link() {
+    let state = state();
+    assert_eq!(state.active_room, "lobby");
+    let mut link = Link::default();
+    assert_eq!(
+        state.sync(&mut link),
+        [ClientMessage::Join {
+            room: "lobby".into(),
+            name: "Ada".into(),
+            since: None
+        }]
+    );
+    assert!(state.sync(&mut link).is_empty(), "nothing new to say");
+}
+
+#[test]
+fn queued_messages_are_sent_once_per_link_and_resent_on_the_next() {
+    let mut state = state();
+    let mut link = Link::default();
+    let _ = state.sync(&mut link);
+    let id = state.queue_message("hello").unwrap();
+    assert!(id.starts_with("brwstb-"), "{id}");
+    let send = ClientMessage::Send {
+        room: "lobby".into(),
+        id: id.clone(),
+        text: "hello".into(),
+    };
+    assert_eq!(state.sync(&mut link), std::slice::from_ref(&send));
+    assert!(state.sync(&mut link).is_empty());
+
+    // The socket dropped before the ack: the next link re-joins from the last position and
+    // resends under the same id.
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.apply(message("lobby", "e1", 1, "Bo", "hi", None));
+    let mut next_link = Link::default();
+    assert_eq!(
+        state.sync(&mut next_link),
+        [
+            ClientMessage::Join {
+                room: "lobby".into(),
+                name: "Ada".into(),
+                since: Some(Position {
+                    epoch: "e1".into(),
+                    offset: 1
+                }),
+            },
+            send
+        ]
+    );
+}
+
+#[test]
+fn message_ids_are_unique() {
+    let mut state = state();
+    let a = state.queue_message("one").unwrap();
+    let b = state.queue_message("two").unwrap();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn blank_and_over_long_drafts_are_refused() {
+    let mut state = state();
+    assert_eq!(
+        state.queue_message("  ").unwrap_err().code,
+        ErrorCode::EmptyText
+    );
+    let long = "x".repeat(state.limits.max_text_chars + 1);
+    assert_eq!(
+        state.queue_message(&long).unwrap_err().code,
+        ErrorCode::TextTooLong
+    );
+    assert!(state.outbox.is_empty());
+}
+
+#[test]
+fn messages_are_appended_in_order_and_duplicates_dropped() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.apply(message("lobby", "e1", 1, "Bo", "one", None));
+    state.apply(message("lobby", "e1", 2, "Bo", "two", None));
+    state.apply(message("lobby", "e1", 2, "Bo", "two", None));
+    state.apply(message("lobby", "e1", 1, "Bo", "one", None));
+    assert_eq!(texts(&state, "lobby"), ["Bo: one", "Bo: two"]);
+    assert_eq!(
+        state.room("lobby").unwrap().position,
+        Some(Position {
+            epoch: "e1".into(),
+            offset: 2
+        })
+    );
+}
+
+#[test]
+fn own_messages_are_recognised_from_any_tab_and_clear_the_outbox() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    let id = state.queue_message("mine").unwrap();
+    state.apply(message("lobby", "e1", 1, "Ada", "mine", Some(&id)));
+    state.apply(message(
+        "lobby",
+        "e1",
+        2,
+        "Ada",
+        "other tab",
+        Some("brwsZZ-1"),
+    ));
+    state.apply(message(
+        "lobby",
+        "e1",
+        3,
+        "Ada",
+        "someone else",
+        Some("othrXX-1"),
+    ));
+    assert!(
+        state.outbox.is_empty(),
+        "the echo acknowledges the pending message"
+    );
+    let own: Vec<bool> = state
+        .room("lobby")
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| matches!(e.kind, EntryKind::Message { own: true, .. }))
+        .collect();
+    assert_eq!(own, [true, true, false]);
+}
+
+#[test]
+fn an_ack_clears_the_pending_message() {
+    let mut state = state();
+    let id = state.queue_message("hello").unwrap();
+    assert_eq!(state.pending_in_active().len(), 1);
+    state.apply(ServerMessage::Ack {
+        id,
+        room: "lobby".into(),
+        epoch: "e1".into(),
+        offset: 1,
+        ts: 5,
+        duplicate: false,
+    });
+    assert!(state.pending_in_active().is_empty());
+}
+
+#[test]
+fn a_refused_message_leaves_the_outbox_with_an_error_notice() {
+    let mut state = state();
+    let id = state.queue_message("hello").unwrap();
+    state.apply(ServerMessage::Error {
+        code: ErrorCode::TextTooLong,
+        message: "too long".into(),
+        id: Some(id),
+        room: Some("lobby".into()),
+    });
+    assert!(state.outbox.is_empty());
+    assert_eq!(texts(&state, "lobby"), ["* Not sent: “hello” — too long"]);
+}
+
+#[test]
+fn a_new_epoch_resets_the_position_and_an_unrecoverable_gap_is_shown() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.apply(message("lobby", "e1", 7, "Bo", "old", None));
+    state.apply(joined("lobby", "e2", Recovery::Unrecoverable));
+    state.apply(message("lobby", "e2", 1, "Bo", "new history", None));
+    assert_eq!(
+        texts(&state, "lobby"),
+        [
+            "Bo: old",
+            "* Reconnected, but some earlier messages may be missing.",
+            "Bo: new history"
+        ]
+    );
+}
+
+#[test]
+fn presence_updates_members_and_adds_notices() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    let bo = Member {
+        connection: 2,
+        name: "Bo".into(),
+    };
+    state.apply(ServerMessage::MemberJoined {
+        room: "lobby".into(),
+        member: bo.clone(),
+    });
+    assert_eq!(state.room("lobby").unwrap().members.len(), 2);
+    state.apply(ServerMessage::MemberLeft {
+        room: "lobby".into(),
+        member: bo,
+    });
+    assert_eq!(state.room("lobby").unwrap().members.len(), 1);
+    assert_eq!(texts(&state, "lobby"), ["* Bo joined", "* Bo left"]);
+}
+
+#[test]
+fn renaming_rejoins_every_room_from_its_position() {
+    let mut state = state();
+    let mut link = Link::default();
+    let _ = state.sync(&mut link);
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.apply(message("lobby", "e1", 3, "Bo", "hi", None));
+    state.rename("Grace").unwrap();
+    assert_eq!(
+        state.sync(&mut link),
+        [
+            ClientMessage::Leave {
+                room: "lobby".into()
+            },
+            ClientMessage::Join {
+                room: "lobby".into(),
+                name: "Grace".into(),
+                since: Some(Position {
+                    epoch: "e1".into(),
+                    offset: 3
+                }),
+            }
+        ]
+    );
+    assert_eq!(state.rename(" ").unwrap_err().code, ErrorCode::InvalidName);
+}
+
+#[test]
+fn rooms_open_close_and_count_unread() {
+    let mut state = state();
+    let mut link = Link::default();
+    let _ = state.sync(&mut link);
+    state.open_room("ops").unwrap();
+    assert_eq!(state.active_room, "ops");
+    assert_eq!(
+        state.open_room("Not Valid").unwrap_err().code,
+        ErrorCode::InvalidRoom
+    );
+    let frames = state.sync(&mut link);
+    assert_eq!(
+        frames,
+        [ClientMessage::Join {
+            room: "ops".into(),
+            name: "Ada".into(),
+            since: None
+        }]
+    );
+
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.apply(message("lobby", "e1", 1, "Bo", "while away", None));
+    assert_eq!(state.room("lobby").unwrap().unread, 1);
+    state.show_room("lobby");
+    assert_eq!(state.room("lobby").unwrap().unread, 0);
+
+    state.show_room("ops");
+    state.queue_message("unsent").unwrap();
+    state.close_room("ops");
+    assert_eq!(state.active_room, "lobby");
+    assert!(
+        state.outbox.is_empty(),
+        "a closed room's unsent messages are dropped"
+    );
+    assert_eq!(
+        state.sync(&mut link),
+        [ClientMessage::Leave { room: "ops".into() }]
+    );
+    state.close_room("lobby");
+    assert_eq!(state.rooms.len(), 1, "the last room stays open");
+}
+
+#[test]
+fn long_logs_keep_the_newest_entries() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    for offset in 1..=(MAX_ENTRIES_PER_ROOM as u64 + 10) {
+        state.apply(message(
+            "lobby",
+            "e1",
+            offset,
+            "Bo",
+            &offset.to_string(),
+            None,
+        ));
+    }
+    let entries = texts(&state, "lobby");
+    assert_eq!(entries.len(), MAX_ENTRIES_PER_ROOM);
+    assert_eq!(entries[0], "Bo: 11");
+}
+
+#[test]
+fn welcome_brings_the_connection_online_with_the_relays_limits() {
+    let mut state = state();
+    let limits = Limits {
+        max_text_chars: 10,
+        ..Limits::default()
+    };
+    state.apply(ServerMessage::Welcome {
+        protocol: 1,
+        server: "relay/test".into(),
+        connection: 42,
+        default_room: "lobby".into(),
+        limits,
+    });
+    assert_eq!(state.status, ConnectionStatus::Online);
+    assert_eq!(state.connection, Some(42));
+    assert_eq!(
+        state.queue_message("eleven char").unwrap_err().code,
+        ErrorCode::TextTooLong
+    );
+}

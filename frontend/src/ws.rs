@@ -1,0 +1,185 @@
+//! The connection to the relay: one socket at a time, reopened with backoff when it drops.
+//!
+//! [`ChatClient`] is the handle components use (provided as context). Its methods change the
+//! [`ChatState`] signal and wake the connection task, which then sends whatever
+//! [`ChatState::sync`] says is due. Everything that arrives is applied to the same signal,
+//! so the UI simply renders the state.
+
+use futures::{
+    SinkExt, StreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
+    future::{Either, select},
+};
+use gloo_net::websocket::{Message, futures::WebSocket};
+use gloo_timers::future::TimeoutFuture;
+use leptos::{prelude::*, task::spawn_local};
+
+use crate::{
+    backoff::Backoff,
+    identity,
+    state::{ChatState, ConnectionStatus, Link},
+};
+use common::{ProtocolError, ServerMessage};
+
+/// The app's handle on the chat: state to render, and actions.
+#[derive(Clone, Copy)]
+pub struct ChatClient {
+    /// Everything the UI shows.
+    pub state: RwSignal<ChatState>,
+    /// Wakes the connection task after the state changed.
+    wake: StoredValue<UnboundedSender<()>>,
+}
+
+impl ChatClient {
+    /// Starts the connection task for the relay at `url` (a `ws://` or `wss://` URL of `/ws`).
+    pub fn start(url: String, initial: ChatState) -> Self {
+        let state = RwSignal::new(initial);
+        let (wake, woken) = unbounded();
+        spawn_local(keep_connected(url, state, woken));
+        ChatClient {
+            state,
+            wake: StoredValue::new(wake),
+        }
+    }
+
+    /// Queues a message for the room on screen; it is sent now or after reconnecting.
+    pub fn send(&self, text: &str) -> Result<(), ProtocolError> {
+        self.change(|state| state.queue_message(text).map(drop))
+    }
+
+    /// Opens (or switches to) a room.
+    pub fn open_room(&self, room: &str) -> Result<(), ProtocolError> {
+        self.change(|state| state.open_room(room))
+    }
+
+    /// Shows an already open room.
+    pub fn show_room(&self, room: &str) {
+        self.state.update(|state| state.show_room(room));
+    }
+
+    /// Closes a room.
+    pub fn close_room(&self, room: &str) {
+        self.change(|state| {
+            state.close_room(room);
+            Ok(())
+        })
+        .unwrap_or(());
+    }
+
+    /// Changes the display name, remembered for the next visit.
+    pub fn rename(&self, name: &str) -> Result<(), ProtocolError> {
+        self.change(|state| state.rename(name))?;
+        identity::save_name(name);
+        Ok(())
+    }
+
+    fn change(
+        &self,
+        action: impl FnOnce(&mut ChatState) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        let result = self.state.try_update(action).unwrap_or(Ok(()));
+        if result.is_ok() {
+            self.wake.with_value(|wake| {
+                let _ = wake.unbounded_send(());
+            });
+        }
+        result
+    }
+}
+
+/// The default relay URL: `/ws` on the host that served the page.
+pub fn default_url() -> String {
+    let location = web_sys::window()
+        .map(|window| window.location())
+        .expect("running in a browser window");
+    let scheme = match location.protocol().as_deref() {
+        Ok("https:") => "wss",
+        _ => "ws",
+    };
+    let host = location.host().unwrap_or_else(|_| "localhost:8080".into());
+    format!("{scheme}://{host}/ws")
+}
+
+/// Why a link ended.
+enum LinkEnd {
+    /// The socket closed or failed; `welcomed` says whether it got as far as `welcome`.
+    Dropped { welcomed: bool },
+    /// The app was unmounted: stop for good.
+    AppGone,
+}
+
+/// Runs while the app lives: connect, serve the link until it drops, wait with backoff,
+/// repeat.
+async fn keep_connected(url: String, state: RwSignal<ChatState>, mut woken: UnboundedReceiver<()>) {
+    let backoff = Backoff::default();
+    let mut failures = 0u32;
+    loop {
+        if state
+            .try_update(|s| s.status = ConnectionStatus::Connecting)
+            .is_none()
+        {
+            return;
+        }
+        let end = match WebSocket::open(&url) {
+            Ok(socket) => serve_link(socket, state, &mut woken).await,
+            Err(err) => {
+                leptos::logging::warn!("cannot open {url}: {err}");
+                LinkEnd::Dropped { welcomed: false }
+            }
+        };
+        // A connection that got as far as `welcome` resets the schedule.
+        failures = match end {
+            LinkEnd::AppGone => return,
+            LinkEnd::Dropped { welcomed: true } => 0,
+            LinkEnd::Dropped { welcomed: false } => failures.saturating_add(1),
+        };
+        let delay = backoff.delay_ms(failures, js_sys::Math::random());
+        let offline = ConnectionStatus::Offline { retry_in_ms: delay };
+        if state.try_update(|s| s.status = offline).is_none() {
+            return;
+        }
+        TimeoutFuture::new(delay).await;
+    }
+}
+
+/// Serves one socket until it closes or the app goes away.
+async fn serve_link(
+    socket: WebSocket,
+    state: RwSignal<ChatState>,
+    woken: &mut UnboundedReceiver<()>,
+) -> LinkEnd {
+    let (mut outgoing, mut incoming) = socket.split();
+    let mut link = Link::default();
+    let mut welcomed = false;
+    loop {
+        match select(incoming.next(), woken.next()).await {
+            Either::Left((Some(Ok(Message::Text(text))), _)) => {
+                match serde_json::from_str::<ServerMessage>(&text) {
+                    Ok(event) => {
+                        welcomed |= matches!(event, ServerMessage::Welcome { .. });
+                        if state.try_update(|s| s.apply(event)).is_none() {
+                            return LinkEnd::AppGone;
+                        }
+                    }
+                    Err(err) => leptos::logging::warn!("unreadable frame from the relay: {err}"),
+                }
+            }
+            Either::Left((Some(Ok(Message::Bytes(_))), _)) => {}
+            Either::Left((Some(Err(_)) | None, _)) => return LinkEnd::Dropped { welcomed },
+            Either::Right((Some(()), _)) => {}
+            Either::Right((None, _)) => return LinkEnd::AppGone,
+        }
+        if !welcomed {
+            continue;
+        }
+        let Some(frames) = state.try_with_untracked(|s| s.sync(&mut link)) else {
+            return LinkEnd::AppGone;
+        };
+        for frame in frames {
+            let text = serde_json::to_string(&frame).expect("client messages serialize");
+            if outgoing.send(Message::Text(text)).await.is_err() {
+                return LinkEnd::Dropped { welcomed };
+            }
+        }
+    }
+}

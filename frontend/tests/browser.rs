@@ -1,0 +1,237 @@
+//! The web client in a real browser (headless Chromium), against a live relay.
+//!
+//! `scripts/test.sh` starts the relay and passes its `/ws` URL at compile time in
+//! `RELAY_TEST_WS_URL`; without it these tests fail at once rather than pass vacuously.
+#![cfg(target_arch = "wasm32")]
+
+use std::time::Duration;
+
+use common::{ClientMessage, ServerMessage};
+use frontend::App;
+use futures::{
+    SinkExt, StreamExt,
+    future::{Either, select},
+};
+use gloo_net::websocket::{Message, futures::WebSocket};
+use gloo_timers::future::TimeoutFuture;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+use web_sys::{Element, HtmlButtonElement, HtmlElement, HtmlInputElement};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Longest any step may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn relay_url() -> String {
+    match option_env!("RELAY_TEST_WS_URL") {
+        Some(url) => url.to_owned(),
+        None => panic!(
+            "set RELAY_TEST_WS_URL to a running relay's /ws URL when building (scripts/test.sh does)"
+        ),
+    }
+}
+
+/// A unique suffix, so tests sharing the lobby cannot confuse each other's messages.
+fn unique() -> String {
+    format!(
+        "{:08x}",
+        (js_sys::Math::random() * f64::from(u32::MAX)) as u32
+    )
+}
+
+/// Mounts the app in a fresh container and returns the container.
+fn mount_app() -> Element {
+    let document = web_sys::window().unwrap().document().unwrap();
+    let container = document.create_element("div").unwrap();
+    document.body().unwrap().append_child(&container).unwrap();
+    let url = relay_url();
+    let handle = leptos::mount::mount_to(
+        container.clone().unchecked_into(),
+        move || view! { <App url=url.clone()/> },
+    );
+    // Keep the app alive for the rest of the page's life.
+    handle.forget();
+    container
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after [`WAIT`].
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = js_sys::Date::now() + WAIT.as_millis() as f64;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            js_sys::Date::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        TimeoutFuture::new(20).await;
+    }
+}
+
+fn find<T: JsCast>(container: &Element, selector: &str) -> Option<T> {
+    container
+        .query_selector(selector)
+        .ok()
+        .flatten()
+        .and_then(|element| element.dyn_into::<T>().ok())
+}
+
+fn text_of(container: &Element, selector: &str) -> String {
+    find::<Element>(container, selector)
+        .and_then(|element| element.text_content())
+        .unwrap_or_default()
+}
+
+async fn wait_until_connected(app: &Element) {
+    eventually("the Connected status", || {
+        text_of(app, "[role=status]")
+            .contains("Connected")
+            .then_some(())
+    })
+    .await;
+    // Joined the lobby: the member list shows us.
+    eventually("our entry in the member list", || {
+        find::<Element>(app, ".members li.me").map(drop)
+    })
+    .await;
+}
+
+/// Types `text` into the message box the way a user would: set the value, fire `input`.
+fn type_message(app: &Element, text: &str) -> HtmlInputElement {
+    let input: HtmlInputElement = find(app, "input[aria-label=Message]").expect("message input");
+    input.set_value(text);
+    let init = web_sys::EventInit::new();
+    init.set_bubbles(true);
+    let event = web_sys::Event::new_with_event_init_dict("input", &init).unwrap();
+    input.dispatch_event(&event).unwrap();
+    input
+}
+
+/// A second client speaking the protocol directly, in the lobby.
+struct Observer {
+    socket: WebSocket,
+}
+
+impl Observer {
+    async fn join_lobby() -> Observer {
+        let mut socket = WebSocket::open(&relay_url()).expect("open observer socket");
+        let join = ClientMessage::Join {
+            room: "lobby".into(),
+            name: "Observer".into(),
+            since: None,
+        };
+        socket
+            .send(Message::Text(serde_json::to_string(&join).unwrap()))
+            .await
+            .unwrap();
+        let mut observer = Observer { socket };
+        observer
+            .next_matching("joined", |event| {
+                matches!(event, ServerMessage::Joined { .. })
+            })
+            .await;
+        observer
+    }
+
+    async fn say(&mut self, text: &str) {
+        let send = ClientMessage::Send {
+            room: "lobby".into(),
+            id: format!("observer-{}", unique()),
+            text: text.into(),
+        };
+        self.socket
+            .send(Message::Text(serde_json::to_string(&send).unwrap()))
+            .await
+            .unwrap();
+    }
+
+    async fn next_matching(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&ServerMessage) -> bool,
+    ) -> ServerMessage {
+        let deadline = TimeoutFuture::new(WAIT.as_millis() as u32);
+        futures::pin_mut!(deadline);
+        loop {
+            match select(self.socket.next(), deadline.as_mut()).await {
+                Either::Left((Some(Ok(Message::Text(text))), _)) => {
+                    let event: ServerMessage = serde_json::from_str(&text).unwrap();
+                    if wanted(&event) {
+                        return event;
+                    }
+                }
+                Either::Left((other, _)) => panic!("observer socket ended: {:?}", other.is_some()),
+                Either::Right(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn the_app_renders_connects_and_disables_send_while_empty() {
+    let app = mount_app();
+    assert!(find::<Element>(&app, "[role=log]").is_some(), "message log");
+    let send: HtmlButtonElement = find(&app, "form.composer button").expect("send button");
+    assert_eq!(send.text_content().as_deref(), Some("Send"));
+    assert!(send.disabled(), "Send is disabled while the draft is empty");
+    wait_until_connected(&app).await;
+    type_message(&app, "draft");
+    eventually("Send to enable", || (!send.disabled()).then_some(())).await;
+    type_message(&app, "   ");
+    eventually("Send to disable again", || send.disabled().then_some(())).await;
+}
+
+#[wasm_bindgen_test]
+async fn typing_and_clicking_send_delivers_through_the_relay() {
+    let mut observer = Observer::join_lobby().await;
+    let app = mount_app();
+    wait_until_connected(&app).await;
+
+    let text = format!("hello from the browser {}", unique());
+    let input = type_message(&app, &text);
+    let send: HtmlButtonElement = find(&app, "form.composer button").unwrap();
+    eventually("Send to enable", || (!send.disabled()).then_some(())).await;
+    send.unchecked_ref::<HtmlElement>().click();
+
+    let delivered = observer
+        .next_matching(
+            "the browser's message",
+            |event| matches!(event, ServerMessage::Message(m) if m.text == text),
+        )
+        .await;
+    let ServerMessage::Message(delivered) = delivered else {
+        unreachable!()
+    };
+    assert_eq!(delivered.room, "lobby");
+    eventually("the input to clear", || {
+        input.value().is_empty().then_some(())
+    })
+    .await;
+    eventually("our own message in the log, confirmed", || {
+        let own = text_of(&app, "[role=log] .msg.own:not(.pending)");
+        own.contains(&text).then_some(())
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn a_message_from_another_client_appears_as_text() {
+    let mut observer = Observer::join_lobby().await;
+    let app = mount_app();
+    wait_until_connected(&app).await;
+
+    let text = format!("<b>not bold</b> {}", unique());
+    observer.say(&text).await;
+    eventually("the other client's message in the log", || {
+        text_of(&app, "[role=log]").contains(&text).then_some(())
+    })
+    .await;
+    assert!(
+        find::<Element>(&app, "[role=log] b").is_none(),
+        "message text must never become markup"
+    );
+    assert!(text_of(&app, "[role=log]").contains("Observer"));
+}

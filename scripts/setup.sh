@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing the relay needs, skipping whatever is already
+# present at the right version. Safe to run again and again.
+#
+#   scripts/setup.sh          tools to build and run: wasm32 target, trunk, wasm-bindgen, wasm-opt
+#   scripts/setup.sh --test   also what the tests need: Chromium and ChromeDriver
+#
+# Versions are pinned on purpose; see shared/TOOLCHAIN.md for why (trunk 0.22 needs a newer
+# rustc, Debian's binaryen 108 silently breaks the page, wasm-bindgen must match the crate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+TRUNK_VERSION=0.21.14
+WASM_BINDGEN_VERSION=0.2.129
+BINARYEN_VERSION=132.0.0
+
+with_test_tools=false
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_test_tools=true ;;
+    *) fail "unknown option $arg (expected --test)" ;;
+  esac
+done
+
+command -v cargo >/dev/null && command -v rustup >/dev/null ||
+  fail "Rust is missing: install it with rustup (https://rustup.rs), then run this again."
+
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  ok "wasm32-unknown-unknown target present"
+else
+  step "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+for component in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$component"; then
+    step "adding rustup component $component"
+    rustup component add "$component"
+  fi
+done
+
+# cargo_tool BINARY VERSION CRATE: installs CRATE at VERSION unless BINARY reports it.
+cargo_tool() {
+  local binary=$1 version=$2 crate=$3
+  if "$binary" --version 2>/dev/null | grep -q " $version\$"; then
+    ok "$binary $version present"
+  else
+    step "installing $crate $version (a few minutes, once)"
+    cargo install "$crate" --version "=$version" --locked
+  fi
+}
+cargo_tool trunk "$TRUNK_VERSION" trunk
+cargo_tool wasm-bindgen "$WASM_BINDGEN_VERSION" wasm-bindgen-cli
+
+# wasm-opt from npm's binaryen, kept inside the project (.tools/, git-ignored).
+if .tools/node_modules/.bin/wasm-opt --version 2>/dev/null | grep -q "version ${BINARYEN_VERSION%%.*}"; then
+  ok "wasm-opt ${BINARYEN_VERSION%%.*} present"
+else
+  command -v npm >/dev/null || apt_install nodejs npm
+  step "installing binaryen $BINARYEN_VERSION (wasm-opt) into .tools/"
+  mkdir -p .tools
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "binaryen@$BINARYEN_VERSION"
+fi
+
+if $with_test_tools; then
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    ok "chromium and chromedriver present"
+  else
+    apt_install chromium chromium-driver
+  fi
+fi
+ok "setup complete"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test layer; fails if any layer fails or runs no tests.
+#
+#   1. formatting              cargo fmt --check
+#   2. lints                   clippy -D warnings, native and wasm32
+#   3. unit + integration      cargo test (protocol, relay against real sockets, UI state)
+#   4. web client build        trunk build --release (also what the end-to-end test serves)
+#   5. browser tests           wasm-bindgen-test in headless Chromium against a live relay
+#   6. end to end              two Chromium sessions + a plain client over WebDriver
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+source scripts/lib.sh
+export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
+
+logs=$(mktemp -d)
+relay_pid=
+cleanup() {
+  [ -n "$relay_pid" ] && kill "$relay_pid" 2>/dev/null || true
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+timings=()
+
+# layer NAME COMMAND...: runs one layer, showing its output, and records its time. With
+# MIN_TESTS set, also fails unless the output reports at least that many passing tests.
+layer() {
+  local name=$1 started=$SECONDS log="$logs/layer.log"
+  shift
+  step "$name"
+  if ! "$@" 2>&1 | tee "$log"; then
+    fail "$name failed"
+  fi
+  if [ -n "${MIN_TESTS:-}" ]; then
+    local passed
+    passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{n += $1} END {print n + 0}')
+    [ "$passed" -ge "$MIN_TESTS" ] || fail "$name ran $passed tests; expected at least $MIN_TESTS"
+  fi
+  timings+=("$(printf '%-24s %4ss' "$name" $((SECONDS - started)))")
+}
+
+layer "format" cargo fmt --all -- --check
+layer "clippy (native)" cargo clippy --workspace --all-targets --all-features -- -D warnings
+layer "clippy (wasm32)" cargo clippy -p common -p frontend --target wasm32-unknown-unknown \
+  --all-targets -- -D warnings
+MIN_TESTS=50 layer "unit + integration" cargo test --workspace
+layer "web client build" trunk build --release
+
+# The browser tests talk to a real relay: start one on a free port and tell them where.
+step "starting a relay for the browser tests"
+relay_log="$logs/relay.log"
+target/debug/relay --listen 127.0.0.1:0 --static-dir dist >"$relay_log" 2>&1 &
+relay_pid=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$relay_log" && break
+  sleep 0.1
+done
+relay_address=$(grep -Eo 'listening on http://[0-9.:]+' "$relay_log" | sed 's|.*http://||')
+[ -n "$relay_address" ] || fail "the relay did not start: $(cat "$relay_log")"
+export RELAY_TEST_WS_URL="ws://$relay_address/ws"
+MIN_TESTS=3 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
+kill "$relay_pid" && wait "$relay_pid" 2>/dev/null || true
+relay_pid=
+
+MIN_TESTS=1 layer "end to end" cargo test -p backend --features e2e --test e2e
+
+wasm=$(ls dist/*.wasm)
+step "summary"
+printf '  %s\n' "${timings[@]}"
+printf '  %-24s %s bytes raw, %s bytes gzipped\n' "web client wasm" \
+  "$(wc -c <"$wasm")" "$(gzip -9 -c "$wasm" | wc -c)"
+ok "all layers passed"
