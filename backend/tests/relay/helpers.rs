@@ -192,3 +192,23 @@ impl Client {
         }
     }
 }
+
+/// `GET path` over a plain TCP connection; returns the response body.
+pub async fn http_get(address: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    body.to_owned()
+}
+
+/// The relay's `/healthz` answer.
+pub async fn health(address: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&http_get(address, "/healthz").await).unwrap()
+}

@@ -256,3 +256,37 @@ async fn joining_replays_recent_history_then_live_messages() {
     }
     assert_eq!(stale.next_message_text().await, "old 1");
 }
+
+#[tokio::test]
+async fn rooms_exist_while_they_have_members() {
+    let relay = spawn_relay().await;
+    let mut ada = relay.member("pop-up", "Ada").await;
+    let bo = relay.member("pop-up", "Bo").await;
+    let counts = crate::helpers::health(relay.address).await;
+    assert_eq!(
+        (counts["rooms"].as_u64(), counts["connections"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    drop(bo);
+    assert!(matches!(
+        ada.next_event().await,
+        ServerMessage::MemberJoined { .. }
+    ));
+    assert!(matches!(
+        ada.next_event().await,
+        ServerMessage::MemberLeft { .. }
+    ));
+    assert_eq!(crate::helpers::health(relay.address).await["rooms"], 1);
+    ada.send(&ClientMessage::Leave {
+        room: "pop-up".into(),
+    })
+    .await;
+    assert_eq!(
+        ada.next_event().await,
+        ServerMessage::Left {
+            room: "pop-up".into()
+        }
+    );
+    assert_eq!(crate::helpers::health(relay.address).await["rooms"], 0);
+}
