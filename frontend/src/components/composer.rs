@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::{FormProblem, TextField};
 use crate::ws::ChatClient;
 
 /// A message input (`aria-label="Message"`) and a Send button. Enter sends too. Send is
@@ -10,7 +11,7 @@ use crate::ws::ChatClient;
 #[component]
 pub fn Composer() -> impl IntoView {
     let client = expect_context::<ChatClient>();
-    let (draft, set_draft) = signal(String::new());
+    let draft = RwSignal::new(String::new());
     let problem = Memo::new(move |_| {
         draft.with(|text| {
             if text.is_empty() {
@@ -24,26 +25,15 @@ pub fn Composer() -> impl IntoView {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         if client.send(&draft.get_untracked()).is_ok() {
-            set_draft.set(String::new());
+            draft.set(String::new());
         }
     };
 
     view! {
         <form class="composer" on:submit=submit>
-            <input
-                type="text"
-                aria-label="Message"
-                placeholder="Write a message…"
-                autocomplete="off"
-                prop:value=move || draft.get()
-                on:input=move |ev| set_draft.set(event_target_value(&ev))
-            />
+            <TextField label="Message" placeholder="Write a message…" value=draft/>
             <button type="submit" disabled=cannot_send>"Send"</button>
         </form>
-        <Show when=move || problem.with(|p| p.is_some())>
-            <p class="composer-problem" role="alert">
-                {move || problem.get().map(|p| p.message).unwrap_or_default()}
-            </p>
-        </Show>
+        <FormProblem problem=Signal::derive(move || problem.get().map(|p| p.message))/>
     }
 }

@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::{FormProblem, TextField};
 use crate::ws::ChatClient;
 
 /// Open rooms with unread counts; click to show one, × to leave it, or join a new one by name.
@@ -17,14 +18,14 @@ pub fn RoomList() -> impl IntoView {
         })
     };
     let can_close = move || client.state.with(|s| s.rooms.len() > 1);
-    let (draft, set_draft) = signal(String::new());
+    let draft = RwSignal::new(String::new());
     let (problem, set_problem) = signal(None::<String>);
     let join = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let room = draft.get_untracked().trim().to_lowercase();
         match client.open_room(&room) {
             Ok(()) => {
-                set_draft.set(String::new());
+                draft.set(String::new());
                 set_problem.set(None);
             }
             Err(err) => set_problem.set(Some(err.message)),
@@ -73,21 +74,12 @@ pub fn RoomList() -> impl IntoView {
                 />
             </ul>
             <form class="join-room" on:submit=join>
-                <input
-                    type="text"
-                    aria-label="Room to join"
-                    placeholder="join a room…"
-                    autocomplete="off"
-                    prop:value=move || draft.get()
-                    on:input=move |ev| set_draft.set(event_target_value(&ev))
-                />
+                <TextField label="Room to join" placeholder="join a room…" value=draft/>
                 <button type="submit" disabled=move || draft.with(|d| d.trim().is_empty())>
                     "Join"
                 </button>
             </form>
-            <Show when=move || problem.with(Option::is_some)>
-                <p class="form-problem" role="alert">{move || problem.get()}</p>
-            </Show>
+            <FormProblem problem/>
         </nav>
     }
 }
