@@ -43,7 +43,7 @@ layer "format" cargo fmt --all -- --check
 layer "clippy (native)" cargo clippy --workspace --all-targets --all-features -- -D warnings
 layer "clippy (wasm32)" cargo clippy -p common -p frontend --target wasm32-unknown-unknown \
   --all-targets -- -D warnings
-MIN_TESTS=50 layer "unit + integration" cargo test --workspace
+MIN_TESTS=75 layer "unit + integration" cargo test --workspace
 layer "web client build" trunk build --release
 
 # The browser tests talk to a real relay: start one on a free port and tell them where.
@@ -58,11 +58,11 @@ done
 relay_address=$(grep -Eo 'listening on http://[0-9.:]+' "$relay_log" | sed 's|.*http://||')
 [ -n "$relay_address" ] || fail "the relay did not start: $(cat "$relay_log")"
 export RELAY_TEST_WS_URL="ws://$relay_address/ws"
-MIN_TESTS=3 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
+MIN_TESTS=4 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
 kill "$relay_pid" && wait "$relay_pid" 2>/dev/null || true
 relay_pid=
 
-MIN_TESTS=1 layer "end to end" cargo test -p backend --features e2e --test e2e
+MIN_TESTS=2 layer "end to end" cargo test -p backend --features e2e --test e2e
 
 wasm=$(ls dist/*.wasm)
 step "summary"

@@ -22,4 +22,5 @@ pub mod http;
 pub mod relay;
 pub mod shutdown;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

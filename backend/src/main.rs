@@ -1,5 +1,7 @@
 //! The relay binary: read settings, start logging, serve until SIGINT or SIGTERM.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use backend::{
     config::{Cli, Config},
@@ -7,8 +9,19 @@ use backend::{
 };
 use clap::Parser;
 
+fn main() -> ExitCode {
+    match serve() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line a person can act on, with every cause.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let config = Config::from(Cli::parse());
     telemetry::init(std::io::stdout);
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -2,33 +2,48 @@
 
 use std::{future::Future, sync::Arc};
 
+use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    config::Config,
+    config::{Config, StoreKind},
     http::{self, AppState},
-    relay::{Relay, RelaySettings},
+    relay::{Relay, RelaySettings, now_millis},
     shutdown::Drain,
+    store::Store,
 };
 
-/// Serves the relay on `listener` until `shutdown` resolves, then closes every WebSocket with
-/// 1001 and waits (up to `config.shutdown_grace`) for the sessions to end.
+/// Opens the store, then serves the relay on `listener` until `shutdown` resolves; then
+/// closes every WebSocket with 1001, waits (up to `config.shutdown_grace`) for the sessions
+/// to end, and stores whatever was still in flight.
 ///
-/// The caller binds the listener, so tests can bind `127.0.0.1:0` and read the port.
+/// The caller binds the listener, so tests can bind `127.0.0.1:0` and read the port. A store
+/// that cannot be opened (corrupt file, unusable data directory) is an error here, before any
+/// client is served.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
+    let store = match config.store {
+        StoreKind::Sqlite => Store::open(&config.data_dir, config.durability)?,
+        StoreKind::Memory => Store::memory(),
+    };
+    let relay = Relay::new(
+        RelaySettings {
+            limits: config.limits,
+            history_len: usize::try_from(config.retention.max_messages)
+                .map_or(config.history_len, |kept| config.history_len.min(kept)),
+            dedup_window: config.dedup_window,
+            ..RelaySettings::default()
+        },
+        store.clone(),
+    )?;
     let drain = Drain::new();
-    let relay = Relay::new(RelaySettings {
-        limits: config.limits,
-        history_len: config.history_len,
-        ..RelaySettings::default()
-    });
     let grace = config.shutdown_grace;
-    let state = AppState::new(relay, drain.clone(), Arc::new(config));
+    let pruner = tokio::spawn(prune_periodically(store, config.clone(), drain.clone()));
+    let state = AppState::new(relay.clone(), drain.clone(), Arc::new(config));
     tracing::info!("relay listening on http://{address}");
     let stopping = drain.clone();
     axum::serve(listener, http::router(state))
@@ -45,6 +60,33 @@ pub async fn run(
             "shutdown deadline passed with sessions still open"
         );
     }
+    pruner.abort();
+    tokio::task::spawn_blocking(move || relay.stop())
+        .await
+        .context("stopping the writer")?;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Applies retention every `prune_interval` until shutdown starts.
+async fn prune_periodically(store: Store, config: Config, drain: Drain) {
+    if store.is_memory() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(config.prune_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = drain.stopping().cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let store = store.clone();
+        let retention = config.retention;
+        match tokio::task::spawn_blocking(move || store.prune(retention, now_millis())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(deleted)) => tracing::debug!(deleted, "retention pruned messages"),
+            Ok(Err(err)) => tracing::warn!(%err, "retention pass failed"),
+            Err(err) => tracing::warn!(%err, "retention pass panicked"),
+        }
+    }
 }

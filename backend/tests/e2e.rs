@@ -6,7 +6,7 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -130,6 +130,21 @@ impl Browser {
         }
     }
 
+    /// Waits until nothing matches `selector`.
+    async fn wait_for_absence(&self, selector: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self
+            .client
+            .find_all(Locator::Css(selector))
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "{selector} is still there");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn field(&self, label: &str) -> fantoccini::elements::Element {
         self.client
             .find(Locator::Css(&format!("input[aria-label='{label}']")))
@@ -169,31 +184,138 @@ impl Browser {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browsers_and_a_plain_client_chat_through_the_relay() {
-    let config = Config {
-        static_dir: dist_dir(),
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(startup::run(listener, config, std::future::pending()));
-    let driver = ChromeDriver::start().await;
-    let page = format!("http://{address}/");
+/// A relay serving the release build, with its store in `data`.
+struct RunningRelay {
+    address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
 
-    let alice = Browser::open(&driver, &page).await;
-    let bob = Browser::open(&driver, &page).await;
-    // Whatever happens below, close both sessions so no Chromium is left running.
-    let outcome = std::panic::AssertUnwindSafe(chat(address, &alice, &bob))
-        .catch_unwind()
-        .await;
-    alice.save_screenshot("e2e-alice").await;
-    bob.save_screenshot("e2e-bob").await;
-    let _ = alice.client.close().await;
-    let _ = bob.client.close().await;
+impl RunningRelay {
+    /// Starts a relay on `address` (port 0 for any).
+    async fn start(address: SocketAddr, data: &Path) -> RunningRelay {
+        let config = Config {
+            static_dir: dist_dir(),
+            data_dir: data.to_owned(),
+            ..Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(startup::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        RunningRelay {
+            address,
+            stop,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.server)
+            .await
+            .expect("relay stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Closes every session whatever the scenario's `outcome`, so no Chromium is left running,
+/// saving a screenshot of each for a look afterwards; then re-raises the scenario's panic.
+async fn finish(sessions: Vec<(&str, Browser)>, outcome: std::thread::Result<()>) {
+    for (name, browser) in sessions {
+        browser.save_screenshot(name).await;
+        let _ = browser.client.close().await;
+    }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_and_a_plain_client_chat_through_the_relay() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
+    let driver = ChromeDriver::start().await;
+    let page = format!("http://{}/", relay.address);
+
+    let alice = Browser::open(&driver, &page).await;
+    let bob = Browser::open(&driver, &page).await;
+    let outcome = std::panic::AssertUnwindSafe(chat(relay.address, &alice, &bob))
+        .catch_unwind()
+        .await;
+    finish(vec![("e2e-alice", alice), ("e2e-bob", bob)], outcome).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_written_while_the_relay_is_down_is_delivered_once_it_is_back() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
+    let address = relay.address;
+    let driver = ChromeDriver::start().await;
+    let browser = Browser::open(&driver, &format!("http://{address}/")).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        relay.stop().await;
+        browser.wait_for_text("[role=status]", "Offline").await;
+        browser.send_with_enter("written while offline").await;
+        browser
+            .wait_for_text("[role=log] .msg.pending", "written while offline")
+            .await;
+
+        let relay = RunningRelay::start(address, data.path()).await;
+        browser
+            .wait_for_text("[role=log] .msg.own:not(.pending)", "written while offline")
+            .await;
+        browser.wait_for_absence("[role=log] .msg.pending").await;
+
+        // The relay has it exactly once: a newcomer's history shows one copy.
+        let (mut observer, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+            .await
+            .unwrap();
+        let join = r#"{"type":"join","room":"lobby","name":"Observer"}"#;
+        observer.send(Message::text(join)).await.unwrap();
+        let mut copies = 0;
+        let mut head = None;
+        let mut seen = 0;
+        while head.is_none_or(|head| seen < head) {
+            let frame = tokio::time::timeout(WAIT, observer.next())
+                .await
+                .expect("history in time")
+                .unwrap()
+                .unwrap();
+            let event: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+            match event["type"].as_str() {
+                Some("joined") => head = event["offset"].as_u64(),
+                Some("message") => {
+                    seen += 1;
+                    copies += usize::from(event["text"] == "written while offline");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(copies, 1, "published exactly once");
+
+        // After a reload the page shows it once (from history) and sends nothing again.
+        browser.client.refresh().await.unwrap();
+        browser.wait_for_text("[role=status]", "Connected").await;
+        browser
+            .wait_for_text("[role=log]", "written while offline")
+            .await;
+        let shown = browser
+            .client
+            .find_all(Locator::XPath(
+                "//*[@role='log']//p[text()='written while offline']",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(shown.len(), 1);
+        relay.stop().await;
+    })
+    .catch_unwind()
+    .await;
+    finish(vec![("e2e-offline", browser)], outcome).await;
 }
 
 async fn chat(address: SocketAddr, alice: &Browser, bob: &Browser) {

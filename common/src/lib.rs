@@ -18,7 +18,7 @@
 //! |---------|--------|---------|
 //! | `join`  | `room`, `name`, optional `since: {epoch, offset}` | join `room` as `name`; with `since`, replay what was missed after that position |
 //! | `leave` | `room` | leave `room` |
-//! | `send`  | `room`, `id`, `text` | publish `text` to `room`; `id` is chosen by the client, echoed in the `ack` and used to drop resends |
+//! | `send`  | `room`, `id`, `text`, optional `resend` | publish `text` to `room`; `id` is chosen by the client, echoed in the `ack` and used to drop resends |
 //!
 //! # Server → client
 //!
@@ -98,7 +98,16 @@ pub enum ClientMessage {
         id: String,
         /// The message text; see [`validate_text`].
         text: String,
+        /// Set when this id may have been sent before (a retry after a reconnect): the relay
+        /// then also looks for it beyond its in-memory window, so the retry is never published
+        /// twice. Optional, default `false`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        resend: bool,
     },
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A position in a room's history: the message with this offset in this epoch.
@@ -285,6 +294,9 @@ pub enum ErrorCode {
     /// The client asked for a protocol version the relay does not speak (`/ws?protocol=N`).
     /// Sent as the body of an HTTP 400 answer to the upgrade request.
     UnsupportedProtocol,
+    /// The relay could not store the message (or read the room's history), so nothing was
+    /// published; retrying later is safe.
+    StoreUnavailable,
 }
 
 impl ErrorCode {
@@ -303,6 +315,7 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::UnsupportedProtocol => "unsupported_protocol",
+            ErrorCode::StoreUnavailable => "store_unavailable",
         }
     }
 }

@@ -56,8 +56,18 @@ fn leave_and_send_wire_format() {
             room: "ops".into(),
             id: "c1-7".into(),
             text: "hi <b>there</b>".into(),
+            resend: false,
         },
         json!({"type": "send", "room": "ops", "id": "c1-7", "text": "hi <b>there</b>"}),
+    );
+    assert_client_wire(
+        ClientMessage::Send {
+            room: "ops".into(),
+            id: "c1-7".into(),
+            text: "again".into(),
+            resend: true,
+        },
+        json!({"type": "send", "room": "ops", "id": "c1-7", "text": "again", "resend": true}),
     );
 }
 
@@ -188,6 +198,7 @@ fn error_wire_format_for_every_code() {
         (ErrorCode::NotJoined, "not_joined"),
         (ErrorCode::AlreadyJoined, "already_joined"),
         (ErrorCode::UnsupportedProtocol, "unsupported_protocol"),
+        (ErrorCode::StoreUnavailable, "store_unavailable"),
     ];
     for (code, wire) in codes {
         assert_eq!(code.as_str(), wire);

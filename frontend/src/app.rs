@@ -18,7 +18,7 @@ pub fn App(
 ) -> impl IntoView {
     let me = identity::load();
     let state = ChatState::new(me.name, &me.browser_key, &me.tab_key);
-    let client = ChatClient::start(url.unwrap_or_else(ws::default_url), state);
+    let client = ChatClient::start(url.unwrap_or_else(ws::default_url), state, me.tab_key);
     provide_context(client);
     let room_title = move || client.state.with(|s| format!("#{}", s.active_room));
     let member_count = move || {

@@ -2,6 +2,8 @@
 //! message ids unique and recognisable as ours. Kept in `localStorage`, so a reload (or another
 //! tab) keeps the same name and sees its own messages as its own.
 
+use crate::storage;
+
 const NAME_KEY: &str = "relay.name";
 const BROWSER_KEY: &str = "relay.browser";
 
@@ -50,16 +52,16 @@ pub fn generated_key(len: usize, mut random: impl FnMut() -> f64) -> String {
 /// Loads this browser's identity, creating and storing what is missing.
 pub fn load() -> Identity {
     let random = js_sys::Math::random;
-    let name = stored(NAME_KEY).unwrap_or_else(|| {
+    let name = storage::get(NAME_KEY).unwrap_or_else(|| {
         let name = generated_name(random);
-        store(NAME_KEY, &name);
+        storage::set(NAME_KEY, &name);
         name
     });
-    let browser_key = stored(BROWSER_KEY)
+    let browser_key = storage::get(BROWSER_KEY)
         .filter(|key| key.len() == 6)
         .unwrap_or_else(|| {
             let key = generated_key(6, random);
-            store(BROWSER_KEY, &key);
+            storage::set(BROWSER_KEY, &key);
             key
         });
     Identity {
@@ -71,22 +73,7 @@ pub fn load() -> Identity {
 
 /// Remembers the display name for the next visit.
 pub fn save_name(name: &str) {
-    store(NAME_KEY, name);
-}
-
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
-}
-
-fn stored(key: &str) -> Option<String> {
-    storage()?.get_item(key).ok().flatten()
-}
-
-fn store(key: &str, value: &str) {
-    // Storage can be full or disabled (private mode); the chat still works without it.
-    if let Some(storage) = storage() {
-        let _ = storage.set_item(key, value);
-    }
+    storage::set(NAME_KEY, name);
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! - [`state`]: the chat state and every rule for changing it (pure; tested natively).
 //! - [`backoff`]: the reconnect schedule (pure).
 //! - [`identity`]: generated display name and message-id keys, kept in `localStorage`.
+//! - [`outbox_store`]: unacknowledged messages kept in `localStorage` across reloads.
+//! - [`storage`]: `localStorage` access that tolerates its absence.
 //! - [`ws`]: the socket, reconnects, and [`ws::ChatClient`], the handle components use.
 //! - [`components`]: one component per file; [`app::App`] puts them together.
 
@@ -12,7 +14,9 @@ pub mod app;
 pub mod backoff;
 pub mod components;
 pub mod identity;
+pub mod outbox_store;
 pub mod state;
+pub mod storage;
 pub mod ws;
 
 pub use app::App;

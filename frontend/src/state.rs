@@ -116,8 +116,9 @@ pub enum NoticeLevel {
     Error,
 }
 
-/// A message waiting for its acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message waiting for its acknowledgement. Kept in `localStorage` too, so it survives a
+/// reload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingMessage {
     /// Client message id: resends use the same one, so the relay can drop duplicates.
     pub id: String,
@@ -125,6 +126,10 @@ pub struct PendingMessage {
     pub room: String,
     /// Its text.
     pub text: String,
+    /// It may have reached the relay already (it was sent on an earlier connection, or comes
+    /// from an earlier page): sent again with `resend`, so the relay checks its history.
+    #[serde(default)]
+    pub sent_before: bool,
 }
 
 /// What one live connection has been told so far. Starts empty for every new socket.
@@ -193,6 +198,7 @@ impl ChatState {
             id: id.clone(),
             room: self.active_room.clone(),
             text: text.to_owned(),
+            sent_before: false,
         });
         Ok(id)
     }
@@ -234,9 +240,24 @@ impl ChatState {
         Ok(())
     }
 
+    /// Takes over messages an earlier page left unacknowledged (read back from storage).
+    /// They may have reached the relay, so they go out as resends; ids already queued are
+    /// skipped.
+    pub fn adopt(&mut self, orphans: Vec<PendingMessage>) {
+        for mut orphan in orphans {
+            if self.outbox.iter().all(|p| p.id != orphan.id) {
+                orphan.sent_before = true;
+                if self.room(&orphan.room).is_none() {
+                    self.rooms.push(RoomView::new(&orphan.room));
+                }
+                self.outbox.push(orphan);
+            }
+        }
+    }
+
     /// Frames that bring `link` in line with what the user wants: leave closed rooms, join
     /// open ones (re-joining under a new name), then send messages not yet sent on this link.
-    pub fn sync(&self, link: &mut Link) -> Vec<ClientMessage> {
+    pub fn sync(&mut self, link: &mut Link) -> Vec<ClientMessage> {
         let mut frames = Vec::new();
         let stale: Vec<String> = link
             .joined
@@ -258,16 +279,27 @@ impl ChatState {
                 });
             }
         }
-        for pending in &self.outbox {
+        for pending in &mut self.outbox {
             if link.joined.contains_key(&pending.room) && link.sent.insert(pending.id.clone()) {
                 frames.push(ClientMessage::Send {
                     room: pending.room.clone(),
                     id: pending.id.clone(),
                     text: pending.text.clone(),
+                    resend: pending.sent_before,
                 });
+                pending.sent_before = true;
             }
         }
         frames
+    }
+
+    /// The connection dropped; the next attempt is in `retry_in_ms`. Presence is cleared,
+    /// since nobody can be seen while offline (the relay sends fresh lists on re-join).
+    pub fn disconnected(&mut self, retry_in_ms: u32) {
+        self.status = ConnectionStatus::Offline { retry_in_ms };
+        for room in &mut self.rooms {
+            room.members.clear();
+        }
     }
 
     /// Applies one event from the relay.

@@ -16,7 +16,7 @@ use leptos::{prelude::*, task::spawn_local};
 
 use crate::{
     backoff::Backoff,
-    identity,
+    identity, outbox_store,
     state::{ChatState, ConnectionStatus, Link},
 };
 use common::{ProtocolError, ServerMessage};
@@ -32,8 +32,13 @@ pub struct ChatClient {
 
 impl ChatClient {
     /// Starts the connection task for the relay at `url` (a `ws://` or `wss://` URL of `/ws`).
-    pub fn start(url: String, initial: ChatState) -> Self {
+    /// Messages earlier pages left unacknowledged are adopted, and the outbox is saved to
+    /// `localStorage` under `tab_key` whenever it changes.
+    pub fn start(url: String, mut initial: ChatState, tab_key: String) -> Self {
+        initial.adopt(outbox_store::take_all());
         let state = RwSignal::new(initial);
+        let outbox = Memo::new(move |_| state.with(|s| s.outbox.clone()));
+        Effect::new(move |_| outbox.with(|pending| outbox_store::save(&tab_key, pending)));
         let (wake, woken) = unbounded();
         spawn_local(keep_connected(url, state, woken));
         ChatClient {
@@ -134,8 +139,7 @@ async fn keep_connected(url: String, state: RwSignal<ChatState>, mut woken: Unbo
             LinkEnd::Dropped { welcomed: false } => failures.saturating_add(1),
         };
         let delay = backoff.delay_ms(failures, js_sys::Math::random());
-        let offline = ConnectionStatus::Offline { retry_in_ms: delay };
-        if state.try_update(|s| s.status = offline).is_none() {
+        if state.try_update(|s| s.disconnected(delay)).is_none() {
             return;
         }
         TimeoutFuture::new(delay).await;
@@ -172,7 +176,8 @@ async fn serve_link(
         if !welcomed {
             continue;
         }
-        let Some(frames) = state.try_with_untracked(|s| s.sync(&mut link)) else {
+        // Untracked: marking messages as sent changes nothing on screen.
+        let Some(frames) = state.try_update_untracked(|s| s.sync(&mut link)) else {
             return LinkEnd::AppGone;
         };
         for frame in frames {

@@ -41,19 +41,24 @@ fn unique() -> String {
     )
 }
 
-/// Mounts the app in a fresh container and returns the container.
+/// Mounts the app, connected to the test relay, in a fresh container; it stays mounted for
+/// the rest of the page's life.
 fn mount_app() -> Element {
+    let (container, handle) = mount_app_at(relay_url());
+    handle.forget();
+    container
+}
+
+/// Mounts the app connected to `url`; dropping the handle unmounts it, like closing the page.
+fn mount_app_at(url: String) -> (Element, leptos::mount::UnmountHandle<impl Mountable>) {
     let document = web_sys::window().unwrap().document().unwrap();
     let container = document.create_element("div").unwrap();
     document.body().unwrap().append_child(&container).unwrap();
-    let url = relay_url();
     let handle = leptos::mount::mount_to(
         container.clone().unchecked_into(),
         move || view! { <App url=url.clone()/> },
     );
-    // Keep the app alive for the rest of the page's life.
-    handle.forget();
-    container
+    (container, handle)
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, failing after [`WAIT`].
@@ -141,6 +146,7 @@ impl Observer {
             room: "lobby".into(),
             id: format!("observer-{}", unique()),
             text: text.into(),
+            resend: false,
         };
         self.socket
             .send(Message::Text(serde_json::to_string(&send).unwrap()))
@@ -234,4 +240,54 @@ async fn a_message_from_another_client_appears_as_text() {
         "message text must never become markup"
     );
     assert!(text_of(&app, "[role=log]").contains("Observer"));
+}
+
+#[wasm_bindgen_test]
+async fn messages_sent_offline_survive_closing_the_page_and_are_delivered_once() {
+    // A page that cannot reach any relay keeps what the user sends, as pending...
+    let (offline, page) = mount_app_at("ws://127.0.0.1:1/ws".into());
+    eventually("the Offline status", || {
+        text_of(&offline, "[role=status]")
+            .contains("Offline")
+            .then_some(())
+    })
+    .await;
+    let text = format!("written offline {}", unique());
+    type_message(&offline, &text);
+    let send: HtmlButtonElement = find(&offline, "form.composer button").unwrap();
+    eventually("Send to enable", || (!send.disabled()).then_some(())).await;
+    send.unchecked_ref::<HtmlElement>().click();
+    eventually("the pending message", || {
+        text_of(&offline, ".msg.pending")
+            .contains(&text)
+            .then_some(())
+    })
+    .await;
+    // ...and in localStorage, so closing that page loses nothing.
+    drop(page);
+
+    // The next page that reaches the relay delivers it, once.
+    let mut observer = Observer::join_lobby().await;
+    let app = mount_app();
+    observer
+        .next_matching(
+            "the message written offline",
+            |event| matches!(event, ServerMessage::Message(m) if m.text == text),
+        )
+        .await;
+    let marker = format!("marker {}", unique());
+    observer.say(&marker).await;
+    let next = observer
+        .next_matching("the next message", |event| {
+            matches!(event, ServerMessage::Message(_))
+        })
+        .await;
+    assert!(
+        matches!(&next, ServerMessage::Message(m) if m.text == marker),
+        "the offline message was published again: {next:?}"
+    );
+    eventually("the delivered message in the new page's log", || {
+        text_of(&app, "[role=log]").contains(&text).then_some(())
+    })
+    .await;
 }

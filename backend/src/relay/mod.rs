@@ -2,16 +2,22 @@
 //!
 //! Nothing in here touches a socket. A session (see [`session`]) turns frames into calls on
 //! [`Relay`] and [`Room`]; they answer by pushing frames into each connection's [`Outbox`],
-//! which the session's writer drains to the socket. Keeping the core free of I/O keeps its
-//! locks short (nothing awaits while holding one) and lets every rule be tested directly.
+//! which the session's writer drains to the socket. Keeping the core free of socket I/O keeps
+//! its locks short (nothing awaits while holding one) and lets every rule be tested directly.
+//!
+//! A published message is given its offset at once, then made durable by the group-commit
+//! [`writer`] and only then delivered and acknowledged, so nobody ever sees a message that a
+//! crash could take back. With the memory store there is nothing to wait for and delivery
+//! happens on the spot.
 //!
 //! Locking order, to rule out deadlock: the room registry, then a room. Joins and leaves take
 //! both, so that a room dropped when its last member leaves can never be joined through a
-//! stale handle; publishing takes only its room's lock.
+//! stale handle; publishing and delivery take only the room's lock.
 
 mod outbox;
 mod room;
 pub mod session;
+mod writer;
 
 use std::{
     collections::HashMap,
@@ -24,18 +30,38 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use common::{Limits, Position, ServerMessage};
 
+use crate::store::{Store, StoreError, StoredMessage};
 pub use outbox::{Outbox, OutboxLimits, Overflowed};
-pub use room::{Publication, Published, Room};
+pub use room::now_millis;
+pub use room::{JoinOutcome, Publication, Room};
+pub use writer::Writer;
 
 /// Settings the relay core needs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RelaySettings {
     /// Input limits, enforced by sessions and announced in `welcome`.
     pub limits: Limits,
-    /// Recent messages each room keeps and replays on join.
+    /// Recent messages each room keeps in memory and replays on a plain join.
     pub history_len: usize,
+    /// Client message ids each room remembers to drop resends without asking the store.
+    pub dedup_window: usize,
+    /// Most messages replayed to one recovering client; a longer gap is reported as
+    /// unrecoverable.
+    pub max_replay: u64,
     /// Bounds of every connection's outgoing queue.
     pub outbox: OutboxLimits,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            limits: Limits::default(),
+            history_len: 50,
+            dedup_window: 1000,
+            max_replay: 10_000,
+            outbox: OutboxLimits::default(),
+        }
+    }
 }
 
 /// How a connection talks to the relay.
@@ -55,14 +81,45 @@ pub struct Relay {
 
 #[derive(Debug)]
 struct Shared {
-    /// Live rooms by name. A room exists while it has members.
-    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    /// Live rooms.
+    registry: Arc<Registry>,
     /// Source of connection ids; never reused while the process runs.
     next_connection: AtomicU64,
     /// Connections currently open, for health and metrics.
     open_connections: AtomicUsize,
     /// Fixed at start-up.
     settings: RelaySettings,
+    /// Where history lives.
+    store: Store,
+    /// The group-commit writer; `None` with the memory store, where delivery is immediate.
+    writer: Option<Writer>,
+}
+
+/// Live rooms by name. A room exists while it has members or messages still being stored.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Room>>> {
+        // Registry updates are single inserts and removes, so a panic elsewhere cannot leave
+        // the map inconsistent: carry on with it.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drops `room` if it has no members and nothing in flight.
+    fn forget_if_idle(&self, room: &Arc<Room>) {
+        let mut rooms = self.lock();
+        let registered = rooms
+            .get(room.name())
+            .is_some_and(|registered| Arc::ptr_eq(registered, room));
+        if registered && room.is_idle_and_empty() {
+            rooms.remove(room.name());
+        }
+    }
 }
 
 /// One open connection as the relay core knows it.
@@ -88,21 +145,39 @@ impl Drop for Connection {
 }
 
 impl Relay {
-    /// A relay with no connections and no rooms.
-    pub fn new(settings: RelaySettings) -> Self {
-        Relay {
+    /// A relay with no connections and no rooms, keeping history in `store`. With a durable
+    /// store this starts the writer thread; call [`Relay::stop`] to flush it.
+    pub fn new(settings: RelaySettings, store: Store) -> Result<Self, StoreError> {
+        let writer = if store.is_memory() {
+            None
+        } else {
+            Some(Writer::start(store.appender()?))
+        };
+        Ok(Relay {
             shared: Arc::new(Shared {
-                rooms: Mutex::new(HashMap::new()),
+                registry: Arc::default(),
                 next_connection: AtomicU64::new(1),
                 open_connections: AtomicUsize::new(0),
                 settings,
+                store,
+                writer,
             }),
-        }
+        })
+    }
+
+    /// A relay that keeps nothing on disk, for tests of the HTTP layer.
+    pub fn in_memory(settings: RelaySettings) -> Self {
+        Relay::new(settings, Store::memory()).expect("the memory store cannot fail")
     }
 
     /// The settings the relay was started with.
     pub fn settings(&self) -> &RelaySettings {
         &self.shared.settings
+    }
+
+    /// The history store.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
     }
 
     /// Registers a new connection.
@@ -117,37 +192,60 @@ impl Relay {
         }
     }
 
-    /// Adds `connection` to `room` (creating the room) as `name`. The connection is sent
-    /// `joined` and the replay before any live message of the room; the other members are told.
-    /// The caller checks the connection is not already a member.
+    /// Adds `connection` to `room` as `name`, opening the room (from the store) if needed.
+    ///
+    /// The connection is sent `joined` and its replay before any live message of the room,
+    /// and the other members are told. When `since` lies before what the room keeps in
+    /// memory, the answer is [`JoinOutcome::NeedHistory`]: read that range from the store
+    /// (outside any lock) and call again with it in `history`. With `give_up`, a gap that
+    /// still remains is reported to the client as unrecoverable instead.
     pub fn join(
         &self,
         connection: &Connection,
         room: &str,
         name: &str,
         since: Option<&Position>,
-    ) -> Arc<Room> {
-        let mut rooms = self.rooms();
-        let room = rooms
-            .entry(room.to_owned())
-            .or_insert_with(|| Arc::new(Room::new(room, self.shared.settings.history_len)))
-            .clone();
-        room.add_member(connection, name, since);
-        room
+        history: Option<&[StoredMessage]>,
+        give_up: bool,
+    ) -> Result<JoinOutcome, StoreError> {
+        let mut rooms = self.shared.registry.lock();
+        let room = match rooms.get(room) {
+            Some(open) => open.clone(),
+            None => {
+                let opened = Arc::new(self.open_room(room)?);
+                rooms.insert(room.to_owned(), opened.clone());
+                opened
+            }
+        };
+        Ok(room.add_member(connection, name, since, history, give_up))
     }
 
-    /// Removes `connection` from `room`, telling the others, and drops the room once empty.
+    fn open_room(&self, name: &str) -> Result<Room, StoreError> {
+        let settings = &self.shared.settings;
+        let record =
+            self.shared
+                .store
+                .load_room(name, settings.history_len, settings.dedup_window)?;
+        Ok(Room::open(
+            name,
+            record,
+            settings,
+            self.shared.store.clone(),
+            self.shared.writer.as_ref().map(Writer::sender),
+            Arc::downgrade(&self.shared.registry),
+        ))
+    }
+
+    /// Removes `connection` from `room`, telling the others, and drops the room once it is
+    /// empty and idle.
     pub fn leave(&self, connection: &Connection, room: &Arc<Room>) {
-        let mut rooms = self.rooms();
-        if room.remove_member(connection.id) {
-            // Only forget the registered room if it is this one (it always should be: a room
-            // is removed only here, under the same lock).
-            if rooms
-                .get(room.name())
-                .is_some_and(|registered| Arc::ptr_eq(registered, room))
-            {
-                rooms.remove(room.name());
-            }
+        let mut rooms = self.shared.registry.lock();
+        room.remove_member(connection.id);
+        let registered = rooms
+            .get(room.name())
+            .is_some_and(|registered| Arc::ptr_eq(registered, room));
+        if registered && room.is_idle_and_empty() {
+            rooms.remove(room.name());
         }
     }
 
@@ -156,18 +254,17 @@ impl Relay {
         self.shared.open_connections.load(Ordering::Relaxed)
     }
 
-    /// Rooms that exist right now.
+    /// Rooms open right now.
     pub fn room_count(&self) -> usize {
-        self.rooms().len()
+        self.shared.registry.lock().len()
     }
 
-    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Arc<Room>>> {
-        // Registry updates are single inserts and removes, so a panic elsewhere cannot leave
-        // the map inconsistent: carry on with it.
-        self.shared
-            .rooms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Stores and delivers everything already accepted, then stops the writer. Call after
+    /// the last session ended.
+    pub fn stop(&self) {
+        if let Some(writer) = &self.shared.writer {
+            writer.stop();
+        }
     }
 }
 

@@ -1,46 +1,66 @@
-//! One room: its members, its offsets and its recent history.
+//! One room: its members, its offsets, its recent history and its recent client ids.
 //!
-//! Everything that must be seen in the same order by every member (offsets, joins, leaves)
-//! happens under the room's one lock, and fan-out pushes into member outboxes under that lock
-//! too. Pushing never waits, so the lock is held for microseconds; holding it is what makes
-//! offsets arrive in order everywhere and makes the join "seam" exact: a joiner gets history
-//! up to offset N and then live messages from N + 1, with nothing lost or repeated between.
+//! Everything that must be seen in the same order by every member (offsets, joins, leaves,
+//! deliveries) happens under the room's one lock. Pushing into an outbox never waits, so the
+//! lock is held for microseconds. Holding it is what makes the join "seam" exact: a joiner is
+//! replayed everything delivered up to offset N and registered in the same critical section,
+//! so every later delivery (N + 1, ...) reaches it live, with nothing lost or repeated between.
+//!
+//! A message's life: [`Room::publish`] gives it the next offset and queues it for the writer
+//! (or, with the memory store, delivers it at once); the writer stores it and calls
+//! [`Accepted::settle`], which delivers it to the members and acknowledges it to its sender.
 
 use std::{
-    collections::VecDeque,
-    sync::{Mutex, MutexGuard},
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, Weak, mpsc::Sender},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use axum::extract::ws::Utf8Bytes;
-use common::{ChatMessage, Member, Position, Recovery, ServerMessage};
+use common::{ChatMessage, ErrorCode, Member, Position, Recovery, ServerMessage};
 
-use super::{ClientKind, Connection, Outbox, encode};
+use super::{ClientKind, Connection, Outbox, Registry, RelaySettings, encode, writer::Op};
+use crate::store::{NewMessage, RoomRecord, Store, StoredMessage};
 
 /// A room and everything it holds.
 #[derive(Debug)]
 pub struct Room {
     /// The room's name, as clients spell it.
     name: String,
-    /// Names this incarnation of the room's history. A room recreated after it emptied starts
-    /// over at offset 1 under a new epoch, so old positions are recognisably stale.
+    /// Names this history. It changes only if the history is lost (a new data directory), so
+    /// a client's old position is recognisably stale instead of silently wrong.
     epoch: String,
-    /// How many recent messages to keep for replay.
+    /// How many recent messages to keep in memory for replay.
     history_len: usize,
+    /// Longest gap a recovering client is replayed.
+    max_replay: u64,
+    /// Where resends not remembered in memory are looked up.
+    store: Store,
+    /// The writer's queue; `None` means deliver at once (memory store).
+    writer: Option<Sender<Op>>,
+    /// The registry that holds this room, told when the room falls idle and empty.
+    registry: Weak<Registry>,
     /// Members, offsets and history. A `std` mutex: never held across an `.await`.
     state: Mutex<RoomState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomState {
-    /// Offset of the newest message (0 before the first).
-    last_offset: u64,
+    /// The newest offset given to a message.
+    last_assigned: u64,
+    /// The newest offset whose fate is settled (delivered, or refused because it could not be
+    /// stored). Between the two, messages are being stored.
+    last_settled: u64,
     /// Everyone in the room. A `Vec`: fan-out iterates it on every message, joins and leaves
     /// are rare.
     members: Vec<RoomMember>,
-    /// The newest `history_len` messages as already-encoded frames, oldest first, with
-    /// consecutive offsets ending at `last_offset`.
-    recent: VecDeque<Utf8Bytes>,
+    /// The newest delivered messages as encoded frames, oldest first.
+    recent: VecDeque<Recent>,
+    /// Client ids of the newest accepted messages, to drop resends.
+    ids: RecentIds,
+    /// Time given to the newest message. Times never go backwards within a room (even if the
+    /// clock does), which lets retention find old messages by offset.
+    last_ts: u64,
 }
 
 #[derive(Debug)]
@@ -48,46 +68,113 @@ struct RoomMember {
     /// Connection id, which is also the id other members see.
     connection: u64,
     /// Display name in this room.
-    name: String,
+    name: Arc<str>,
     /// Decides which form of a message the member is sent.
     kind: ClientKind,
     /// Where its frames go.
     outbox: Outbox,
 }
 
-/// A message to publish.
 #[derive(Debug)]
-pub struct Publication<'a> {
-    /// Connection that sent it.
-    pub origin: u64,
-    /// Sender's display name.
-    pub from: &'a str,
-    /// The text.
-    pub text: &'a str,
-    /// Client message id, for typed senders.
-    pub id: Option<&'a str>,
-    /// A plain sender's frame as received: relayed to other plain clients byte for byte.
-    pub raw: Option<&'a Utf8Bytes>,
+struct Recent {
+    offset: u64,
+    frame: Utf8Bytes,
 }
 
-/// Where a published message landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
-    /// Its offset in the room.
-    pub offset: u64,
-    /// Server time of publication, in milliseconds since the Unix epoch.
-    pub ts: u64,
+/// The newest client ids with their offsets, bounded, oldest forgotten first.
+#[derive(Debug, Default)]
+struct RecentIds {
+    order: VecDeque<String>,
+    offsets: HashMap<String, (u64, u64)>,
+    capacity: usize,
+}
+
+/// A message to publish.
+#[derive(Debug)]
+pub struct Publication {
+    /// Connection that sent it.
+    pub origin: u64,
+    /// Kind of that connection: a plain sender is never sent its own message back.
+    pub origin_kind: ClientKind,
+    /// Sender's display name.
+    pub from: Arc<str>,
+    /// The text. For a plain sender, the frame as received, relayed to plain clients as is.
+    pub text: Utf8Bytes,
+    /// Client message id, for typed senders.
+    pub id: Option<String>,
+    /// The client says it may have sent this id before: if the room no longer remembers it,
+    /// ask the store.
+    pub resend: bool,
+    /// Where the `ack` (or refusal) goes; `None` for plain senders, who get none.
+    pub ack_to: Option<Outbox>,
+}
+
+/// A message with its offset, on its way to the store and then to the members.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    room: Arc<Room>,
+    offset: u64,
+    ts: u64,
+    publication: Publication,
+}
+
+/// What became of a join.
+#[derive(Debug)]
+pub enum JoinOutcome {
+    /// Joined; `joined` and the replay are queued.
+    Joined(Arc<Room>),
+    /// The client's position lies before the in-memory history: read offsets
+    /// `after + 1 .. before` from the store and join again with them.
+    NeedHistory {
+        /// Last offset the client saw.
+        after: u64,
+        /// First offset kept in memory.
+        before: u64,
+    },
 }
 
 impl Room {
-    /// An empty room that keeps the last `history_len` messages.
-    pub fn new(name: &str, history_len: usize) -> Self {
-        Room {
-            name: name.to_owned(),
-            epoch: new_epoch(),
-            history_len,
-            state: Mutex::new(RoomState::default()),
+    /// A room as the store left it.
+    pub(super) fn open(
+        name: &str,
+        record: RoomRecord,
+        settings: &RelaySettings,
+        store: Store,
+        writer: Option<Sender<Op>>,
+        registry: Weak<Registry>,
+    ) -> Room {
+        let mut ids = RecentIds {
+            capacity: settings.dedup_window,
+            ..RecentIds::default()
+        };
+        for (id, offset, ts) in record.recent_ids {
+            ids.insert(id, offset, ts);
         }
+        let room = Room {
+            name: name.to_owned(),
+            epoch: record.epoch,
+            history_len: settings.history_len,
+            max_replay: settings.max_replay,
+            store,
+            writer,
+            registry,
+            state: Mutex::new(RoomState {
+                last_assigned: record.last_offset,
+                last_settled: record.last_offset,
+                members: Vec::new(),
+                recent: VecDeque::new(),
+                ids,
+                last_ts: 0,
+            }),
+        };
+        let mut state = room.lock();
+        for message in record.recent {
+            state.last_ts = state.last_ts.max(message.ts);
+            let frame = room.encode_stored(&message);
+            state.remember(message.offset, frame, room.history_len);
+        }
+        drop(state);
+        room
     }
 
     /// The room's name.
@@ -100,42 +187,128 @@ impl Room {
         &self.epoch
     }
 
-    /// Adds a member. A typed member is sent `joined` and then the replay; the other typed
+    /// True when nobody is in the room and no message is still being stored: it can be
+    /// dropped from memory and reopened from the store later without losing anything.
+    pub(super) fn is_idle_and_empty(&self) -> bool {
+        let state = self.lock();
+        state.members.is_empty() && state.last_settled == state.last_assigned
+    }
+
+    /// Adds a member, unless its position needs history from the store first (see
+    /// [`JoinOutcome`]). A typed member is sent `joined` and its replay; the other typed
     /// members are told someone joined. All under the lock, so no message slips between.
-    pub(super) fn add_member(&self, connection: &Connection, name: &str, since: Option<&Position>) {
+    pub(super) fn add_member(
+        self: &Arc<Self>,
+        connection: &Connection,
+        name: &str,
+        since: Option<&Position>,
+        history: Option<&[StoredMessage]>,
+        give_up: bool,
+    ) -> JoinOutcome {
         let mut state = self.lock();
-        let member = Member {
-            connection: connection.id,
-            name: name.to_owned(),
+        let replay = if connection.kind == ClientKind::Typed {
+            match self.plan_replay(&state, since, history, give_up) {
+                Ok(replay) => Some(replay),
+                Err(need) => return need,
+            }
+        } else {
+            None
         };
+        let name: Arc<str> = Arc::from(name);
         state.push_to_typed(&ServerMessage::MemberJoined {
             room: self.name.clone(),
-            member,
+            member: Member {
+                connection: connection.id,
+                name: name.to_string(),
+            },
         });
         state.members.push(RoomMember {
             connection: connection.id,
-            name: name.to_owned(),
+            name,
             kind: connection.kind,
             outbox: connection.outbox.clone(),
         });
-        if connection.kind == ClientKind::Typed {
-            let (recovery, replay) = state.replay_after(since, &self.epoch);
+        if let Some((recovery, frames)) = replay {
             connection.outbox.push(encode(&ServerMessage::Joined {
                 room: self.name.clone(),
                 epoch: self.epoch.clone(),
-                offset: state.last_offset,
+                offset: state.last_settled,
                 members: state.member_list(),
                 recovery,
             }));
-            for frame in replay {
-                connection.outbox.push(frame.clone());
+            for frame in frames {
+                connection.outbox.push(frame);
             }
+        }
+        JoinOutcome::Joined(self.clone())
+    }
+
+    /// Works out what a joiner is replayed: everything after `since` when that can be had
+    /// without a gap, otherwise the recent history and an honest `unrecoverable`.
+    fn plan_replay(
+        &self,
+        state: &RoomState,
+        since: Option<&Position>,
+        history: Option<&[StoredMessage]>,
+        give_up: bool,
+    ) -> Result<(Recovery, Vec<Utf8Bytes>), JoinOutcome> {
+        let everything_recent = || state.recent.iter().map(|r| r.frame.clone()).collect();
+        let Some(seen) = since else {
+            return Ok((Recovery::NotRequested, everything_recent()));
+        };
+        if seen.epoch != self.epoch || seen.offset > state.last_settled {
+            return Ok((Recovery::Unrecoverable, everything_recent()));
+        }
+        let recent_after = |after: u64| {
+            state
+                .recent
+                .iter()
+                .filter(|r| r.offset > after)
+                .map(|r| r.frame.clone())
+                .collect::<Vec<_>>()
+        };
+        // Memory holds offsets `oldest_in_memory ..= last_settled`.
+        let oldest_in_memory = state
+            .recent
+            .front()
+            .map_or(state.last_settled + 1, |r| r.offset);
+        if seen.offset + 1 >= oldest_in_memory {
+            return Ok((Recovery::Recovered, recent_after(seen.offset)));
+        }
+        if oldest_in_memory - seen.offset - 1 > self.max_replay {
+            return Ok((Recovery::Unrecoverable, everything_recent()));
+        }
+        let Some(stored) = history else {
+            return Err(JoinOutcome::NeedHistory {
+                after: seen.offset,
+                before: oldest_in_memory,
+            });
+        };
+        let gapless = stored
+            .iter()
+            .zip(seen.offset + 1..)
+            .all(|(message, expected)| message.offset == expected);
+        let reaches = seen.offset + stored.len() as u64 + 1 >= oldest_in_memory;
+        match (gapless && !stored.is_empty(), reaches) {
+            (true, true) => {
+                let last_stored = stored.last().map_or(seen.offset, |m| m.offset);
+                let mut frames: Vec<Utf8Bytes> =
+                    stored.iter().map(|m| self.encode_stored(m)).collect();
+                frames.extend(recent_after(last_stored));
+                Ok((Recovery::Recovered, frames))
+            }
+            // Memory moved on while the store was read: read the rest.
+            (true, false) if !give_up => Err(JoinOutcome::NeedHistory {
+                after: seen.offset,
+                before: oldest_in_memory,
+            }),
+            // Pruned by retention, or still racing after retries.
+            _ => Ok((Recovery::Unrecoverable, everything_recent())),
         }
     }
 
-    /// Removes a member and tells the typed members left behind. Returns true when the room is
-    /// now empty.
-    pub(super) fn remove_member(&self, connection: u64) -> bool {
+    /// Removes a member and tells the typed members left behind.
+    pub(super) fn remove_member(&self, connection: u64) {
         let mut state = self.lock();
         if let Some(index) = state
             .members
@@ -147,49 +320,162 @@ impl Room {
                 room: self.name.clone(),
                 member: Member {
                     connection: gone.connection,
-                    name: gone.name,
+                    name: gone.name.to_string(),
                 },
             });
         }
-        state.members.is_empty()
     }
 
-    /// Gives the message the next offset and delivers it to every member: typed members get
-    /// the JSON event (the sender too, so its other tabs and its own log stay in offset
-    /// order), plain members get the text, except a plain sender, who never hears itself.
-    /// Each form is encoded once and shared by all its recipients.
-    pub fn publish(&self, publication: &Publication<'_>) -> Published {
-        let ts = now_millis();
+    /// Accepts a message: a resend of a message already accepted is acknowledged again (as a
+    /// duplicate) and not published twice; anything else gets the next offset and goes to the
+    /// writer, or with the memory store straight to the members.
+    pub fn publish(self: &Arc<Self>, publication: Publication) {
         let mut state = self.lock();
-        state.last_offset += 1;
-        let offset = state.last_offset;
+        if let Some(id) = &publication.id {
+            let known = state.ids.get(id).or_else(|| {
+                // Only a flagged resend is worth a store lookup: a fresh id cannot be there.
+                publication
+                    .resend
+                    .then(|| self.store.find_client_id(&self.name, id).ok().flatten())
+                    .flatten()
+            });
+            if let Some((offset, ts)) = known {
+                return self.acknowledge_duplicate(&state, &publication, offset, ts);
+            }
+        }
+        state.last_assigned += 1;
+        let offset = state.last_assigned;
+        let ts = now_millis().max(state.last_ts);
+        state.last_ts = ts;
+        if let Some(id) = &publication.id {
+            state.ids.insert(id.clone(), offset, ts);
+        }
+        let accepted = Accepted {
+            room: self.clone(),
+            offset,
+            ts,
+            publication,
+        };
+        match &self.writer {
+            Some(writer) => {
+                if let Err(returned) = writer.send(Op::Append(accepted)) {
+                    // The writer is gone (shutting down): refuse rather than lose it silently.
+                    if let Op::Append(accepted) = returned.0 {
+                        self.refuse(&mut state, accepted);
+                    }
+                }
+            }
+            None => self.deliver(&mut state, accepted),
+        }
+    }
+
+    fn acknowledge_duplicate(
+        &self,
+        state: &RoomState,
+        publication: &Publication,
+        offset: u64,
+        ts: u64,
+    ) {
+        let (Some(to), Some(id)) = (&publication.ack_to, &publication.id) else {
+            return;
+        };
+        let frame = encode(&ServerMessage::Ack {
+            id: id.clone(),
+            room: self.name.clone(),
+            epoch: self.epoch.clone(),
+            offset,
+            ts,
+            duplicate: true,
+        });
+        match &self.writer {
+            // The original is still being stored: acknowledge after it, never before.
+            Some(writer) if offset > state.last_settled => {
+                let _ = writer.send(Op::Ack {
+                    to: to.clone(),
+                    frame,
+                });
+            }
+            _ => to.push(frame),
+        }
+    }
+
+    /// Delivers a stored message: to every typed member as JSON (the sender too, so its other
+    /// tabs and its own log stay in offset order), to plain members as text except a plain
+    /// sender, who never hears itself; then the sender's ack. Each form is encoded once and
+    /// shared by all its recipients.
+    fn deliver(&self, state: &mut RoomState, accepted: Accepted) {
+        let Accepted {
+            offset,
+            ts,
+            publication,
+            ..
+        } = accepted;
         let frame = encode(&ServerMessage::Message(ChatMessage {
             room: self.name.clone(),
             epoch: self.epoch.clone(),
             offset,
-            from: publication.from.to_owned(),
-            text: publication.text.to_owned(),
+            from: publication.from.to_string(),
+            text: publication.text.to_string(),
             ts,
-            id: publication.id.map(str::to_owned),
+            id: publication.id.clone(),
         }));
         let mut plain_frame: Option<Utf8Bytes> = None;
         for member in &state.members {
             match member.kind {
                 ClientKind::Typed => member.outbox.push(frame.clone()),
-                ClientKind::Plain if member.connection == publication.origin => {}
+                ClientKind::Plain
+                    if member.connection == publication.origin
+                        && publication.origin_kind == ClientKind::Plain => {}
                 ClientKind::Plain => {
-                    let plain = plain_frame.get_or_insert_with(|| plain_form(publication));
+                    let plain = plain_frame.get_or_insert_with(|| plain_form(&publication));
                     member.outbox.push(plain.clone());
                 }
             }
         }
-        if self.history_len > 0 {
-            if state.recent.len() == self.history_len {
-                state.recent.pop_front();
-            }
-            state.recent.push_back(frame);
+        state.last_settled = offset;
+        state.remember(offset, frame, self.history_len);
+        if let (Some(to), Some(id)) = (publication.ack_to, publication.id) {
+            to.push(encode(&ServerMessage::Ack {
+                id,
+                room: self.name.clone(),
+                epoch: self.epoch.clone(),
+                offset,
+                ts,
+                duplicate: false,
+            }));
         }
-        Published { offset, ts }
+    }
+
+    /// Tells the sender its message could not be stored, so it was not published. The id is
+    /// forgotten, so a later resend is accepted afresh.
+    fn refuse(&self, state: &mut RoomState, accepted: Accepted) {
+        state.last_settled = state.last_settled.max(accepted.offset);
+        let publication = accepted.publication;
+        if let Some(id) = &publication.id {
+            state.ids.remove(id);
+        }
+        if let Some(to) = publication.ack_to {
+            to.push(encode(&ServerMessage::Error {
+                code: ErrorCode::StoreUnavailable,
+                message: "the relay could not store the message, so it was not published; \
+                          try again"
+                    .into(),
+                id: publication.id,
+                room: Some(self.name.clone()),
+            }));
+        }
+    }
+
+    fn encode_stored(&self, message: &StoredMessage) -> Utf8Bytes {
+        encode(&ServerMessage::Message(ChatMessage {
+            room: self.name.clone(),
+            epoch: self.epoch.clone(),
+            offset: message.offset,
+            from: message.sender.clone(),
+            text: message.text.clone(),
+            ts: message.ts,
+            id: message.client_id.clone(),
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -198,6 +484,38 @@ impl Room {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Accepted {
+    /// The row to store.
+    pub(crate) fn as_new_message(&self) -> NewMessage<'_> {
+        NewMessage {
+            room: &self.room.name,
+            offset: self.offset,
+            ts: self.ts,
+            sender: &self.publication.from,
+            text: self.publication.text.as_str(),
+            client_id: self.publication.id.as_deref(),
+        }
+    }
+
+    /// Called by the writer once the store answered: deliver if stored, refuse if not. Then
+    /// let the registry drop the room if that was the last thing keeping it open.
+    pub(crate) fn settle(self, stored: bool) {
+        let room = self.room.clone();
+        let idle_and_empty = {
+            let mut state = room.lock();
+            if stored {
+                room.deliver(&mut state, self);
+            } else {
+                room.refuse(&mut state, self);
+            }
+            state.members.is_empty() && state.last_settled == state.last_assigned
+        };
+        if idle_and_empty && let Some(registry) = room.registry.upgrade() {
+            registry.forget_if_idle(&room);
+        }
     }
 }
 
@@ -217,53 +535,61 @@ impl RoomState {
             .iter()
             .map(|m| Member {
                 connection: m.connection,
-                name: m.name.clone(),
+                name: m.name.to_string(),
             })
             .collect()
     }
 
-    /// Decides what a joiner is replayed: everything after `since` when that is still known,
-    /// otherwise the recent history.
-    fn replay_after(
-        &self,
-        since: Option<&Position>,
-        epoch: &str,
-    ) -> (Recovery, impl Iterator<Item = &Utf8Bytes>) {
-        let oldest_kept = self.last_offset + 1 - self.recent.len() as u64;
-        let (recovery, skip) = match since {
-            None => (Recovery::NotRequested, 0),
-            Some(seen)
-                if seen.epoch == epoch
-                    && seen.offset <= self.last_offset
-                    && seen.offset + 1 >= oldest_kept =>
-            {
-                // Offsets in `recent` are consecutive, so position = offset - oldest_kept.
-                (
-                    Recovery::Recovered,
-                    (seen.offset + 1 - oldest_kept) as usize,
-                )
-            }
-            Some(_) => (Recovery::Unrecoverable, 0),
-        };
-        (recovery, self.recent.iter().skip(skip))
+    /// Adds a delivered message to the in-memory history, keeping the newest `capacity`.
+    fn remember(&mut self, offset: u64, frame: Utf8Bytes, capacity: usize) {
+        if capacity == 0 {
+            return;
+        }
+        if self.recent.len() == capacity {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent { offset, frame });
+    }
+}
+
+impl RecentIds {
+    fn get(&self, id: &str) -> Option<(u64, u64)> {
+        self.offsets.get(id).copied()
+    }
+
+    fn insert(&mut self, id: String, offset: u64, ts: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.offsets.remove(&oldest);
+        }
+        self.order.push_back(id.clone());
+        self.offsets.insert(id, (offset, ts));
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.offsets.remove(id);
+        self.order.retain(|kept| kept != id);
     }
 }
 
 /// What a plain client sees of a message: a plain sender's frame unchanged, or `name: text`.
-fn plain_form(publication: &Publication<'_>) -> Utf8Bytes {
-    match publication.raw {
-        Some(raw) => raw.clone(),
-        None => Utf8Bytes::from(format!("{}: {}", publication.from, publication.text)),
+fn plain_form(publication: &Publication) -> Utf8Bytes {
+    match publication.origin_kind {
+        ClientKind::Plain => publication.text.clone(),
+        ClientKind::Typed => Utf8Bytes::from(format!(
+            "{}: {}",
+            publication.from,
+            publication.text.as_str()
+        )),
     }
 }
 
-/// A short random name for a new history epoch.
-fn new_epoch() -> String {
-    format!("{:012x}", rand::random::<u64>() >> 16)
-}
-
 /// Milliseconds since the Unix epoch.
-pub(super) fn now_millis() -> u64 {
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)

@@ -20,7 +20,8 @@ use futures_util::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ClientKind, Connection, Publication, Relay, Room, encode};
+use super::{ClientKind, Connection, JoinOutcome, Publication, Relay, Room, encode};
+use crate::store::StoredMessage;
 
 /// How long a closing session waits for the client's answering close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -28,10 +29,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Close code for a client whose outbox overflowed because it did not read.
 const SLOW_CONSUMER: u16 = 4000;
 
+/// How many times a join re-reads history from the store while the room keeps moving.
+const HISTORY_READS: usize = 3;
+
 /// Runs a connection until the client leaves, the relay shuts down (`stopping`), or the
 /// client stops reading.
 pub async fn run(socket: WebSocket, relay: Relay, kind: ClientKind, stopping: CancellationToken) {
     let mut session = Session::open(relay, kind);
+    session.start().await;
     tracing::debug!(connection = session.connection.id, ?kind, "connected");
     let (sink, mut stream) = socket.split();
     {
@@ -110,7 +115,7 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
 async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session) {
     while let Some(Ok(message)) = stream.next().await {
         match message {
-            Message::Text(text) => session.on_text(text),
+            Message::Text(text) => session.on_text(text).await,
             Message::Binary(_) => session.refuse(
                 ProtocolError::new(
                     ErrorCode::BinaryNotSupported,
@@ -129,8 +134,8 @@ async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session)
 /// A room this connection is in.
 struct Membership {
     room: Arc<Room>,
-    /// The display name the connection joined under.
-    name: String,
+    /// The display name the connection joined under, shared with every message it sends.
+    name: Arc<str>,
 }
 
 /// A connection's state as the reader sees it.
@@ -139,20 +144,16 @@ struct Session {
     connection: Connection,
     /// Rooms this connection is in, by name.
     rooms: HashMap<String, Membership>,
-    /// A plain client's generated name; typed clients name themselves per room.
-    guest_name: String,
 }
 
 impl Session {
     /// Registers the connection: a typed client is welcomed, a plain client joins the lobby.
     fn open(relay: Relay, kind: ClientKind) -> Self {
         let connection = relay.connect(kind);
-        let guest_name = format!("guest-{}", connection.id);
-        let mut session = Session {
+        let session = Session {
             relay,
             connection,
             rooms: HashMap::new(),
-            guest_name,
         };
         match kind {
             ClientKind::Typed => session.send(&ServerMessage::Welcome {
@@ -162,33 +163,45 @@ impl Session {
                 default_room: DEFAULT_ROOM.to_owned(),
                 limits: session.relay.settings().limits,
             }),
-            ClientKind::Plain => {
-                let name = session.guest_name.clone();
-                session.enter(DEFAULT_ROOM.to_owned(), name, None);
-            }
+            ClientKind::Plain => {}
         }
         session
     }
 
-    fn on_text(&mut self, text: Utf8Bytes) {
+    /// Finishes opening: a plain client joins the lobby.
+    async fn start(&mut self) {
+        if self.connection.kind == ClientKind::Plain {
+            let name = format!("guest-{}", self.connection.id);
+            self.enter(DEFAULT_ROOM.to_owned(), &name, None).await;
+        }
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) {
         match self.connection.kind {
             ClientKind::Typed => match parse_client_message(&text) {
-                Ok(message) => self.on_client_message(message),
+                Ok(message) => self.on_client_message(message).await,
                 Err(err) => self.refuse(err, None, None),
             },
             ClientKind::Plain => self.on_plain_text(text),
         }
     }
 
-    fn on_client_message(&mut self, message: ClientMessage) {
+    async fn on_client_message(&mut self, message: ClientMessage) {
         match message {
-            ClientMessage::Join { room, name, since } => self.join(room, &name, since.as_ref()),
+            ClientMessage::Join { room, name, since } => {
+                self.join(room, &name, since.as_ref()).await;
+            }
             ClientMessage::Leave { room } => self.leave(room),
-            ClientMessage::Send { room, id, text } => self.publish(room, id, &text),
+            ClientMessage::Send {
+                room,
+                id,
+                text,
+                resend,
+            } => self.publish(room, id, text, resend),
         }
     }
 
-    fn join(&mut self, room: String, name: &str, since: Option<&Position>) {
+    async fn join(&mut self, room: String, name: &str, since: Option<&Position>) {
         let max_name_chars = self.relay.settings().limits.max_name_chars;
         let checked = validate_room(&room).and_then(|()| validate_name(name, max_name_chars));
         if let Err(err) = checked {
@@ -198,13 +211,59 @@ impl Session {
             let err = ProtocolError::new(ErrorCode::AlreadyJoined, "already in this room");
             return self.refuse(err, None, Some(room));
         }
-        self.enter(room, name.to_owned(), since);
+        self.enter(room, name, since).await;
     }
 
-    fn enter(&mut self, room: String, name: String, since: Option<&Position>) {
-        let joined = self.relay.join(&self.connection, &room, &name, since);
-        let membership = Membership { room: joined, name };
-        self.rooms.insert(room, membership);
+    /// Joins a room, reading history from the store (off the async threads, outside every
+    /// lock) when the client's position is older than what the room keeps in memory.
+    async fn enter(&mut self, room: String, name: &str, since: Option<&Position>) {
+        let mut history: Option<Vec<StoredMessage>> = None;
+        for attempt in 1..=HISTORY_READS + 1 {
+            let give_up = attempt > HISTORY_READS;
+            let outcome = self.relay.join(
+                &self.connection,
+                &room,
+                name,
+                since,
+                history.as_deref(),
+                give_up,
+            );
+            match outcome {
+                Ok(JoinOutcome::Joined(joined)) => {
+                    let membership = Membership {
+                        room: joined,
+                        name: Arc::from(name),
+                    };
+                    self.rooms.insert(room, membership);
+                    return;
+                }
+                Ok(JoinOutcome::NeedHistory { after, before }) => {
+                    let store = self.relay.store().clone();
+                    let name = room.clone();
+                    let read =
+                        tokio::task::spawn_blocking(move || store.read_range(&name, after, before))
+                            .await;
+                    match read {
+                        Ok(Ok(stored)) => history = Some(stored),
+                        Ok(Err(err)) => return self.store_failed(&err, room),
+                        Err(panicked) => {
+                            tracing::error!(%panicked, "history read panicked");
+                            history = Some(Vec::new());
+                        }
+                    }
+                }
+                Err(err) => return self.store_failed(&err, room),
+            }
+        }
+    }
+
+    fn store_failed(&self, err: &crate::store::StoreError, room: String) {
+        tracing::error!(%err, room, "cannot open room");
+        let refusal = ProtocolError::new(
+            ErrorCode::StoreUnavailable,
+            "the relay cannot read this room's history right now; try again",
+        );
+        self.refuse(refusal, None, Some(room));
     }
 
     fn leave(&mut self, room: String) {
@@ -217,30 +276,24 @@ impl Session {
         }
     }
 
-    fn publish(&mut self, room: String, id: String, text: &str) {
+    fn publish(&mut self, room: String, id: String, text: String, resend: bool) {
         let max_text_chars = self.relay.settings().limits.max_text_chars;
-        let checked = validate_client_id(&id).and_then(|()| validate_text(text, max_text_chars));
+        let checked = validate_client_id(&id).and_then(|()| validate_text(&text, max_text_chars));
         if let Err(err) = checked {
             return self.refuse(err, Some(id), Some(room));
         }
         let Some(membership) = self.rooms.get(&room) else {
             return self.refuse(not_joined(), Some(id), Some(room));
         };
-        let published = membership.room.publish(&Publication {
+        // The ack (or a refusal) comes from the room once the message is stored.
+        membership.room.publish(Publication {
             origin: self.connection.id,
-            from: &membership.name,
-            text,
-            id: Some(&id),
-            raw: None,
-        });
-        let epoch = membership.room.epoch().to_owned();
-        self.send(&ServerMessage::Ack {
-            id,
-            room,
-            epoch,
-            offset: published.offset,
-            ts: published.ts,
-            duplicate: false,
+            origin_kind: ClientKind::Typed,
+            from: membership.name.clone(),
+            text: Utf8Bytes::from(text),
+            id: Some(id),
+            resend,
+            ack_to: Some(self.connection.outbox.clone()),
         });
     }
 
@@ -251,13 +304,18 @@ impl Session {
         if let Err(err) = validate_text(&text, max_text_chars) {
             return self.refuse(err, None, None);
         }
-        let lobby = &self.rooms[DEFAULT_ROOM].room;
-        lobby.publish(&Publication {
+        let Some(lobby) = self.rooms.get(DEFAULT_ROOM) else {
+            // The lobby could not be opened (the store failed); that was already reported.
+            return;
+        };
+        lobby.room.publish(Publication {
             origin: self.connection.id,
-            from: &self.guest_name,
-            text: &text,
+            origin_kind: ClientKind::Plain,
+            from: lobby.name.clone(),
+            text,
             id: None,
-            raw: Some(&text),
+            resend: false,
+            ack_to: None,
         });
     }
 

@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use backend::{config::Config, startup, telemetry};
-use common::{ClientMessage, Member, ServerMessage};
+use common::{ChatMessage, ClientMessage, Member, Position, Recovery, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
 use tokio_tungstenite::{
@@ -22,15 +22,29 @@ pub struct TestRelay {
     pub address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<anyhow::Result<()>>,
+    /// The relay's own data directory, deleted with it.
+    _data: tempfile::TempDir,
 }
 
-/// Starts a relay with default settings.
+/// Default settings, with the SQLite store in a fresh temporary directory.
+pub fn test_config() -> (Config, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: data.path().to_owned(),
+        ..Config::default()
+    };
+    (config, data)
+}
+
+/// Starts a relay with default settings and its own store.
 pub async fn spawn_relay() -> TestRelay {
-    spawn_relay_with(Config::default()).await
+    let (config, data) = test_config();
+    spawn_relay_with(config, data).await
 }
 
-/// Starts a relay with `config` (its `listen` is ignored: the port is ephemeral).
-pub async fn spawn_relay_with(config: Config) -> TestRelay {
+/// Starts a relay with `config` (its `listen` is ignored: the port is ephemeral), keeping
+/// `data` alive as long as the relay.
+pub async fn spawn_relay_with(config: Config, data: tempfile::TempDir) -> TestRelay {
     if std::env::var_os("TEST_LOG").is_some() {
         telemetry::init(std::io::stderr);
     }
@@ -44,6 +58,7 @@ pub async fn spawn_relay_with(config: Config) -> TestRelay {
         address,
         stop: Some(stop),
         server,
+        _data: data,
     }
 }
 
@@ -84,6 +99,24 @@ impl TestRelay {
     }
 }
 
+/// The parts of a `joined` answer tests look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub epoch: String,
+    pub offset: u64,
+    pub recovery: Recovery,
+}
+
+impl Joined {
+    /// The position of offset `offset` in this room's history.
+    pub fn at(&self, offset: u64) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            offset,
+        }
+    }
+}
+
 /// A real WebSocket client.
 pub struct Client {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -120,6 +153,7 @@ impl Client {
             room: room.into(),
             id: id.into(),
             text: text.into(),
+            resend: false,
         })
         .await;
     }
@@ -135,6 +169,37 @@ impl Client {
         match self.next_event().await {
             ServerMessage::Joined { members, .. } => members,
             other => panic!("expected joined, got {other:?}"),
+        }
+    }
+
+    /// Joins `room` from position `since` and returns the `joined` answer.
+    pub async fn join_since(&mut self, room: &str, name: &str, since: Option<Position>) -> Joined {
+        self.send(&ClientMessage::Join {
+            room: room.into(),
+            name: name.into(),
+            since,
+        })
+        .await;
+        match self.next_event().await {
+            ServerMessage::Joined {
+                epoch,
+                offset,
+                recovery,
+                ..
+            } => Joined {
+                epoch,
+                offset,
+                recovery,
+            },
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+
+    /// The next chat message, skipping presence notices.
+    pub async fn next_message(&mut self) -> ChatMessage {
+        match self.next_non_presence().await {
+            ServerMessage::Message(message) => message,
+            other => panic!("expected a message, got {other:?}"),
         }
     }
 

@@ -21,7 +21,7 @@ fn app(static_dir: &std::path::Path) -> axum::Router {
         ..Config::default()
     };
     router(AppState::new(
-        Relay::new(RelaySettings::default()),
+        Relay::in_memory(RelaySettings::default()),
         Drain::new(),
         Arc::new(config),
     ))

@@ -51,7 +51,7 @@ fn texts(state: &ChatState, room: &str) -> Vec<String> {
 
 #[test]
 fn starts_in_the_lobby_and_joins_it_on_a_new_link() {
-    let state = state();
+    let mut state = state();
     assert_eq!(state.active_room, "lobby");
     let mut link = Link::default();
     assert_eq!(
@@ -76,12 +76,13 @@ fn queued_messages_are_sent_once_per_link_and_resent_on_the_next() {
         room: "lobby".into(),
         id: id.clone(),
         text: "hello".into(),
+        resend: false,
     };
     assert_eq!(state.sync(&mut link), std::slice::from_ref(&send));
     assert!(state.sync(&mut link).is_empty());
 
     // The socket dropped before the ack: the next link re-joins from the last position and
-    // resends under the same id.
+    // resends under the same id, flagged as a resend.
     state.apply(joined("lobby", "e1", Recovery::NotRequested));
     state.apply(message("lobby", "e1", 1, "Bo", "hi", None));
     let mut next_link = Link::default();
@@ -96,9 +97,35 @@ fn queued_messages_are_sent_once_per_link_and_resent_on_the_next() {
                     offset: 1
                 }),
             },
-            send
+            ClientMessage::Send {
+                room: "lobby".into(),
+                id,
+                text: "hello".into(),
+                resend: true,
+            }
         ]
     );
+}
+
+#[test]
+fn messages_left_by_an_earlier_page_are_adopted_as_resends() {
+    let mut earlier = state();
+    earlier.open_room("ops").unwrap();
+    let id = earlier.queue_message("from before the reload").unwrap();
+    let orphans = earlier.outbox.clone();
+
+    let mut state = ChatState::new("Ada".into(), "brws", "new1");
+    state.adopt(orphans.clone());
+    state.adopt(orphans);
+    assert_eq!(state.outbox.len(), 1, "adopting twice does not duplicate");
+    assert!(state.room("ops").is_some(), "its room is reopened");
+    let frames = state.sync(&mut Link::default());
+    assert!(frames.contains(&ClientMessage::Send {
+        room: "ops".into(),
+        id,
+        text: "from before the reload".into(),
+        resend: true,
+    }));
 }
 
 #[test]
@@ -355,4 +382,15 @@ fn welcome_brings_the_connection_online_with_the_relays_limits() {
         state.queue_message("eleven char").unwrap_err().code,
         ErrorCode::TextTooLong
     );
+}
+
+#[test]
+fn going_offline_clears_presence_but_keeps_messages() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.apply(message("lobby", "e1", 1, "Bo", "hi", None));
+    state.disconnected(750);
+    assert_eq!(state.status, ConnectionStatus::Offline { retry_in_ms: 750 });
+    assert!(state.room("lobby").unwrap().members.is_empty());
+    assert_eq!(texts(&state, "lobby"), ["Bo: hi"]);
 }
