@@ -7,7 +7,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use common::Limits;
 
-use crate::store::{Durability, Retention};
+use crate::{
+    http::OriginPolicy,
+    relay::{OutboxLimits, RateLimit, SessionSettings},
+    store::{Durability, Retention},
+};
 
 /// Where history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +47,28 @@ pub struct Config {
     pub retention: Retention,
     /// How often retention is applied.
     pub prune_interval: Duration,
+    /// Largest frame or message a client may send; larger ones close the connection (1009).
+    pub max_message_bytes: usize,
+    /// Bounds of each connection's queue of unsent frames; past them it is closed (4000).
+    pub outbox: OutboxLimits,
+    /// Heartbeat, rate limit and room limit of each connection.
+    pub session: SessionSettings,
+    /// Most WebSocket connections at once; upgrades beyond get HTTP 503.
+    pub max_connections: usize,
+    /// Which web pages may connect.
+    pub origins: OriginPolicy,
+    /// Initial capacity of each connection's read buffer. Small, since most connections are
+    /// idle; it grows for large frames.
+    pub read_buffer_bytes: usize,
+    /// Frames are written to the socket once this many bytes are buffered, or at each flush.
+    pub write_buffer_bytes: usize,
+    /// On shutdown, connections are closed this many at a time...
+    pub drain_batch: usize,
+    /// ...with this pause between batches, so clients do not all reconnect at once.
+    pub drain_pause: Duration,
+    /// Kernel send buffer per connection (`SO_SNDBUF`); `None` leaves the kernel's
+    /// autotuning alone.
+    pub socket_send_buffer: Option<usize>,
 }
 
 impl Default for Config {
@@ -62,6 +88,16 @@ impl Default for Config {
                 max_age: Duration::from_secs(7 * 24 * 3600),
             },
             prune_interval: Duration::from_secs(60),
+            max_message_bytes: 64 * 1024,
+            outbox: OutboxLimits::default(),
+            session: SessionSettings::default(),
+            max_connections: 10_000,
+            origins: OriginPolicy::default(),
+            read_buffer_bytes: 1024,
+            write_buffer_bytes: 64 * 1024,
+            drain_batch: 500,
+            drain_pause: Duration::from_millis(100),
+            socket_send_buffer: None,
         }
     }
 }
@@ -113,6 +149,63 @@ pub struct Cli {
     /// Milliseconds between retention passes.
     #[arg(long, env = "RELAY_PRUNE_INTERVAL_MS", default_value_t = 60_000)]
     pub prune_interval_ms: u64,
+    /// Largest frame or message a client may send, in bytes (larger: close 1009).
+    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most unsent frames queued for one connection (more: close 4000).
+    #[arg(long, env = "RELAY_OUTBOX_FRAMES", default_value_t = OutboxLimits::default().max_frames)]
+    pub outbox_frames: usize,
+    /// Most unsent bytes queued for one connection (more: close 4000).
+    #[arg(long, env = "RELAY_OUTBOX_BYTES", default_value_t = OutboxLimits::default().max_bytes)]
+    pub outbox_bytes: usize,
+    /// Milliseconds of silence before the relay pings a client.
+    #[arg(long, env = "RELAY_PING_INTERVAL_MS", default_value_t = 20_000)]
+    pub ping_interval_ms: u64,
+    /// Milliseconds a client has to answer a ping (no answer: close 4001).
+    #[arg(long, env = "RELAY_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+    /// Frames per second a connection may send on average.
+    #[arg(long, env = "RELAY_RATE_PER_SEC", default_value_t = RateLimit::default().per_second)]
+    pub rate_per_sec: f64,
+    /// Frames a connection may send in a burst.
+    #[arg(long, env = "RELAY_RATE_BURST", default_value_t = RateLimit::default().burst)]
+    pub rate_burst: u32,
+    /// Refused frames in a row before the connection is closed (1008).
+    #[arg(long, env = "RELAY_RATE_ABUSE_AFTER", default_value_t = RateLimit::default().abuse_after)]
+    pub rate_abuse_after: u32,
+    /// Rooms one connection may be in.
+    #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = 20)]
+    pub max_rooms: usize,
+    /// Most WebSocket connections at once (more: HTTP 503).
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Origins allowed to connect besides the relay's own: `scheme://host[:port]`,
+    /// `localhost` (any port), or `*`.
+    #[arg(
+        long,
+        env = "RELAY_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "localhost"
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Allow `Origin: null` (pages opened from a file, sandboxed frames).
+    #[arg(long, env = "RELAY_ALLOW_NULL_ORIGIN")]
+    pub allow_null_origin: bool,
+    /// Initial read buffer per connection, in bytes.
+    #[arg(long, env = "RELAY_READ_BUFFER_BYTES", default_value_t = 1024)]
+    pub read_buffer_bytes: usize,
+    /// Write buffer threshold per connection, in bytes.
+    #[arg(long, env = "RELAY_WRITE_BUFFER_BYTES", default_value_t = 64 * 1024)]
+    pub write_buffer_bytes: usize,
+    /// Connections closed per batch on shutdown.
+    #[arg(long, env = "RELAY_DRAIN_BATCH", default_value_t = 500)]
+    pub drain_batch: usize,
+    /// Milliseconds between shutdown batches.
+    #[arg(long, env = "RELAY_DRAIN_PAUSE_MS", default_value_t = 100)]
+    pub drain_pause_ms: u64,
+    /// Kernel send buffer per connection, in bytes (default: the kernel's autotuning).
+    #[arg(long, env = "RELAY_SOCKET_SEND_BUFFER_BYTES")]
+    pub socket_send_buffer_bytes: Option<usize>,
 }
 
 impl From<Cli> for Config {
@@ -136,6 +229,31 @@ impl From<Cli> for Config {
                 max_age: Duration::from_secs(cli.retention_secs),
             },
             prune_interval: Duration::from_millis(cli.prune_interval_ms),
+            max_message_bytes: cli.max_message_bytes,
+            outbox: OutboxLimits {
+                max_frames: cli.outbox_frames,
+                max_bytes: cli.outbox_bytes,
+            },
+            session: SessionSettings {
+                ping_interval: Duration::from_millis(cli.ping_interval_ms),
+                ping_timeout: Duration::from_millis(cli.ping_timeout_ms),
+                rate: RateLimit {
+                    per_second: cli.rate_per_sec,
+                    burst: cli.rate_burst,
+                    abuse_after: cli.rate_abuse_after,
+                },
+                max_rooms: cli.max_rooms,
+            },
+            max_connections: cli.max_connections,
+            origins: OriginPolicy {
+                allowed: cli.allowed_origins,
+                allow_null: cli.allow_null_origin,
+            },
+            read_buffer_bytes: cli.read_buffer_bytes,
+            write_buffer_bytes: cli.write_buffer_bytes,
+            drain_batch: cli.drain_batch,
+            drain_pause: Duration::from_millis(cli.drain_pause_ms),
+            socket_send_buffer: cli.socket_send_buffer_bytes,
         }
     }
 }

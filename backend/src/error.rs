@@ -14,6 +14,12 @@ pub enum AppError {
     /// `/ws?protocol=N` asked for a version this relay does not speak.
     #[error("protocol version {0:?} is not supported; this relay speaks {PROTOCOL_VERSION}")]
     UnsupportedProtocol(String),
+    /// The page's origin may not connect.
+    #[error("origin {0:?} is not allowed to connect to this relay")]
+    OriginNotAllowed(String),
+    /// No connection slot is free.
+    #[error("the relay is at its limit of {0} connections; try again later")]
+    ServerFull(usize),
 }
 
 impl IntoResponse for AppError {
@@ -22,6 +28,8 @@ impl IntoResponse for AppError {
             AppError::UnsupportedProtocol(_) => {
                 (StatusCode::BAD_REQUEST, ErrorCode::UnsupportedProtocol)
             }
+            AppError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, ErrorCode::OriginNotAllowed),
+            AppError::ServerFull(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerFull),
         };
         tracing::debug!(error = %self, "request refused");
         let body = ServerMessage::Error {

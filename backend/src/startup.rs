@@ -3,7 +3,8 @@
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
     config::{Config, StoreKind},
@@ -36,14 +37,32 @@ pub async fn run(
             history_len: usize::try_from(config.retention.max_messages)
                 .map_or(config.history_len, |kept| config.history_len.min(kept)),
             dedup_window: config.dedup_window,
+            outbox: config.outbox,
             ..RelaySettings::default()
         },
         store.clone(),
     )?;
     let drain = Drain::new();
-    let grace = config.shutdown_grace;
+    let (grace, batch, pause) = (
+        config.shutdown_grace,
+        config.drain_batch,
+        config.drain_pause,
+    );
     let pruner = tokio::spawn(prune_periodically(store, config.clone(), drain.clone()));
+    let send_buffer = config.socket_send_buffer;
     let state = AppState::new(relay.clone(), drain.clone(), Arc::new(config));
+    // Every accepted socket: no Nagle delay (a chat message should leave at once; batching
+    // is done by the writer, one flush per batch), and the configured send buffer.
+    let listener = listener.tap_io(move |stream: &mut TcpStream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+        if let Some(bytes) = send_buffer
+            && let Err(err) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
+        {
+            tracing::debug!(%err, "cannot set SO_SNDBUF");
+        }
+    });
     tracing::info!("relay listening on http://{address}");
     let stopping = drain.clone();
     axum::serve(listener, http::router(state))
@@ -53,7 +72,7 @@ pub async fn run(
             stopping.start();
         })
         .await?;
-    let unfinished = drain.finish(grace).await;
+    let unfinished = drain.finish(batch, pause, grace).await;
     if unfinished > 0 {
         tracing::warn!(
             unfinished,

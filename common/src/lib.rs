@@ -18,6 +18,7 @@
 //! |---------|--------|---------|
 //! | `join`  | `room`, `name`, optional `since: {epoch, offset}` | join `room` as `name`; with `since`, replay what was missed after that position |
 //! | `leave` | `room` | leave `room` |
+//! | `ping`  | | ask for a `pong` (a liveness check browsers can make) |
 //! | `send`  | `room`, `id`, `text`, optional `resend` | publish `text` to `room`; `id` is chosen by the client, echoed in the `ack` and used to drop resends |
 //!
 //! # Server → client
@@ -27,6 +28,7 @@
 //! | `welcome`       | `protocol`, `server`, `connection`, `default_room`, `limits` | first frame of every connection |
 //! | `joined`        | `room`, `epoch`, `offset`, `members`, `recovery` | the join worked; replayed `message`s follow, then live ones |
 //! | `left`          | `room` | the leave worked |
+//! | `pong`          | | the answer to `ping` |
 //! | `message`       | `room`, `epoch`, `offset`, `from`, `text`, `ts`, optional `id` | a message published in a room you are in |
 //! | `ack`           | `id`, `room`, `epoch`, `offset`, `ts`, `duplicate` | your `send` with this `id` was accepted |
 //! | `member_joined` | `room`, `member` | someone joined a room you are in |
@@ -67,6 +69,21 @@ pub const MAX_CLIENT_ID_CHARS: usize = 64;
 pub mod close_code {
     /// The relay is shutting down: reconnect (with jitter) to another node or in a moment.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (unmasked frame, reserved bits, bad opcode).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The client kept sending faster than its rate limit after being told to slow down.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame or message was larger than the relay accepts.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The relay is restarting: reconnect (with jitter) in a moment.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// The client did not read fast enough and its queue of unsent messages overflowed.
+    /// Reconnect and recover from the last offset seen.
+    pub const SLOW_CONSUMER: u16 = 4000;
+    /// The client did not answer pings (or send anything) within the heartbeat timeout.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4001;
 }
 
 /// A message from a client to the relay.
@@ -89,6 +106,9 @@ pub enum ClientMessage {
         /// Room to leave.
         room: String,
     },
+    /// Ask for a `pong`: lets a client check that the relay still answers (browsers cannot
+    /// see WebSocket-level pings). Also counts as activity for the relay's heartbeat.
+    Ping,
     /// Publish a text message to a room the client has joined.
     Send {
         /// Room to publish to.
@@ -150,6 +170,8 @@ pub enum ServerMessage {
         /// What the relay could do with the `since` the client sent.
         recovery: Recovery,
     },
+    /// The answer to a `ping`.
+    Pong,
     /// A `leave` succeeded.
     Left {
         /// The room left.
@@ -297,6 +319,15 @@ pub enum ErrorCode {
     /// The relay could not store the message (or read the room's history), so nothing was
     /// published; retrying later is safe.
     StoreUnavailable,
+    /// The connection sent faster than its rate limit; the frame was dropped. Keep it up and
+    /// the connection is closed with 1008.
+    RateLimited,
+    /// The connection is already in as many rooms as the relay allows.
+    TooManyRooms,
+    /// The page's origin is not allowed to connect (HTTP 403 before the upgrade).
+    OriginNotAllowed,
+    /// The relay has as many connections as it allows (HTTP 503 before the upgrade).
+    ServerFull,
 }
 
 impl ErrorCode {
@@ -316,6 +347,10 @@ impl ErrorCode {
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::UnsupportedProtocol => "unsupported_protocol",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::ServerFull => "server_full",
         }
     }
 }
@@ -354,7 +389,7 @@ impl std::fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// The `type` values a client may send.
-const CLIENT_TYPES: [&str; 3] = ["join", "leave", "send"];
+const CLIENT_TYPES: [&str; 4] = ["join", "leave", "ping", "send"];
 
 /// Parses one text frame from a client, telling apart broken JSON, an unknown `type` and a
 /// known type with bad fields. Field values are not validated here; see [`validate_text`],
@@ -378,11 +413,11 @@ fn classify_parse_error(frame: &str, err: &serde_json::Error) -> ProtocolError {
     match object.get("type").and_then(|t| t.as_str()) {
         None => ProtocolError::new(
             ErrorCode::UnknownType,
-            "missing string field `type` (one of: join, leave, send)",
+            "missing string field `type` (one of: join, leave, ping, send)",
         ),
         Some(kind) if !CLIENT_TYPES.contains(&kind) => ProtocolError::new(
             ErrorCode::UnknownType,
-            format!("unknown message type `{kind}` (expected one of: join, leave, send)"),
+            format!("unknown message type `{kind}` (expected one of: join, leave, ping, send)"),
         ),
         Some(kind) => ProtocolError::new(ErrorCode::InvalidMessage, format!("bad `{kind}`: {err}")),
     }

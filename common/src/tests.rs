@@ -72,6 +72,12 @@ fn leave_and_send_wire_format() {
 }
 
 #[test]
+fn ping_and_pong_wire_format() {
+    assert_client_wire(ClientMessage::Ping, json!({"type": "ping"}));
+    assert_server_wire(ServerMessage::Pong, json!({"type": "pong"}));
+}
+
+#[test]
 fn welcome_wire_format() {
     assert_server_wire(
         ServerMessage::Welcome {
@@ -199,6 +205,10 @@ fn error_wire_format_for_every_code() {
         (ErrorCode::AlreadyJoined, "already_joined"),
         (ErrorCode::UnsupportedProtocol, "unsupported_protocol"),
         (ErrorCode::StoreUnavailable, "store_unavailable"),
+        (ErrorCode::RateLimited, "rate_limited"),
+        (ErrorCode::TooManyRooms, "too_many_rooms"),
+        (ErrorCode::OriginNotAllowed, "origin_not_allowed"),
+        (ErrorCode::ServerFull, "server_full"),
     ];
     for (code, wire) in codes {
         assert_eq!(code.as_str(), wire);

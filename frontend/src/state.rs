@@ -319,7 +319,7 @@ impl ChatState {
                 recovery,
                 ..
             } => self.on_joined(&room, epoch, members, recovery),
-            ServerMessage::Left { .. } => {}
+            ServerMessage::Left { .. } | ServerMessage::Pong => {}
             ServerMessage::Message(message) => self.on_message(message),
             ServerMessage::Ack { id, .. } => self.outbox.retain(|p| p.id != id),
             ServerMessage::MemberJoined { room, member } => {

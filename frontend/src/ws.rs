@@ -10,16 +10,16 @@ use futures::{
     channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
     future::{Either, select},
 };
-use gloo_net::websocket::{Message, futures::WebSocket};
+use gloo_net::websocket::{Message, WebSocketError, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
 use leptos::{prelude::*, task::spawn_local};
 
 use crate::{
-    backoff::Backoff,
+    backoff::{Backoff, Heartbeat, Pulse},
     identity, outbox_store,
     state::{ChatState, ConnectionStatus, Link},
 };
-use common::{ProtocolError, ServerMessage};
+use common::{ClientMessage, ProtocolError, ServerMessage};
 
 /// The app's handle on the chat: state to render, and actions.
 #[derive(Clone, Copy)]
@@ -107,11 +107,15 @@ pub fn default_url() -> String {
 
 /// Why a link ended.
 enum LinkEnd {
-    /// The socket closed or failed; `welcomed` says whether it got as far as `welcome`.
-    Dropped { welcomed: bool },
+    /// The socket closed, failed or fell silent. `welcomed` says whether it got as far as
+    /// `welcome`; `code` is the relay's close code, if it sent one.
+    Dropped { welcomed: bool, code: Option<u16> },
     /// The app was unmounted: stop for good.
     AppGone,
 }
+
+/// How often a quiet connection's pulse is checked.
+const PULSE_CHECK_MS: u32 = 1_000;
 
 /// Runs while the app lives: connect, serve the link until it drops, wait with backoff,
 /// repeat.
@@ -129,16 +133,22 @@ async fn keep_connected(url: String, state: RwSignal<ChatState>, mut woken: Unbo
             Ok(socket) => serve_link(socket, state, &mut woken).await,
             Err(err) => {
                 leptos::logging::warn!("cannot open {url}: {err}");
-                LinkEnd::Dropped { welcomed: false }
+                LinkEnd::Dropped {
+                    welcomed: false,
+                    code: None,
+                }
             }
         };
-        // A connection that got as far as `welcome` resets the schedule.
-        failures = match end {
-            LinkEnd::AppGone => return,
-            LinkEnd::Dropped { welcomed: true } => 0,
-            LinkEnd::Dropped { welcomed: false } => failures.saturating_add(1),
+        let LinkEnd::Dropped { welcomed, code } = end else {
+            return;
         };
-        let delay = backoff.delay_ms(failures, js_sys::Math::random());
+        // A connection that got as far as `welcome` resets the schedule.
+        failures = if welcomed {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
+        let delay = backoff.delay_after_close(code, failures, js_sys::Math::random());
         if state.try_update(|s| s.disconnected(delay)).is_none() {
             return;
         }
@@ -146,18 +156,28 @@ async fn keep_connected(url: String, state: RwSignal<ChatState>, mut woken: Unbo
     }
 }
 
-/// Serves one socket until it closes or the app goes away.
+/// Serves one socket until it closes, falls silent, or the app goes away.
 async fn serve_link(
     socket: WebSocket,
     state: RwSignal<ChatState>,
     woken: &mut UnboundedReceiver<()>,
 ) -> LinkEnd {
     let (mut outgoing, mut incoming) = socket.split();
+    let heartbeat = Heartbeat::default();
     let mut link = Link::default();
     let mut welcomed = false;
+    let mut last_heard = js_sys::Date::now();
+    let mut pinged = false;
+    let mut pulse_check = TimeoutFuture::new(PULSE_CHECK_MS);
     loop {
-        match select(incoming.next(), woken.next()).await {
-            Either::Left((Some(Ok(Message::Text(text))), _)) => {
+        let mut to_send = Vec::new();
+        match select(select(incoming.next(), woken.next()), &mut pulse_check).await {
+            Either::Left((Either::Left((Some(Ok(message)), _)), _)) => {
+                last_heard = js_sys::Date::now();
+                pinged = false;
+                let Message::Text(text) = message else {
+                    continue;
+                };
                 match serde_json::from_str::<ServerMessage>(&text) {
                     Ok(event) => {
                         welcomed |= matches!(event, ServerMessage::Welcome { .. });
@@ -168,10 +188,32 @@ async fn serve_link(
                     Err(err) => leptos::logging::warn!("unreadable frame from the relay: {err}"),
                 }
             }
-            Either::Left((Some(Ok(Message::Bytes(_))), _)) => {}
-            Either::Left((Some(Err(_)) | None, _)) => return LinkEnd::Dropped { welcomed },
-            Either::Right((Some(()), _)) => {}
-            Either::Right((None, _)) => return LinkEnd::AppGone,
+            Either::Left((Either::Left((ended, _)), _)) => {
+                let code = match ended {
+                    Some(Err(WebSocketError::ConnectionClose(close))) => Some(close.code),
+                    _ => None,
+                };
+                return LinkEnd::Dropped { welcomed, code };
+            }
+            Either::Left((Either::Right((Some(()), _)), _)) => {}
+            Either::Left((Either::Right((None, _)), _)) => return LinkEnd::AppGone,
+            Either::Right(((), _)) => {
+                pulse_check = TimeoutFuture::new(PULSE_CHECK_MS);
+                match heartbeat.check(js_sys::Date::now() - last_heard, pinged) {
+                    Pulse::Fine => {}
+                    Pulse::Ping => {
+                        pinged = true;
+                        to_send.push(ClientMessage::Ping);
+                    }
+                    Pulse::Dead => {
+                        leptos::logging::warn!("the relay went silent; reconnecting");
+                        return LinkEnd::Dropped {
+                            welcomed,
+                            code: None,
+                        };
+                    }
+                }
+            }
         }
         if !welcomed {
             continue;
@@ -180,10 +222,14 @@ async fn serve_link(
         let Some(frames) = state.try_update_untracked(|s| s.sync(&mut link)) else {
             return LinkEnd::AppGone;
         };
-        for frame in frames {
+        to_send.extend(frames);
+        for frame in to_send {
             let text = serde_json::to_string(&frame).expect("client messages serialize");
             if outgoing.send(Message::Text(text)).await.is_err() {
-                return LinkEnd::Dropped { welcomed };
+                return LinkEnd::Dropped {
+                    welcomed,
+                    code: None,
+                };
             }
         }
     }

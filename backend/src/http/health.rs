@@ -1,4 +1,5 @@
 //! `GET /healthz`: answers while the relay runs, with live counts for a quick look.
+//! `GET /metrics`: the relay's counters for Prometheus.
 
 use axum::{Json, extract::State};
 use serde::Serialize;
@@ -22,4 +23,17 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         connections: state.relay.open_connections(),
         rooms: state.relay.room_count(),
     })
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let relay = &state.relay;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        relay
+            .metrics()
+            .render(relay.open_connections(), relay.room_count()),
+    )
 }

@@ -6,14 +6,19 @@
 //! | `GET /` otherwise, and any other path | the built web client ([`web_client`]) |
 //! | `GET /ws` | the typed JSON protocol ([`ws`]) |
 //! | `GET /healthz` | liveness and counts ([`health`]) |
+//! | `GET /metrics` | counters in the Prometheus text format ([`health`]) |
 
 mod health;
+mod origin;
 mod web_client;
 mod ws;
 
 use std::sync::Arc;
 
 use axum::{Router, routing::get};
+use tokio::sync::Semaphore;
+
+pub use origin::OriginPolicy;
 
 use crate::{config::Config, relay::Relay, shutdown::Drain};
 
@@ -28,17 +33,21 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Serves the built web client; `/` hands ordinary GETs to it.
     web_client: Router,
+    /// One permit per allowed WebSocket connection, held for the connection's life.
+    connection_slots: Arc<Semaphore>,
 }
 
 impl AppState {
     /// Bundles the handles the router needs.
     pub fn new(relay: Relay, drain: Drain, config: Arc<Config>) -> Self {
         let web_client = web_client::service(&config.static_dir);
+        let connection_slots = Arc::new(Semaphore::new(config.max_connections));
         AppState {
             relay,
             drain,
             config,
             web_client,
+            connection_slots,
         }
     }
 }
@@ -50,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(ws::plain_or_web_client))
         .route("/ws", get(ws::typed))
         .route("/healthz", get(health::health))
+        .route("/metrics", get(health::metrics))
         .with_state(state)
         .fallback_service(web_client)
 }

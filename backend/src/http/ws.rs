@@ -1,10 +1,14 @@
 //! WebSocket upgrades: `/` for plain clients, `/ws` for the typed protocol.
+//!
+//! Before upgrading, each request must pass the origin check (403) and find a free
+//! connection slot (503); both are answered as ordinary HTTP, with a typed error body.
 
 use axum::{
     extract::{
         Query, Request, State,
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use common::PROTOCOL_VERSION;
@@ -17,21 +21,18 @@ use crate::{
     relay::{ClientKind, session},
 };
 
-/// Largest frame or message accepted from a client, in bytes. Comfortably above the longest
-/// allowed text, so an over-long text still gets a precise `text_too_long` error.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-
 /// `GET /`: a WebSocket upgrade joins the plain relay, anything else gets the web client.
 /// This is what lets the seed's page and scripts keep using `ws://host:8080` unchanged.
 pub async fn plain_or_web_client(
     State(state): State<AppState>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
     request: Request,
-) -> Response {
+) -> Result<Response, AppError> {
     match upgrade {
-        Ok(upgrade) => accept(state, upgrade, ClientKind::Plain),
+        Ok(upgrade) => accept(state, &headers, upgrade, ClientKind::Plain),
         Err(_) => match state.web_client.oneshot(request).await {
-            Ok(response) => response,
+            Ok(response) => Ok(response),
             Err(never) => match never {},
         },
     }
@@ -48,6 +49,7 @@ pub struct TypedParams {
 pub async fn typed(
     State(state): State<AppState>,
     Query(params): Query<TypedParams>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     if let Some(requested) = params.protocol
@@ -55,22 +57,38 @@ pub async fn typed(
     {
         return Err(AppError::UnsupportedProtocol(requested));
     }
-    Ok(accept(state, upgrade, ClientKind::Typed))
+    accept(state, &headers, upgrade, ClientKind::Typed)
 }
 
-/// Completes the upgrade and runs the session, registered with the drain so shutdown waits
-/// for it.
-fn accept(state: AppState, upgrade: WebSocketUpgrade, kind: ClientKind) -> Response {
+/// Checks the origin, takes a connection slot, completes the upgrade and runs the session,
+/// registered with the drain so shutdown closes it and waits for it.
+fn accept(
+    state: AppState,
+    headers: &HeaderMap,
+    upgrade: WebSocketUpgrade,
+    kind: ClientKind,
+) -> Result<Response, AppError> {
+    if let Err(origin) = state.config.origins.check(headers) {
+        state.relay.metrics().origin_refused();
+        return Err(AppError::OriginNotAllowed(origin));
+    }
+    let Ok(slot) = state.connection_slots.clone().try_acquire_owned() else {
+        state.relay.metrics().connection_refused();
+        return Err(AppError::ServerFull(state.config.max_connections));
+    };
     // Taken now, while this is still an ordinary request that graceful shutdown waits for, so
     // a session can never start unseen by the drain.
-    let registered = state.drain.session();
-    upgrade
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+    let ticket = state.drain.session();
+    let config = &state.config;
+    Ok(upgrade
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes)
+        .read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(config.write_buffer_bytes)
         .on_upgrade(move |socket| async move {
-            let stopping = state.drain.stopping().clone();
-            session::run(socket, state.relay, kind, stopping).await;
-            drop(registered);
+            let settings = state.config.session;
+            session::run(socket, state.relay, kind, settings, ticket.close_signal()).await;
+            drop((ticket, slot));
         })
-        .into_response()
+        .into_response())
 }

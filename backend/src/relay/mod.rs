@@ -14,7 +14,9 @@
 //! both, so that a room dropped when its last member leaves can never be joined through a
 //! stale handle; publishing and delivery take only the room's lock.
 
+mod metrics;
 mod outbox;
+mod rate_limit;
 mod room;
 pub mod session;
 mod writer;
@@ -30,10 +32,12 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use common::{Limits, Position, ServerMessage};
 
-use crate::store::{Store, StoreError, StoredMessage};
-pub use outbox::{Outbox, OutboxLimits, Overflowed};
-pub use room::now_millis;
-pub use room::{JoinOutcome, Publication, Room};
+use crate::store::{Store, StoreError};
+pub use metrics::Metrics;
+pub use outbox::{End, Outbox, OutboxLimits};
+pub use rate_limit::RateLimit;
+pub use room::{CatchUp, Publication, Room, now_millis};
+pub use session::SessionSettings;
 pub use writer::Writer;
 
 /// Settings the relay core needs.
@@ -93,6 +97,8 @@ struct Shared {
     store: Store,
     /// The group-commit writer; `None` with the memory store, where delivery is immediate.
     writer: Option<Writer>,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 /// Live rooms by name. A room exists while it has members or messages still being stored.
@@ -161,8 +167,14 @@ impl Relay {
                 settings,
                 store,
                 writer,
+                metrics: Arc::default(),
             }),
         })
+    }
+
+    /// The relay's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// A relay that keeps nothing on disk, for tests of the HTTP layer.
@@ -184,6 +196,7 @@ impl Relay {
     pub fn connect(&self, kind: ClientKind) -> Connection {
         let id = self.shared.next_connection.fetch_add(1, Ordering::Relaxed);
         self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.connection_opened();
         Connection {
             id,
             kind,
@@ -196,18 +209,15 @@ impl Relay {
     ///
     /// The connection is sent `joined` and its replay before any live message of the room,
     /// and the other members are told. When `since` lies before what the room keeps in
-    /// memory, the answer is [`JoinOutcome::NeedHistory`]: read that range from the store
-    /// (outside any lock) and call again with it in `history`. With `give_up`, a gap that
-    /// still remains is reported to the client as unrecoverable instead.
+    /// memory, the replay needs the store: a [`CatchUp`] comes back, to complete with
+    /// [`Room::finish_catch_up`] once the range is read (outside every lock).
     pub fn join(
         &self,
         connection: &Connection,
         room: &str,
         name: &str,
         since: Option<&Position>,
-        history: Option<&[StoredMessage]>,
-        give_up: bool,
-    ) -> Result<JoinOutcome, StoreError> {
+    ) -> Result<(Arc<Room>, Option<CatchUp>), StoreError> {
         let mut rooms = self.shared.registry.lock();
         let room = match rooms.get(room) {
             Some(open) => open.clone(),
@@ -217,7 +227,8 @@ impl Relay {
                 opened
             }
         };
-        Ok(room.add_member(connection, name, since, history, give_up))
+        let catch_up = room.add_member(connection, name, since);
+        Ok((room, catch_up))
     }
 
     fn open_room(&self, name: &str) -> Result<Room, StoreError> {
@@ -233,6 +244,7 @@ impl Relay {
             self.shared.store.clone(),
             self.shared.writer.as_ref().map(Writer::sender),
             Arc::downgrade(&self.shared.registry),
+            self.shared.metrics.clone(),
         ))
     }
 

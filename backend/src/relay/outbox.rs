@@ -3,8 +3,12 @@
 //! The relay core pushes into it without ever waiting (a publisher must not stall because one
 //! recipient is slow), and the connection's writer takes everything queued at once so it can
 //! write a whole batch with a single flush. The queue is bounded in frames and bytes: a client
-//! that stops reading overflows it, and its writer then ends the connection instead of letting
-//! the relay's memory grow.
+//! that stops reading overflows it, and its writer then ends the connection (close 4000)
+//! instead of letting the relay's memory grow.
+//!
+//! The outbox also carries the decision to end the connection ([`End`]) from whoever makes
+//! it (the reader on a protocol error, a push on overflow) to the writer, which owns the
+//! socket's sending half.
 
 use std::{
     collections::VecDeque,
@@ -32,9 +36,27 @@ impl Default for OutboxLimits {
     }
 }
 
-/// The outbox passed one of its limits: the client is not reading fast enough.
+/// How a connection ends, as decided by the side that noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflowed;
+pub enum End {
+    /// Stop writing; the peer is gone or already closed properly.
+    Quietly,
+    /// Send a close frame with this code and reason, then stop.
+    Close {
+        /// WebSocket close code; see `common::close_code`.
+        code: u16,
+        /// Short explanation for the client.
+        reason: &'static str,
+    },
+}
+
+impl End {
+    /// The end for an outbox that overflowed.
+    pub const SLOW_CONSUMER: End = End::Close {
+        code: common::close_code::SLOW_CONSUMER,
+        reason: "slow consumer: too many unread messages",
+    };
+}
 
 /// A cheap, cloneable handle to one connection's queue.
 #[derive(Debug, Clone)]
@@ -60,9 +82,12 @@ struct Queue {
     frames: VecDeque<Utf8Bytes>,
     /// Sum of the payload lengths in `frames`.
     bytes: usize,
-    /// Set once a limit was passed; from then on pushes are dropped, since the connection is
-    /// about to be closed and its client will recover from its last offset.
-    overflowed: bool,
+    /// Set once the connection is to end (a limit was passed, or the reader decided); from
+    /// then on pushes are dropped, and a client cut off this way recovers from its last offset.
+    ending: Option<End>,
+    /// While set, frames queue but are not handed to the writer: a joining client's live
+    /// messages wait behind its replay, which is still being read from the store.
+    held: bool,
 }
 
 impl Outbox {
@@ -78,15 +103,15 @@ impl Outbox {
     }
 
     /// Queues a frame for writing. Never waits. If the frame would pass a limit, the outbox
-    /// is marked overflowed, emptied, and its writer woken to end the connection.
+    /// is emptied and its writer woken to end the connection as a slow consumer.
     pub fn push(&self, frame: Utf8Bytes) {
         let mut queue = self.lock();
-        if queue.overflowed {
+        if queue.ending.is_some() {
             return;
         }
         let limits = self.shared.limits;
         if queue.frames.len() >= limits.max_frames || queue.bytes + frame.len() > limits.max_bytes {
-            queue.overflowed = true;
+            queue.ending = Some(End::SLOW_CONSUMER);
             queue.frames = VecDeque::new();
             queue.bytes = 0;
         } else {
@@ -97,27 +122,81 @@ impl Outbox {
         self.shared.wake.notify_one();
     }
 
-    /// Waits until something is queued, then moves all of it into `batch`. Cancel-safe: frames
-    /// move only after the last await point.
-    pub async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) -> Result<(), Overflowed> {
+    /// Holds back what is queued from now on, until [`Outbox::release`].
+    pub fn hold(&self) {
+        self.lock().held = true;
+    }
+
+    /// Puts `first` in front of everything held back and lets it all go to the writer. The
+    /// limits apply to the whole, so a replay and what queued behind it cannot grow unbounded.
+    pub fn release(&self, first: Vec<Utf8Bytes>) {
+        let mut queue = self.lock();
+        queue.held = false;
+        if queue.ending.is_some() {
+            return;
+        }
+        let added: usize = first.iter().map(|frame| frame.len()).sum();
+        let limits = self.shared.limits;
+        if queue.frames.len() + first.len() > limits.max_frames
+            || queue.bytes + added > limits.max_bytes
+        {
+            queue.ending = Some(End::SLOW_CONSUMER);
+            queue.frames = VecDeque::new();
+            queue.bytes = 0;
+        } else {
+            queue.bytes += added;
+            for frame in first.into_iter().rev() {
+                queue.frames.push_front(frame);
+            }
+        }
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+
+    /// Decides that the connection ends (the first decision wins). Frames already queued are
+    /// still written first.
+    pub fn end(&self, end: End) {
+        let mut queue = self.lock();
+        if queue.ending.is_none() {
+            queue.ending = Some(end);
+        }
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until something is queued or the connection is to end, then moves everything
+    /// queued into `batch` and returns the ending, if any. Cancel-safe: frames move only
+    /// after the last await point.
+    pub async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) -> Option<End> {
         loop {
-            self.take_queued(batch)?;
-            if !batch.is_empty() {
-                return Ok(());
+            let ending = self.take_queued(batch);
+            if ending.is_some() || !batch.is_empty() {
+                return ending;
             }
             self.shared.wake.notified().await;
         }
     }
 
-    /// Moves whatever is queued into `batch` without waiting.
-    pub fn take_queued(&self, batch: &mut Vec<Utf8Bytes>) -> Result<(), Overflowed> {
+    /// Moves whatever is queued (and not held) into `batch` without waiting, and returns the
+    /// ending, if any.
+    pub fn take_queued(&self, batch: &mut Vec<Utf8Bytes>) -> Option<End> {
         let mut queue = self.lock();
-        if queue.overflowed {
-            return Err(Overflowed);
+        if !queue.held {
+            batch.extend(queue.frames.drain(..));
+            queue.bytes = 0;
         }
-        batch.extend(queue.frames.drain(..));
-        queue.bytes = 0;
-        Ok(())
+        queue.ending
+    }
+
+    /// Resolves once the connection is to end; for a writer stuck sending to a client that
+    /// does not read.
+    pub async fn ended(&self) -> End {
+        loop {
+            if let Some(end) = self.lock().ending {
+                return end;
+            }
+            self.shared.wake.notified().await;
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -145,11 +224,11 @@ mod tests {
             outbox.push(frame(text));
         }
         let mut batch = Vec::new();
-        outbox.next_batch(&mut batch).await.unwrap();
+        assert_eq!(outbox.next_batch(&mut batch).await, None);
         let texts: Vec<&str> = batch.iter().map(Utf8Bytes::as_str).collect();
         assert_eq!(texts, ["a", "b", "c"]);
         batch.clear();
-        outbox.take_queued(&mut batch).unwrap();
+        assert_eq!(outbox.take_queued(&mut batch), None);
         assert!(batch.is_empty(), "the batch took everything");
     }
 
@@ -160,13 +239,14 @@ mod tests {
             let outbox = outbox.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::new();
-                outbox.next_batch(&mut batch).await.map(|()| batch)
+                let ending = outbox.next_batch(&mut batch).await;
+                (ending, batch)
             })
         };
         tokio::task::yield_now().await;
         outbox.push(frame("late"));
-        let batch = writer.await.unwrap().unwrap();
-        assert_eq!(batch.len(), 1);
+        let (ending, batch) = writer.await.unwrap();
+        assert_eq!((ending, batch.len()), (None, 1));
     }
 
     #[tokio::test]
@@ -178,12 +258,20 @@ mod tests {
         outbox.push(frame("1"));
         outbox.push(frame("2"));
         let mut batch = Vec::new();
-        assert!(outbox.take_queued(&mut Vec::new()).is_ok());
+        assert_eq!(outbox.take_queued(&mut Vec::new()), None);
         outbox.push(frame("3"));
         outbox.push(frame("4"));
         outbox.push(frame("5"));
-        assert_eq!(outbox.next_batch(&mut batch).await, Err(Overflowed));
-        assert!(batch.is_empty());
+        assert_eq!(
+            outbox.next_batch(&mut batch).await,
+            Some(End::SLOW_CONSUMER)
+        );
+        assert!(
+            batch.is_empty(),
+            "an overflowed queue is dropped, not written"
+        );
+        outbox.push(frame("6"));
+        assert!(outbox.take_queued(&mut batch).is_some() && batch.is_empty());
     }
 
     #[tokio::test]
@@ -194,8 +282,65 @@ mod tests {
         });
         outbox.push(frame("12345"));
         outbox.push(frame("67890"));
-        assert!(outbox.take_queued(&mut Vec::new()).is_ok());
+        assert_eq!(outbox.take_queued(&mut Vec::new()), None);
         outbox.push(frame("12345678901"));
-        assert_eq!(outbox.take_queued(&mut Vec::new()), Err(Overflowed));
+        assert_eq!(
+            outbox.take_queued(&mut Vec::new()),
+            Some(End::SLOW_CONSUMER)
+        );
+    }
+
+    #[tokio::test]
+    async fn held_frames_wait_for_the_release_which_goes_first() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        outbox.hold();
+        outbox.push(frame("live 1"));
+        outbox.push(frame("live 2"));
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take_queued(&mut batch), None);
+        assert!(batch.is_empty(), "nothing leaves while held");
+        outbox.release(vec![frame("joined"), frame("old 1")]);
+        outbox.next_batch(&mut batch).await;
+        let texts: Vec<&str> = batch.iter().map(Utf8Bytes::as_str).collect();
+        assert_eq!(texts, ["joined", "old 1", "live 1", "live 2"]);
+    }
+
+    #[tokio::test]
+    async fn a_release_that_passes_the_limits_overflows() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_frames: 3,
+            max_bytes: 1 << 20,
+        });
+        outbox.hold();
+        outbox.push(frame("live"));
+        outbox.release(vec![frame("a"), frame("b"), frame("c")]);
+        assert_eq!(
+            outbox.take_queued(&mut Vec::new()),
+            Some(End::SLOW_CONSUMER)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_end_is_delivered_after_what_was_queued_and_wakes_a_stuck_writer() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let watcher = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.ended().await })
+        };
+        outbox.push(frame("last words"));
+        let protocol_error = End::Close {
+            code: 1002,
+            reason: "bad frame",
+        };
+        outbox.end(protocol_error);
+        outbox.end(End::Quietly);
+        assert_eq!(
+            watcher.await.unwrap(),
+            protocol_error,
+            "the first decision wins"
+        );
+        let mut batch = Vec::new();
+        assert_eq!(outbox.next_batch(&mut batch).await, Some(protocol_error));
+        assert_eq!(batch.len(), 1, "queued frames are still written");
     }
 }

@@ -19,7 +19,7 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use common::{ChatMessage, ErrorCode, Member, Position, Recovery, ServerMessage};
 
-use super::{ClientKind, Connection, Outbox, Registry, RelaySettings, encode, writer::Op};
+use super::{ClientKind, Connection, Metrics, Outbox, Registry, RelaySettings, encode, writer::Op};
 use crate::store::{NewMessage, RoomRecord, Store, StoredMessage};
 
 /// A room and everything it holds.
@@ -40,6 +40,8 @@ pub struct Room {
     writer: Option<Sender<Op>>,
     /// The registry that holds this room, told when the room falls idle and empty.
     registry: Weak<Registry>,
+    /// The relay's counters.
+    metrics: Arc<Metrics>,
     /// Members, offsets and history. A `std` mutex: never held across an `.await`.
     state: Mutex<RoomState>,
 }
@@ -118,19 +120,24 @@ pub(crate) struct Accepted {
     publication: Publication,
 }
 
-/// What became of a join.
+/// A join still waiting for history from the store; see [`Room::finish_catch_up`].
 #[derive(Debug)]
-pub enum JoinOutcome {
-    /// Joined; `joined` and the replay are queued.
-    Joined(Arc<Room>),
-    /// The client's position lies before the in-memory history: read offsets
-    /// `after + 1 .. before` from the store and join again with them.
-    NeedHistory {
-        /// Last offset the client saw.
-        after: u64,
-        /// First offset kept in memory.
-        before: u64,
-    },
+pub struct CatchUp {
+    /// Last offset the client saw.
+    pub after: u64,
+    /// First offset the room had in memory at the join: read `after + 1 .. before`.
+    pub before: u64,
+    /// The `joined` answer as of the join.
+    joined: JoinedAt,
+    /// The room's in-memory history at the join: offsets `before ..`, encoded.
+    recent: Vec<(u64, Utf8Bytes)>,
+}
+
+/// The parts of `joined` fixed at the moment of joining.
+#[derive(Debug)]
+struct JoinedAt {
+    offset: u64,
+    members: Vec<Member>,
 }
 
 impl Room {
@@ -142,6 +149,7 @@ impl Room {
         store: Store,
         writer: Option<Sender<Op>>,
         registry: Weak<Registry>,
+        metrics: Arc<Metrics>,
     ) -> Room {
         let mut ids = RecentIds {
             capacity: settings.dedup_window,
@@ -158,6 +166,7 @@ impl Room {
             store,
             writer,
             registry,
+            metrics,
             state: Mutex::new(RoomState {
                 last_assigned: record.last_offset,
                 last_settled: record.last_offset,
@@ -194,26 +203,22 @@ impl Room {
         state.members.is_empty() && state.last_settled == state.last_assigned
     }
 
-    /// Adds a member, unless its position needs history from the store first (see
-    /// [`JoinOutcome`]). A typed member is sent `joined` and its replay; the other typed
-    /// members are told someone joined. All under the lock, so no message slips between.
+    /// Adds a member. A typed member is sent `joined` and its replay; the other typed members
+    /// are told someone joined. All under the lock, so no message slips between replay and
+    /// live messages.
+    ///
+    /// When the member's position lies before what the room keeps in memory, the replay is
+    /// only partly known here: the member is registered with its outbox on hold (live
+    /// messages queue behind the hold) and a [`CatchUp`] is returned. Read the missing range
+    /// from the store, outside any lock, and pass it to [`Room::finish_catch_up`], which
+    /// puts `joined` and the replay in front of the held messages and lets them all go.
     pub(super) fn add_member(
         self: &Arc<Self>,
         connection: &Connection,
         name: &str,
         since: Option<&Position>,
-        history: Option<&[StoredMessage]>,
-        give_up: bool,
-    ) -> JoinOutcome {
+    ) -> Option<CatchUp> {
         let mut state = self.lock();
-        let replay = if connection.kind == ClientKind::Typed {
-            match self.plan_replay(&state, since, history, give_up) {
-                Ok(replay) => Some(replay),
-                Err(need) => return need,
-            }
-        } else {
-            None
-        };
         let name: Arc<str> = Arc::from(name);
         state.push_to_typed(&ServerMessage::MemberJoined {
             room: self.name.clone(),
@@ -228,83 +233,87 @@ impl Room {
             kind: connection.kind,
             outbox: connection.outbox.clone(),
         });
-        if let Some((recovery, frames)) = replay {
-            connection.outbox.push(encode(&ServerMessage::Joined {
-                room: self.name.clone(),
-                epoch: self.epoch.clone(),
-                offset: state.last_settled,
-                members: state.member_list(),
-                recovery,
-            }));
-            for frame in frames {
-                connection.outbox.push(frame);
-            }
+        if connection.kind != ClientKind::Typed {
+            return None;
         }
-        JoinOutcome::Joined(self.clone())
-    }
-
-    /// Works out what a joiner is replayed: everything after `since` when that can be had
-    /// without a gap, otherwise the recent history and an honest `unrecoverable`.
-    fn plan_replay(
-        &self,
-        state: &RoomState,
-        since: Option<&Position>,
-        history: Option<&[StoredMessage]>,
-        give_up: bool,
-    ) -> Result<(Recovery, Vec<Utf8Bytes>), JoinOutcome> {
-        let everything_recent = || state.recent.iter().map(|r| r.frame.clone()).collect();
-        let Some(seen) = since else {
-            return Ok((Recovery::NotRequested, everything_recent()));
+        let joined = JoinedAt {
+            offset: state.last_settled,
+            members: state.member_list(),
         };
-        if seen.epoch != self.epoch || seen.offset > state.last_settled {
-            return Ok((Recovery::Unrecoverable, everything_recent()));
-        }
-        let recent_after = |after: u64| {
-            state
-                .recent
-                .iter()
-                .filter(|r| r.offset > after)
-                .map(|r| r.frame.clone())
-                .collect::<Vec<_>>()
-        };
+        let recent = || state.recent.iter().map(|r| (r.offset, r.frame.clone()));
         // Memory holds offsets `oldest_in_memory ..= last_settled`.
         let oldest_in_memory = state
             .recent
             .front()
             .map_or(state.last_settled + 1, |r| r.offset);
-        if seen.offset + 1 >= oldest_in_memory {
-            return Ok((Recovery::Recovered, recent_after(seen.offset)));
-        }
-        if oldest_in_memory - seen.offset - 1 > self.max_replay {
-            return Ok((Recovery::Unrecoverable, everything_recent()));
-        }
-        let Some(stored) = history else {
-            return Err(JoinOutcome::NeedHistory {
-                after: seen.offset,
-                before: oldest_in_memory,
-            });
-        };
-        let gapless = stored
-            .iter()
-            .zip(seen.offset + 1..)
-            .all(|(message, expected)| message.offset == expected);
-        let reaches = seen.offset + stored.len() as u64 + 1 >= oldest_in_memory;
-        match (gapless && !stored.is_empty(), reaches) {
-            (true, true) => {
-                let last_stored = stored.last().map_or(seen.offset, |m| m.offset);
-                let mut frames: Vec<Utf8Bytes> =
-                    stored.iter().map(|m| self.encode_stored(m)).collect();
-                frames.extend(recent_after(last_stored));
-                Ok((Recovery::Recovered, frames))
+        let (recovery, after) = match since {
+            None => (Recovery::NotRequested, 0),
+            Some(seen) if seen.epoch != self.epoch || seen.offset > state.last_settled => {
+                (Recovery::Unrecoverable, 0)
             }
-            // Memory moved on while the store was read: read the rest.
-            (true, false) if !give_up => Err(JoinOutcome::NeedHistory {
-                after: seen.offset,
-                before: oldest_in_memory,
-            }),
-            // Pruned by retention, or still racing after retries.
-            _ => Ok((Recovery::Unrecoverable, everything_recent())),
+            Some(seen) if seen.offset + 1 >= oldest_in_memory => (Recovery::Recovered, seen.offset),
+            Some(seen) if oldest_in_memory - seen.offset - 1 > self.max_replay => {
+                (Recovery::Unrecoverable, 0)
+            }
+            Some(seen) => {
+                connection.outbox.hold();
+                return Some(CatchUp {
+                    after: seen.offset,
+                    before: oldest_in_memory,
+                    joined,
+                    recent: recent().collect(),
+                });
+            }
+        };
+        // Still under the lock: a delivery racing this join must queue behind the replay.
+        connection.outbox.push(self.joined_frame(joined, recovery));
+        for (_, frame) in recent().filter(|(offset, _)| *offset > after) {
+            connection.outbox.push(frame);
         }
+        None
+    }
+
+    /// Completes a join that needed history from the store: `stored` holds offsets
+    /// `catch_up.after + 1 .. catch_up.before` as read (or `None` if the read failed). If
+    /// they are all there the member is replayed them and everything since; if retention
+    /// already removed some, it gets the recent history and an honest `unrecoverable`.
+    pub fn finish_catch_up(
+        &self,
+        outbox: &Outbox,
+        catch_up: CatchUp,
+        stored: Option<Vec<StoredMessage>>,
+    ) {
+        let CatchUp {
+            after,
+            before,
+            joined,
+            recent,
+        } = catch_up;
+        let stored = stored.unwrap_or_default();
+        // Rows come back ordered and unique within the range, so all are there exactly when
+        // the count matches.
+        let complete = stored.len() as u64 == before - after - 1;
+        let recovery = if complete {
+            Recovery::Recovered
+        } else {
+            Recovery::Unrecoverable
+        };
+        let mut frames = vec![self.joined_frame(joined, recovery)];
+        if complete {
+            frames.extend(stored.iter().map(|message| self.encode_stored(message)));
+        }
+        frames.extend(recent.into_iter().map(|(_, frame)| frame));
+        outbox.release(frames);
+    }
+
+    fn joined_frame(&self, joined: JoinedAt, recovery: Recovery) -> Utf8Bytes {
+        encode(&ServerMessage::Joined {
+            room: self.name.clone(),
+            epoch: self.epoch.clone(),
+            offset: joined.offset,
+            members: joined.members,
+            recovery,
+        })
     }
 
     /// Removes a member and tells the typed members left behind.
@@ -376,6 +385,7 @@ impl Room {
         offset: u64,
         ts: u64,
     ) {
+        self.metrics.duplicate();
         let (Some(to), Some(id)) = (&publication.ack_to, &publication.id) else {
             return;
         };
@@ -432,6 +442,7 @@ impl Room {
                 }
             }
         }
+        self.metrics.published(state.members.len());
         state.last_settled = offset;
         state.remember(offset, frame, self.history_len);
         if let (Some(to), Some(id)) = (publication.ack_to, publication.id) {
@@ -449,6 +460,7 @@ impl Room {
     /// Tells the sender its message could not be stored, so it was not published. The id is
     /// forgotten, so a later resend is accepted afresh.
     fn refuse(&self, state: &mut RoomState, accepted: Accepted) {
+        self.metrics.store_failed();
         state.last_settled = state.last_settled.max(accepted.offset);
         let publication = accepted.publication;
         if let Some(id) = &publication.id {

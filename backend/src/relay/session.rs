@@ -1,12 +1,21 @@
 //! One WebSocket connection, from upgrade to close.
 //!
-//! A session runs two halves in one task: the reader turns incoming frames into relay calls
-//! (every answer goes through the connection's outbox, never straight to the socket), and
-//! the writer drains the outbox to the socket, a whole batch per flush. When either half ends
-//! the session ends; when the writer ends first (shutdown, overflow) the reader gets a moment
-//! to receive the client's answering close frame.
+//! A session runs two halves in one task. The reader turns incoming frames into relay calls
+//! (every answer goes through the connection's outbox, never straight to the socket); it
+//! also charges each frame to the connection's rate limit and turns WebSocket protocol
+//! errors into the right close code. The writer drains the outbox to the socket, a whole
+//! batch per flush, pings the client when it has been silent, and gives up on a client that
+//! stops answering or stops reading. When either half ends the other gets a moment to finish
+//! (send its close frame, or receive the client's) before the session ends.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use common::{
@@ -20,103 +29,215 @@ use futures_util::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ClientKind, Connection, JoinOutcome, Publication, Relay, Room, encode};
-use crate::store::StoredMessage;
+use super::{
+    ClientKind, Connection, End, Outbox, Publication, Relay, Room, encode,
+    rate_limit::{RateLimit, TokenBucket, Verdict},
+};
 
-/// How long a closing session waits for the client's answering close frame.
+/// How long a closing session waits for the other half to finish its part of the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Close code for a client whose outbox overflowed because it did not read.
-const SLOW_CONSUMER: u16 = 4000;
+/// Per-connection limits and timers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionSettings {
+    /// Silence after which the relay pings the client.
+    pub ping_interval: Duration,
+    /// How long after that the client has to answer (anything counts), and how long one
+    /// write may stay blocked on a client that does not read.
+    pub ping_timeout: Duration,
+    /// Frames per connection.
+    pub rate: RateLimit,
+    /// Rooms one connection may be in at once.
+    pub max_rooms: usize,
+}
 
-/// How many times a join re-reads history from the store while the room keeps moving.
-const HISTORY_READS: usize = 3;
-
-/// Runs a connection until the client leaves, the relay shuts down (`stopping`), or the
-/// client stops reading.
-pub async fn run(socket: WebSocket, relay: Relay, kind: ClientKind, stopping: CancellationToken) {
-    let mut session = Session::open(relay, kind);
-    session.start().await;
-    tracing::debug!(connection = session.connection.id, ?kind, "connected");
-    let (sink, mut stream) = socket.split();
-    {
-        let writer = write_frames(sink, session.connection.outbox.clone(), stopping);
-        let reader = read_frames(&mut stream, &mut session);
-        tokio::pin!(writer, reader);
-        tokio::select! {
-            () = &mut reader => {}
-            () = &mut writer => {
-                // We sent a close frame; give the client a moment to answer it.
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
-            }
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            rate: RateLimit::default(),
+            max_rooms: 20,
         }
     }
-    tracing::debug!(connection = session.connection.id, "disconnected");
+}
+
+/// Runs a connection until the client leaves, breaks the protocol, stops answering, stops
+/// reading, or the relay shuts down (`stopping`).
+pub async fn run(
+    socket: WebSocket,
+    relay: Relay,
+    kind: ClientKind,
+    settings: SessionSettings,
+    stopping: CancellationToken,
+) {
+    let mut session = Session::open(relay, kind, settings);
+    session.start().await;
+    let id = session.connection.id;
+    tracing::debug!(connection = id, ?kind, "connected");
+    let started = Instant::now();
+    // Milliseconds since `started` when the client was last heard from; read by the writer's
+    // heartbeat. Both halves run in this task, so a plain atomic is enough.
+    let last_heard = AtomicU64::new(0);
+    let (sink, mut stream) = socket.split();
+    let outbox = session.connection.outbox.clone();
+    let relay = session.relay.clone();
+    {
+        let heartbeat = Heartbeat {
+            started,
+            last_heard: &last_heard,
+            settings,
+        };
+        let writer = write_frames(sink, &outbox, heartbeat, stopping);
+        let reader = read_frames(&mut stream, &mut session, started, &last_heard);
+        tokio::pin!(writer, reader);
+        let end = tokio::select! {
+            end = &mut reader => {
+                outbox.end(end);
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                end
+            }
+            end = &mut writer => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+                end
+            }
+        };
+        relay.metrics().record_end(end);
+    }
+    tracing::debug!(connection = id, "disconnected");
     session.close();
 }
 
-/// Writes everything the outbox receives until shutdown, overflow or a write error.
+/// What the writer needs to know to keep a connection alive.
+struct Heartbeat<'a> {
+    started: Instant,
+    last_heard: &'a AtomicU64,
+    settings: SessionSettings,
+}
+
+impl Heartbeat<'_> {
+    fn silence(&self) -> Duration {
+        let heard = Duration::from_millis(self.last_heard.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(heard)
+    }
+}
+
+/// Writes what the outbox receives until the connection is to end; returns how it ended.
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
-    outbox: super::Outbox,
+    outbox: &Outbox,
+    heartbeat: Heartbeat<'_>,
     stopping: CancellationToken,
-) {
+) -> End {
+    let settings = heartbeat.settings;
+    let mut ticks = tokio::time::interval(settings.ping_interval.min(settings.ping_timeout) / 2);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::new();
     loop {
-        let outcome = tokio::select! {
+        let ending = tokio::select! {
             biased;
             () = stopping.cancelled() => {
                 // Flush what was already accepted for this client before saying goodbye.
-                outbox.take_queued(&mut batch).map(|()| going_away())
+                outbox.take_queued(&mut batch);
+                Some(End::Close { code: close_code::GOING_AWAY, reason: "relay shutting down" })
             }
-            taken = outbox.next_batch(&mut batch) => taken.map(|()| None),
-        };
-        let close = match outcome {
-            Ok(close) => close,
-            Err(super::Overflowed) => {
-                batch.clear();
-                Some(close_frame(
-                    SLOW_CONSUMER,
-                    "slow consumer: too many unread messages",
-                ))
-            }
-        };
-        for frame in batch.drain(..) {
-            if sink.feed(Message::Text(frame)).await.is_err() {
-                return;
-            }
-        }
-        match close {
-            Some(close) => {
-                let _ = sink.send(Message::Close(Some(close))).await;
-                return;
-            }
-            None => {
-                if sink.flush().await.is_err() {
-                    return;
+            ending = outbox.next_batch(&mut batch) => ending,
+            _ = ticks.tick() => {
+                let silence = heartbeat.silence();
+                if silence >= settings.ping_interval + settings.ping_timeout {
+                    Some(End::Close {
+                        code: close_code::HEARTBEAT_TIMEOUT,
+                        reason: "no answer to pings",
+                    })
+                } else if silence >= settings.ping_interval {
+                    if sink.feed(Message::Ping(Default::default())).await.is_err() {
+                        return End::Quietly;
+                    }
+                    None
+                } else {
+                    None
                 }
             }
+        };
+        if ending == Some(End::SLOW_CONSUMER) {
+            batch.clear();
+        }
+        for frame in batch.drain(..) {
+            if sink.feed(Message::Text(frame)).await.is_err() {
+                return End::Quietly;
+            }
+        }
+        if let Some(end) = ending {
+            if let End::Close { code, reason } = end {
+                let close = Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                }));
+                let _ = tokio::time::timeout(settings.ping_timeout, sink.send(close)).await;
+            }
+            return end;
+        }
+        // A client that does not read blocks this flush; it must not block the connection's
+        // end, nor keep it open forever.
+        tokio::select! {
+            flushed = sink.flush() => {
+                if flushed.is_err() {
+                    return End::Quietly;
+                }
+            }
+            end = outbox.ended() => return end,
+            () = tokio::time::sleep(settings.ping_timeout) => return End::SLOW_CONSUMER,
         }
     }
 }
 
-fn going_away() -> Option<CloseFrame> {
-    Some(close_frame(close_code::GOING_AWAY, "relay shutting down"))
-}
-
-fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }
-}
-
-/// Feeds incoming frames to the session until the client closes or the connection fails.
-async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session) {
-    while let Some(Ok(message)) = stream.next().await {
+/// Feeds incoming frames to the session until the connection ends; returns how.
+async fn read_frames(
+    stream: &mut SplitStream<WebSocket>,
+    session: &mut Session,
+    started: Instant,
+    last_heard: &AtomicU64,
+) -> End {
+    let mut bucket = TokenBucket::new(session.settings.rate, Instant::now());
+    while let Some(next) = stream.next().await {
+        last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let message = match next {
+            Ok(message) => message,
+            Err(err) => return end_for_error(err),
+        };
+        // Pings are answered by the WebSocket layer. After a close frame the stream ends by
+        // itself once the closing handshake is done, so keep reading until then.
+        if matches!(
+            message,
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_)
+        ) {
+            continue;
+        }
+        match bucket.check(Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Refuse => {
+                session.relay.metrics().rate_limited();
+                let wait = bucket.retry_after().as_millis().max(1);
+                session.refuse(
+                    ProtocolError::new(
+                        ErrorCode::RateLimited,
+                        format!("too many messages; slow down (retry in {wait} ms)"),
+                    ),
+                    None,
+                    None,
+                );
+                continue;
+            }
+            Verdict::Abuse => {
+                return End::Close {
+                    code: close_code::POLICY_VIOLATION,
+                    reason: "rate limit exceeded",
+                };
+            }
+        }
         match message {
             Message::Text(text) => session.on_text(text).await,
-            Message::Binary(_) => session.refuse(
+            _ => session.refuse(
                 ProtocolError::new(
                     ErrorCode::BinaryNotSupported,
                     "binary frames are not supported; send text",
@@ -124,10 +245,32 @@ async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session)
                 None,
                 None,
             ),
-            // Pings are answered by the WebSocket layer. After a close frame the stream ends
-            // by itself once the closing handshake is done, so keep reading until then.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
         }
+    }
+    End::Quietly
+}
+
+/// The close a broken frame deserves (RFC 6455 section 7.4.1).
+fn end_for_error(err: axum::Error) -> End {
+    use tungstenite::error::{Error as WsError, ProtocolError as Violation};
+    let Ok(err) = err.into_inner().downcast::<WsError>() else {
+        return End::Quietly;
+    };
+    match *err {
+        WsError::Capacity(_) => End::Close {
+            code: close_code::MESSAGE_TOO_BIG,
+            reason: "message too big",
+        },
+        WsError::Utf8(_) => End::Close {
+            code: close_code::INVALID_PAYLOAD,
+            reason: "text frame is not valid UTF-8",
+        },
+        WsError::Protocol(Violation::ResetWithoutClosingHandshake) => End::Quietly,
+        WsError::Protocol(_) => End::Close {
+            code: close_code::PROTOCOL_ERROR,
+            reason: "WebSocket protocol violation",
+        },
+        _ => End::Quietly,
     }
 }
 
@@ -142,28 +285,29 @@ struct Membership {
 struct Session {
     relay: Relay,
     connection: Connection,
+    settings: SessionSettings,
     /// Rooms this connection is in, by name.
     rooms: HashMap<String, Membership>,
 }
 
 impl Session {
-    /// Registers the connection: a typed client is welcomed, a plain client joins the lobby.
-    fn open(relay: Relay, kind: ClientKind) -> Self {
+    /// Registers the connection; a typed client is welcomed.
+    fn open(relay: Relay, kind: ClientKind, settings: SessionSettings) -> Self {
         let connection = relay.connect(kind);
         let session = Session {
             relay,
             connection,
+            settings,
             rooms: HashMap::new(),
         };
-        match kind {
-            ClientKind::Typed => session.send(&ServerMessage::Welcome {
+        if kind == ClientKind::Typed {
+            session.send(&ServerMessage::Welcome {
                 protocol: PROTOCOL_VERSION,
                 server: concat!("relay/", env!("CARGO_PKG_VERSION")).to_owned(),
                 connection: session.connection.id,
                 default_room: DEFAULT_ROOM.to_owned(),
                 limits: session.relay.settings().limits,
-            }),
-            ClientKind::Plain => {}
+            });
         }
         session
     }
@@ -192,6 +336,7 @@ impl Session {
                 self.join(room, &name, since.as_ref()).await;
             }
             ClientMessage::Leave { room } => self.leave(room),
+            ClientMessage::Ping => self.send(&ServerMessage::Pong),
             ClientMessage::Send {
                 room,
                 id,
@@ -211,50 +356,49 @@ impl Session {
             let err = ProtocolError::new(ErrorCode::AlreadyJoined, "already in this room");
             return self.refuse(err, None, Some(room));
         }
+        if self.rooms.len() >= self.settings.max_rooms {
+            let err = ProtocolError::new(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "a connection may be in at most {} rooms; leave one first",
+                    self.settings.max_rooms
+                ),
+            );
+            return self.refuse(err, None, Some(room));
+        }
         self.enter(room, name, since).await;
     }
 
     /// Joins a room, reading history from the store (off the async threads, outside every
     /// lock) when the client's position is older than what the room keeps in memory.
     async fn enter(&mut self, room: String, name: &str, since: Option<&Position>) {
-        let mut history: Option<Vec<StoredMessage>> = None;
-        for attempt in 1..=HISTORY_READS + 1 {
-            let give_up = attempt > HISTORY_READS;
-            let outcome = self.relay.join(
-                &self.connection,
-                &room,
-                name,
-                since,
-                history.as_deref(),
-                give_up,
-            );
-            match outcome {
-                Ok(JoinOutcome::Joined(joined)) => {
-                    let membership = Membership {
-                        room: joined,
-                        name: Arc::from(name),
-                    };
-                    self.rooms.insert(room, membership);
-                    return;
+        let (joined, catch_up) = match self.relay.join(&self.connection, &room, name, since) {
+            Ok(joined) => joined,
+            Err(err) => return self.store_failed(&err, room),
+        };
+        if let Some(catch_up) = catch_up {
+            let store = self.relay.store().clone();
+            let (name, after, before) = (room.clone(), catch_up.after, catch_up.before);
+            let read =
+                tokio::task::spawn_blocking(move || store.read_range(&name, after, before)).await;
+            let stored = match read {
+                Ok(Ok(stored)) => Some(stored),
+                Ok(Err(err)) => {
+                    tracing::error!(%err, room, "cannot read history; replaying what is in memory");
+                    None
                 }
-                Ok(JoinOutcome::NeedHistory { after, before }) => {
-                    let store = self.relay.store().clone();
-                    let name = room.clone();
-                    let read =
-                        tokio::task::spawn_blocking(move || store.read_range(&name, after, before))
-                            .await;
-                    match read {
-                        Ok(Ok(stored)) => history = Some(stored),
-                        Ok(Err(err)) => return self.store_failed(&err, room),
-                        Err(panicked) => {
-                            tracing::error!(%panicked, "history read panicked");
-                            history = Some(Vec::new());
-                        }
-                    }
+                Err(panicked) => {
+                    tracing::error!(%panicked, "history read panicked");
+                    None
                 }
-                Err(err) => return self.store_failed(&err, room),
-            }
+            };
+            joined.finish_catch_up(&self.connection.outbox, catch_up, stored);
         }
+        let membership = Membership {
+            room: joined,
+            name: Arc::from(name),
+        };
+        self.rooms.insert(room, membership);
     }
 
     fn store_failed(&self, err: &crate::store::StoreError, room: String) {

@@ -9,7 +9,9 @@ use backend::{
 };
 use common::{ClientMessage, Recovery, ServerMessage};
 
-use crate::helpers::{Client, TestRelay, WAIT, spawn_relay, spawn_relay_with, test_config};
+use crate::helpers::{
+    Client, TestRelay, WAIT, spawn_relay, spawn_relay_with, spawn_unthrottled_relay, test_config,
+};
 
 /// Publishes `count` messages into `room` from `client` and waits for all their acks.
 async fn publish_acked(client: &mut Client, room: &str, count: u64) {
@@ -225,7 +227,7 @@ async fn retention_prunes_in_the_background_and_older_gaps_are_reported() {
 #[tokio::test]
 async fn joining_while_messages_pour_in_loses_and_repeats_nothing() {
     const TOTAL: u64 = 600;
-    let relay = spawn_relay().await;
+    let relay = spawn_unthrottled_relay().await;
     let mut publisher = relay.member("busy", "P").await;
     let (progress, mut progress_seen) = tokio::sync::watch::channel(0u64);
     let publishing = tokio::spawn(async move {

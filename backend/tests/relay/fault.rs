@@ -23,7 +23,7 @@ use tokio::{
 };
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
-use crate::helpers::spawn_relay;
+use crate::helpers::spawn_unthrottled_relay;
 
 const SENDERS: usize = 3;
 const RECEIVERS: usize = 2;
@@ -94,6 +94,28 @@ struct Tally {
     duplicate_acks: usize,
 }
 
+impl Tally {
+    /// The counts, and where the offsets first went wrong, without the whole history.
+    fn summary(&self) -> String {
+        let first_jump = self
+            .offsets
+            .windows(2)
+            .find(|pair| pair[1] != pair[0] + 1)
+            .map(|pair| (pair[0], pair[1]));
+        format!(
+            "{} offsets (last {:?}), first jump {first_jump:?}, repeats {}, gaps {}, \
+             unrecoverable {}, connections {}, duplicate acks {}",
+            self.offsets.len(),
+            self.offsets.last(),
+            self.repeats,
+            self.gaps,
+            self.unrecoverable,
+            self.connections,
+            self.duplicate_acks
+        )
+    }
+}
+
 /// A client that reconnects through the proxy until it has sent everything it must send
 /// (acknowledged) and received `expect_total` messages.
 async fn resilient_client(
@@ -113,7 +135,8 @@ async fn resilient_client(
     while unacked.len() + (to_send.len() - next_new) > 0 || tally.offsets.len() < expect_total {
         assert!(
             started.elapsed() < DEADLINE,
-            "{name} did not finish: {tally:?}"
+            "{name} did not finish: {}",
+            tally.summary()
         );
         let Ok(Ok((mut socket, _))) =
             tokio::time::timeout(Duration::from_secs(2), connect_async(url.as_str())).await
@@ -181,6 +204,7 @@ async fn resilient_client(
                     joined = true;
                     if recovery == Recovery::Unrecoverable {
                         tally.unrecoverable += 1;
+                        eprintln!("{name}: unrecoverable join from {position:?}");
                     }
                     if position.is_none() {
                         position = Some(Position { epoch, offset: 0 });
@@ -228,7 +252,7 @@ async fn cut_connections_lose_and_duplicate_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    let relay = spawn_relay().await;
+    let relay = spawn_unthrottled_relay().await;
     let proxy = CuttingProxy::start(relay.address, seed).await;
     let url = format!("ws://{}/ws", proxy.address);
     let total = SENDERS * MESSAGES_PER_SENDER;

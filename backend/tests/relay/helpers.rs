@@ -36,6 +36,17 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
     (config, data)
 }
 
+/// A relay for tests that publish as fast as they can: no rate limit.
+pub async fn spawn_unthrottled_relay() -> TestRelay {
+    let (mut config, data) = test_config();
+    config.session.rate = backend::relay::RateLimit {
+        per_second: 1e9,
+        burst: u32::MAX,
+        abuse_after: u32::MAX,
+    };
+    spawn_relay_with(config, data).await
+}
+
 /// Starts a relay with default settings and its own store.
 pub async fn spawn_relay() -> TestRelay {
     let (config, data) = test_config();
@@ -276,4 +287,21 @@ pub async fn http_get(address: SocketAddr, path: &str) -> String {
 /// The relay's `/healthz` answer.
 pub async fn health(address: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&http_get(address, "/healthz").await).unwrap()
+}
+
+/// Polls `check` every 20 ms until it holds, failing after [`WAIT`]: for effects that
+/// happen after the event a test can observe (a counter bumped as a session winds down).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -3,8 +3,10 @@
 mod bad_input;
 mod delivery;
 mod fault;
+mod frames;
 mod helpers;
 mod http;
+mod limits;
 mod plain;
 mod restart;
 mod shutdown;
