@@ -493,4 +493,6 @@ fn exceeds_chars(text: &str, max: usize) -> bool {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

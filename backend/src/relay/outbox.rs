@@ -320,6 +320,82 @@ mod tests {
         );
     }
 
+    #[derive(Debug, Clone)]
+    enum Step {
+        Push(usize),
+        Take,
+        Hold,
+        Release(usize),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0usize..40).prop_map(Step::Push),
+            2 => Just(Step::Take),
+            1 => Just(Step::Hold),
+            1 => (0usize..4).prop_map(Step::Release),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of pushes, takes, holds and releases: frames come out in the
+        /// order they went in (a release's frames first), the bounds are never exceeded, and
+        /// once the outbox overflows it stays ended and lets nothing more out.
+        #[test]
+        fn order_and_bounds_hold_for_any_sequence(steps in proptest::collection::vec(step(), 0..80)) {
+            let limits = OutboxLimits { max_frames: 8, max_bytes: 120 };
+            let outbox = Outbox::new(limits);
+            let mut model: VecDeque<String> = VecDeque::new();
+            let mut held = false;
+            let mut counter = 0;
+            let mut ended = false;
+            for step in steps {
+                match step {
+                    Step::Push(len) => {
+                        counter += 1;
+                        let text = format!("{counter:>len$}");
+                        let bytes: usize = model.iter().map(String::len).sum();
+                        if !ended && (model.len() >= limits.max_frames || bytes + text.len() > limits.max_bytes) {
+                            ended = true;
+                            model.clear();
+                        } else if !ended {
+                            model.push_back(text.clone());
+                        }
+                        outbox.push(Utf8Bytes::from(text));
+                    }
+                    Step::Take => {
+                        let mut batch = Vec::new();
+                        let ending = outbox.take_queued(&mut batch);
+                        proptest::prop_assert_eq!(ending.is_some(), ended);
+                        let expected: Vec<String> = if held { Vec::new() } else { model.drain(..).collect() };
+                        let got: Vec<String> = batch.iter().map(|f| f.as_str().to_owned()).collect();
+                        proptest::prop_assert_eq!(got, expected);
+                    }
+                    Step::Hold => {
+                        outbox.hold();
+                        held = true;
+                    }
+                    Step::Release(n) => {
+                        let first: Vec<String> = (0..n).map(|i| format!("r{counter}-{i}")).collect();
+                        let bytes: usize = model.iter().chain(&first).map(String::len).sum();
+                        held = false;
+                        if !ended && (model.len() + n > limits.max_frames || bytes > limits.max_bytes) {
+                            ended = true;
+                            model.clear();
+                        } else if !ended {
+                            for text in first.iter().rev() {
+                                model.push_front(text.clone());
+                            }
+                        }
+                        outbox.release(first.into_iter().map(Utf8Bytes::from).collect());
+                    }
+                }
+                proptest::prop_assert!(model.len() <= limits.max_frames);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn an_end_is_delivered_after_what_was_queued_and_wakes_a_stuck_writer() {
         let outbox = Outbox::new(OutboxLimits::default());

@@ -131,6 +131,27 @@ mod tests {
         assert_eq!(bucket.check(later), Verdict::Abuse);
     }
 
+    proptest::proptest! {
+        /// However frames arrive, no more are allowed than the burst plus the rate times the
+        /// time elapsed.
+        #[test]
+        fn allowed_frames_never_exceed_burst_plus_rate(gaps in proptest::collection::vec(0u64..300, 1..300)) {
+            let start = Instant::now();
+            let mut bucket = TokenBucket::new(LIMIT, start);
+            let mut now = start;
+            let mut allowed = 0u32;
+            for gap in gaps {
+                now += Duration::from_millis(gap);
+                if bucket.check(now) == Verdict::Allow {
+                    allowed += 1;
+                }
+                let elapsed = now.duration_since(start).as_secs_f64();
+                let ceiling = f64::from(LIMIT.burst) + elapsed * LIMIT.per_second;
+                proptest::prop_assert!(f64::from(allowed) <= ceiling + 1e-9);
+            }
+        }
+    }
+
     #[test]
     fn a_quiet_spell_refills_only_up_to_the_burst() {
         let start = Instant::now();

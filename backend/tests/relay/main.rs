@@ -8,6 +8,7 @@ mod helpers;
 mod http;
 mod limits;
 mod plain;
+mod properties;
 mod restart;
 mod shutdown;
 mod typed;
