@@ -7,6 +7,7 @@
 #   4. web client build        trunk build --release (also what the end-to-end test serves)
 #   5. browser tests           wasm-bindgen-test in headless Chromium against a live relay
 #   6. end to end              two Chromium sessions + a plain client over WebDriver
+#   7. benchmark smoke         a few seconds of every bench scenario, failing on any lost message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -46,23 +47,38 @@ layer "clippy (wasm32)" cargo clippy -p common -p frontend --target wasm32-unkno
 MIN_TESTS=75 layer "unit + integration" cargo test --workspace
 layer "web client build" trunk build --release
 
-# The browser tests talk to a real relay: start one on a free port and tell them where.
-step "starting a relay for the browser tests"
-relay_log="$logs/relay.log"
-target/debug/relay --listen 127.0.0.1:0 --static-dir dist >"$relay_log" 2>&1 &
-relay_pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$relay_log" && break
-  sleep 0.1
-done
-relay_address=$(grep -Eo 'listening on http://[0-9.:]+' "$relay_log" | sed 's|.*http://||')
-[ -n "$relay_address" ] || fail "the relay did not start: $(cat "$relay_log")"
+# The browser tests and the benchmark smoke talk to a real relay process.
+# start_relay NAME ARGS...: runs the debug relay on a free port with its own data; sets
+# relay_address and relay_pid.
+start_relay() {
+  local name=$1 log="$logs/$1.log"
+  shift
+  target/debug/relay --listen 127.0.0.1:0 --data-dir "$logs/$name-data" "$@" >"$log" 2>&1 &
+  relay_pid=$!
+  relay_address=
+  for _ in $(seq 100); do
+    relay_address=$(grep -Eo 'listening on http://[0-9.:]+' "$log" | sed 's|.*http://||' || true)
+    [ -n "$relay_address" ] && return 0
+    sleep 0.1
+  done
+  fail "the relay did not start: $(cat "$log")"
+}
+stop_relay() {
+  kill "$relay_pid" && wait "$relay_pid" 2>/dev/null || true
+  relay_pid=
+}
+
+start_relay browser --static-dir dist
 export RELAY_TEST_WS_URL="ws://$relay_address/ws"
 MIN_TESTS=4 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
-kill "$relay_pid" && wait "$relay_pid" 2>/dev/null || true
-relay_pid=
+stop_relay
 
 MIN_TESTS=2 layer "end to end" cargo test -p backend --features e2e --test e2e
+
+start_relay bench --rate-per-sec 1000000 --rate-burst 1000000
+layer "benchmark smoke" cargo run -q -p relay-bench -- smoke --url "ws://$relay_address/" \
+  --pid "$relay_pid" --label relay
+stop_relay
 
 wasm=$(ls dist/*.wasm)
 step "summary"

@@ -492,7 +492,7 @@ fn exceeds_chars(text: &str, max: usize) -> bool {
     text.len() > max && text.chars().nth(max).is_some()
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod properties;
 #[cfg(test)]
 mod tests;

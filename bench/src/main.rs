@@ -1,0 +1,170 @@
+//! `relay-bench`: a load generator for the relay, or any WebSocket server that relays each
+//! text message to every other client (the protocol of the server the relay replaces).
+//!
+//! Each scenario prints a readable line and then one JSON line; server CPU time and memory
+//! are read from `/proc/<pid>`. Loopback only, and every loop is bounded in time and count.
+//! `bench/run.sh` runs the relay and the Node `ws` peer side by side and reports ratios.
+
+// A load generator reports on stdout; that is its whole point.
+#![allow(clippy::print_stdout)]
+
+mod client;
+mod scenarios;
+mod server;
+
+use clap::{Parser, Subcommand};
+use client::Target;
+use scenarios::{fanout, idle, latency, storm};
+use server::Server;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "relay-bench",
+    about = "Load generator for broadcast WebSocket servers"
+)]
+struct Cli {
+    /// WebSocket URL of the server's broadcast endpoint (loopback only).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/")]
+    url: String,
+    /// PID of the server process, for its CPU time and memory.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// Name for this server in the output.
+    #[arg(long, global = true, default_value = "server")]
+    label: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Senders publish as fast as subscribers keep up: deliveries per server CPU-second.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 2_000)]
+        window: u64,
+    },
+    /// One sender at a fixed rate to many subscribers: delivery latency percentiles.
+    Latency {
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Many idle connections: server memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+    /// Many clients connect at once and each sends one message to all the others.
+    Storm {
+        #[arg(long, default_value_t = 1_000)]
+        clients: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// A few seconds of every scenario at a small scale, failing on any lost, repeated or
+    /// misdirected message: keeps the tool and the relay honest in CI.
+    Smoke,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let target = Target::parse(&cli.url)?;
+    let pid = cli
+        .pid
+        .ok_or_else(|| anyhow::anyhow!("--pid of the server process is required"))?;
+    let server = Server::new(pid)?;
+    let results = match cli.scenario {
+        Scenario::Fanout {
+            subscribers,
+            senders,
+            seconds,
+            size,
+            window,
+        } => {
+            let options = fanout::Options {
+                subscribers,
+                senders,
+                seconds,
+                size,
+                window,
+            };
+            vec![fanout::run(&target, server, options).await?]
+        }
+        Scenario::Latency {
+            subscribers,
+            rate,
+            seconds,
+            size,
+        } => {
+            let options = latency::Options {
+                subscribers,
+                rate,
+                seconds,
+                size,
+            };
+            vec![latency::run(&target, server, options).await?]
+        }
+        Scenario::Idle { connections } => {
+            vec![idle::run(&target, server, idle::Options { connections }).await?]
+        }
+        Scenario::Storm { clients, size } => {
+            vec![storm::run(&target, server, storm::Options { clients, size }).await?]
+        }
+        Scenario::Smoke => smoke(&target, server).await?,
+    };
+    let mut clean = true;
+    for mut result in results {
+        let integrity = &result["integrity"];
+        for problem in ["lost", "repeats", "gaps", "echoes"] {
+            clean &= integrity[problem].as_u64().unwrap_or(0) == 0;
+        }
+        result["server"] = cli.label.clone().into();
+        println!("{result}");
+    }
+    anyhow::ensure!(clean, "messages were lost, repeated, reordered or echoed");
+    Ok(())
+}
+
+async fn smoke(target: &Target, server: Server) -> anyhow::Result<Vec<serde_json::Value>> {
+    let fanout = fanout::Options {
+        subscribers: 10,
+        senders: 3,
+        seconds: 1.0,
+        size: 64,
+        window: 500,
+    };
+    let latency = latency::Options {
+        subscribers: 20,
+        rate: 100,
+        seconds: 1.0,
+        size: 64,
+    };
+    Ok(vec![
+        fanout::run(target, server, fanout).await?,
+        latency::run(target, server, latency).await?,
+        idle::run(target, server, idle::Options { connections: 50 }).await?,
+        storm::run(
+            target,
+            server,
+            storm::Options {
+                clients: 30,
+                size: 64,
+            },
+        )
+        .await?,
+    ])
+}

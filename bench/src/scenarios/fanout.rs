@@ -1,0 +1,106 @@
+//! Fan-out: subscribers and senders all connected; senders publish as fast as the slowest
+//! subscriber keeps up with (a bounded window, so the server is measured, not its queues);
+//! every delivery is counted and checked. The figure of merit is deliveries per second of
+//! server CPU.
+
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Integrity, RunClock, connect_all, drain, payload, sync};
+use crate::{client::Target, server::Server};
+
+/// Fan-out settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub subscribers: usize,
+    pub senders: usize,
+    pub seconds: f64,
+    pub size: usize,
+    /// Most messages a subscriber may be behind before senders wait.
+    pub window: u64,
+}
+
+pub async fn run(
+    target: &Target,
+    server: Server,
+    options: Options,
+) -> anyhow::Result<serde_json::Value> {
+    let Options {
+        subscribers,
+        senders,
+        seconds,
+        size,
+        window,
+    } = options;
+    anyhow::ensure!(
+        senders >= 1 && subscribers >= 1,
+        "need senders and subscribers"
+    );
+    let clock = RunClock::new();
+    let mut clients =
+        connect_all(target, senders + subscribers, senders, 256, &clock, false).await?;
+    sync(&mut clients).await?;
+
+    let cpu_before = server.cpu()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut rounds = 0u64;
+    while Instant::now() < deadline {
+        // Flow control: wait while the slowest subscriber is more than a window behind.
+        loop {
+            let slowest = clients[senders..]
+                .iter()
+                .map(|c| c.seen.received.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(0);
+            if rounds * senders as u64 <= slowest + window {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let micros = clock.micros();
+        for client in &mut clients[..senders] {
+            let text = payload(client.index, rounds, micros, size);
+            client.sender.feed(Message::text(text)).await?;
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(8) {
+            for client in &mut clients[..senders] {
+                client.sender.flush().await?;
+            }
+        }
+    }
+    for client in &mut clients[..senders] {
+        client.sender.flush().await?;
+    }
+    let expected = |c: &super::Client| {
+        if c.index < senders {
+            rounds * (senders as u64 - 1)
+        } else {
+            rounds * senders as u64
+        }
+    };
+    let finished = drain(&clients, expected, Duration::from_secs(5)).await;
+    let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
+    let wall = finished.duration_since(started).as_secs_f64();
+    let integrity = Integrity::of(&clients, expected);
+    let deliveries = integrity.received;
+    println!(
+        "fanout   {subscribers} subscribers + {senders} senders, {size} B: {deliveries} deliveries in \
+         {wall:.2} s, server CPU {cpu:.2} s -> {:.0} deliveries per CPU-second ({:.0}/s wall); {}",
+        deliveries as f64 / cpu.max(1e-9),
+        deliveries as f64 / wall,
+        integrity.summary()
+    );
+    Ok(serde_json::json!({
+        "scenario": "fanout", "subscribers": subscribers, "senders": senders, "size": size,
+        "messages": rounds * senders as u64, "deliveries": deliveries, "wall_s": wall,
+        "server_cpu_s": cpu, "deliveries_per_cpu_s": deliveries as f64 / cpu.max(1e-9),
+        "deliveries_per_s": deliveries as f64 / wall, "integrity": integrity.json(),
+    }))
+}

@@ -1,0 +1,70 @@
+//! Latency at a fixed rate: one sender publishes on a fixed schedule to many subscribers;
+//! each delivery's delay from the moment the message was sent goes into an HDR histogram.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Integrity, RunClock, connect_all, drain, payload, sync};
+use crate::{client::Target, server::Server};
+
+/// Latency settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub subscribers: usize,
+    pub rate: u32,
+    pub seconds: f64,
+    pub size: usize,
+}
+
+pub async fn run(
+    target: &Target,
+    server: Server,
+    options: Options,
+) -> anyhow::Result<serde_json::Value> {
+    let Options {
+        subscribers,
+        rate,
+        seconds,
+        size,
+    } = options;
+    let clock = RunClock::new();
+    let mut clients = connect_all(target, subscribers + 1, 1, 256, &clock, true).await?;
+    sync(&mut clients).await?;
+    clock.latencies.lock().unwrap().reset();
+
+    let cpu_before = server.cpu()?;
+    let count = (f64::from(rate) * seconds) as u64;
+    let interval = Duration::from_secs(1) / rate.max(1);
+    let start = tokio::time::Instant::now();
+    let sender = &mut clients[0].sender;
+    for seq in 0..count {
+        tokio::time::sleep_until(start + interval * seq as u32).await;
+        sender
+            .send(Message::text(payload(0, seq, clock.micros(), size)))
+            .await?;
+    }
+    let expected = |c: &super::Client| if c.index == 0 { 0 } else { count };
+    drain(&clients, expected, Duration::from_secs(5)).await;
+    let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
+    let integrity = Integrity::of(&clients, expected);
+    let histogram = clock.latencies.lock().unwrap().clone();
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    println!(
+        "latency  {subscribers} subscribers, 1 sender at {rate}/s, {size} B: p50 {:.2} ms, \
+         p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms over {} deliveries; server CPU {cpu:.2} s; {}",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        histogram.max() as f64 / 1000.0,
+        histogram.len(),
+        integrity.summary()
+    );
+    Ok(serde_json::json!({
+        "scenario": "latency", "subscribers": subscribers, "rate": rate, "size": size,
+        "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+        "max_ms": histogram.max() as f64 / 1000.0, "samples": histogram.len(),
+        "server_cpu_s": cpu, "integrity": integrity.json(),
+    }))
+}

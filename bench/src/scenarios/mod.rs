@@ -1,0 +1,299 @@
+//! The benchmark scenarios, and what they share: clients that read everything and check it,
+//! a start-line sync, and the message format.
+//!
+//! Every scenario speaks the plain protocol of the server being replaced: text frames,
+//! relayed to every *other* connected client. So the same scenario runs against this relay's
+//! `/` and against any peer server.
+//!
+//! A message is `"<sender>:<seq>:<micros>:"` padded with `x` to the message size, where
+//! `micros` is the time of sending since the run began; receivers check each sender's
+//! sequence (nothing lost, repeated or reordered) and can compute latency.
+
+pub mod fanout;
+pub mod idle;
+pub mod latency;
+pub mod storm;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt, stream::SplitSink, stream::SplitStream};
+use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{Socket, Target};
+
+/// Frames starting with this only line clients up before a run; they are not counted.
+const SYNC: &str = "sync";
+
+/// A client's sending half.
+pub type Sender = SplitSink<Socket, Message>;
+
+/// Builds a message of `size` bytes (at least the header's length).
+pub fn payload(sender: usize, seq: u64, micros: u64, size: usize) -> String {
+    let mut text = format!("{sender}:{seq}:{micros}:");
+    while text.len() < size {
+        text.push('x');
+    }
+    text
+}
+
+/// Reads a message's sender, sequence number and send time.
+fn parse(text: &str) -> Option<(usize, u64, u64)> {
+    let mut parts = text.splitn(4, ':');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+/// What one client saw, updated by its reader task as frames arrive.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Has received a sync frame: it is in the room, and will receive every later message.
+    pub synced: AtomicBool,
+    /// Messages received.
+    pub received: AtomicU64,
+    /// Messages that skipped ahead in their sender's sequence (something was lost).
+    pub gaps: AtomicU64,
+    /// Messages that were repeated or arrived out of their sender's order.
+    pub repeats: AtomicU64,
+    /// Messages from this client itself (the server must never echo to the sender).
+    pub echoes: AtomicU64,
+}
+
+/// A connected client: its sending half, and its reader task filling in `seen`.
+pub struct Client {
+    pub index: usize,
+    pub sender: Sender,
+    pub seen: Arc<Seen>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Shared run clock and latency histogram.
+#[derive(Debug)]
+pub struct RunClock {
+    pub started: Instant,
+    pub latencies: Mutex<Histogram<u64>>,
+}
+
+impl RunClock {
+    pub fn new() -> Arc<RunClock> {
+        Arc::new(RunClock {
+            started: Instant::now(),
+            latencies: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
+        })
+    }
+
+    pub fn micros(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+}
+
+/// Connects client `index` and starts its reader.
+pub async fn connect(
+    target: &Target,
+    index: usize,
+    senders: usize,
+    clock: Arc<RunClock>,
+    record_latency: bool,
+) -> anyhow::Result<Client> {
+    let socket = target
+        .connect(index)
+        .await
+        .with_context(|| format!("connecting client {index}"))?;
+    let (sender, stream) = socket.split();
+    let seen = Arc::new(Seen::default());
+    let reader = tokio::spawn(read(
+        stream,
+        index,
+        senders,
+        seen.clone(),
+        clock,
+        record_latency,
+    ));
+    Ok(Client {
+        index,
+        sender,
+        seen,
+        reader,
+    })
+}
+
+async fn read(
+    mut stream: SplitStream<Socket>,
+    me: usize,
+    senders: usize,
+    seen: Arc<Seen>,
+    clock: Arc<RunClock>,
+    record_latency: bool,
+) {
+    let mut next_seq = vec![0u64; senders];
+    while let Some(Ok(frame)) = stream.next().await {
+        let Message::Text(text) = frame else {
+            continue;
+        };
+        if text.starts_with(SYNC) {
+            seen.synced.store(true, Ordering::Relaxed);
+            continue;
+        }
+        let Some((sender, seq, micros)) = parse(&text) else {
+            continue;
+        };
+        if sender == me {
+            seen.echoes.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(expected) = next_seq.get_mut(sender) {
+            if seq > *expected {
+                seen.gaps.fetch_add(1, Ordering::Relaxed);
+            } else if seq < *expected {
+                seen.repeats.fetch_add(1, Ordering::Relaxed);
+            }
+            *expected = seq + 1;
+        }
+        if record_latency {
+            let latency = clock.micros().saturating_sub(micros).max(1);
+            let _ = clock.latencies.lock().unwrap().record(latency);
+        }
+        seen.received.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Connects `count` clients, at most `parallel` handshakes at a time.
+pub async fn connect_all(
+    target: &Target,
+    count: usize,
+    senders: usize,
+    parallel: usize,
+    clock: &Arc<RunClock>,
+    record_latency: bool,
+) -> anyhow::Result<Vec<Client>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut handshakes = Vec::with_capacity(count);
+    for index in 0..count {
+        let (target, clock, limit) = (target.clone(), clock.clone(), limit.clone());
+        handshakes.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            connect(&target, index, senders, clock, record_latency).await
+        }));
+    }
+    let mut clients = Vec::with_capacity(count);
+    for handshake in handshakes {
+        clients.push(handshake.await??);
+    }
+    Ok(clients)
+}
+
+/// Waits until every client is surely in the room: client 0 sends sync frames until all
+/// others have received one (anything sent after that reaches everybody).
+pub async fn sync(clients: &mut [Client]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let Some((first, others)) = clients.split_first_mut() else {
+        return Ok(());
+    };
+    loop {
+        if others.iter().all(|c| c.seen.synced.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let missing = others
+                .iter()
+                .filter(|c| !c.seen.synced.load(Ordering::Relaxed))
+                .count();
+            bail!("{missing} clients never joined the broadcast");
+        }
+        first.sender.send(Message::text(SYNC)).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every client has received what it should, or until nothing arrives for
+/// `stall`. Returns the time at which the last expected message arrived (or the stall began).
+pub async fn drain(
+    clients: &[Client],
+    expected: impl Fn(&Client) -> u64,
+    stall: Duration,
+) -> Instant {
+    let mut last_total = u64::MAX;
+    let mut last_progress = Instant::now();
+    loop {
+        let total: u64 = clients
+            .iter()
+            .map(|c| c.seen.received.load(Ordering::Relaxed))
+            .sum();
+        if clients
+            .iter()
+            .all(|c| c.seen.received.load(Ordering::Relaxed) >= expected(c))
+        {
+            return Instant::now();
+        }
+        if total != last_total {
+            last_total = total;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > stall {
+            return last_progress;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Totals over all clients: received, lost, repeated, echoed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Integrity {
+    pub received: u64,
+    pub expected: u64,
+    pub gaps: u64,
+    pub repeats: u64,
+    pub echoes: u64,
+}
+
+impl Integrity {
+    pub fn of(clients: &[Client], expected: impl Fn(&Client) -> u64) -> Integrity {
+        let mut totals = Integrity::default();
+        for client in clients {
+            let seen = &client.seen;
+            totals.received += seen.received.load(Ordering::Relaxed);
+            totals.expected += expected(client);
+            totals.gaps += seen.gaps.load(Ordering::Relaxed);
+            totals.repeats += seen.repeats.load(Ordering::Relaxed);
+            totals.echoes += seen.echoes.load(Ordering::Relaxed);
+        }
+        totals
+    }
+
+    /// Messages that should have arrived and did not.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.received)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "received": self.received, "expected": self.expected, "lost": self.lost(),
+            "gaps": self.gaps, "repeats": self.repeats, "echoes": self.echoes,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "lost {}, repeated {}, gaps {}, echoed {}",
+            self.lost(),
+            self.repeats,
+            self.gaps,
+            self.echoes
+        )
+    }
+}
