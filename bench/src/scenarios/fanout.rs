@@ -46,19 +46,35 @@ pub async fn run(
         connect_all(target, senders + subscribers, senders, 256, &clock, false).await?;
     sync(&mut clients).await?;
 
+    // Messages client `index` should have after `rounds` rounds: every sender's, but its own.
+    let expected_after = |index: usize, rounds: u64| {
+        let from = if index < senders {
+            senders - 1
+        } else {
+            senders
+        };
+        rounds * from as u64
+    };
     let cpu_before = server.cpu()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut rounds = 0u64;
     while Instant::now() < deadline {
-        // Flow control: wait while the slowest subscriber is more than a window behind.
+        // Flow control: wait while any client (senders read too) is more than a window
+        // behind what was sent to it.
         loop {
-            let slowest = clients[senders..]
+            let most_behind = clients
                 .iter()
-                .map(|c| c.seen.received.load(Ordering::Relaxed))
-                .min()
+                .map(|c| {
+                    expected_after(c.index, rounds)
+                        - c.seen
+                            .received
+                            .load(Ordering::Relaxed)
+                            .min(expected_after(c.index, rounds))
+                })
+                .max()
                 .unwrap_or(0);
-            if rounds * senders as u64 <= slowest + window {
+            if most_behind <= window {
                 break;
             }
             tokio::task::yield_now().await;
@@ -78,13 +94,7 @@ pub async fn run(
     for client in &mut clients[..senders] {
         client.sender.flush().await?;
     }
-    let expected = |c: &super::Client| {
-        if c.index < senders {
-            rounds * (senders as u64 - 1)
-        } else {
-            rounds * senders as u64
-        }
-    };
+    let expected = |c: &super::Client| expected_after(c.index, rounds);
     let finished = drain(&clients, expected, Duration::from_secs(5)).await;
     let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
     let wall = finished.duration_since(started).as_secs_f64();
