@@ -27,6 +27,8 @@ pub enum StoreKind {
 pub struct Config {
     /// Address to listen on. Only used by `main`; tests bind their own listener.
     pub listen: SocketAddr,
+    /// Length of the accept queue (the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Folder holding the built web client (`trunk build --release` writes `dist/`).
     pub static_dir: PathBuf,
     /// Input limits, announced to typed clients in `welcome`.
@@ -75,6 +77,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen_backlog: 4096,
             static_dir: PathBuf::from("dist"),
             limits: Limits::default(),
             history_len: 50,
@@ -113,6 +116,9 @@ pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Accept queue length, so a reconnect storm is not dropped by the kernel.
+    #[arg(long, env = "RELAY_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
     /// Folder with the built web client.
     #[arg(long, env = "RELAY_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
@@ -212,6 +218,7 @@ impl From<Cli> for Config {
     fn from(cli: Cli) -> Self {
         Config {
             listen: cli.listen,
+            listen_backlog: cli.listen_backlog,
             static_dir: cli.static_dir,
             limits: Limits {
                 max_text_chars: cli.max_text_chars,

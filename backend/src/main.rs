@@ -24,8 +24,7 @@ fn main() -> ExitCode {
 async fn serve() -> anyhow::Result<()> {
     let config = Config::from(Cli::parse());
     telemetry::init(std::io::stdout);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = startup::bind(config.listen, config.listen_backlog)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     startup::run(listener, config, shutdown::signal()).await
 }

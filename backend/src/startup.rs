@@ -14,6 +14,20 @@ use crate::{
     store::Store,
 };
 
+/// Binds the listening socket. The accept backlog matters: when a thousand clients
+/// reconnect at once (after a restart or a network blip), a short queue overflows and the
+/// kernel drops their handshakes, which clients retry only after a second.
+pub fn bind(address: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
 /// Opens the store, then serves the relay on `listener` until `shutdown` resolves; then
 /// closes every WebSocket with 1001, waits (up to `config.shutdown_grace`) for the sessions
 /// to end, and stores whatever was still in flight.

@@ -6,7 +6,9 @@
 const { WebSocketServer, WebSocket } = require('ws');
 
 const port = Number(process.env.PORT || 8091);
-const server = new WebSocketServer({ host: '127.0.0.1', port, perMessageDeflate: false });
+// The same accept backlog as the relay, so a connect storm measures the servers, not the kernel's
+// dropped handshakes.
+const server = new WebSocketServer({ host: '127.0.0.1', port, backlog: 4096, perMessageDeflate: false });
 
 server.on('connection', (socket) => {
   socket.on('message', (data, isBinary) => {

@@ -316,7 +316,7 @@ impl Session {
     async fn start(&mut self) {
         if self.connection.kind == ClientKind::Plain {
             let name = format!("guest-{}", self.connection.id);
-            self.enter(DEFAULT_ROOM.to_owned(), &name, None).await;
+            Box::pin(self.enter(DEFAULT_ROOM.to_owned(), &name, None)).await;
         }
     }
 
@@ -366,7 +366,9 @@ impl Session {
             );
             return self.refuse(err, None, Some(room));
         }
-        self.enter(room, name, since).await;
+        // Boxed: joining is rare and its future is large; kept inline it would sit in every
+        // idle connection's task.
+        Box::pin(self.enter(room, name, since)).await;
     }
 
     /// Joins a room, reading history from the store (off the async threads, outside every
