@@ -128,7 +128,7 @@ fn bench(kind: Kind) -> Bench {
     let relay = Relay::new(settings, store).unwrap();
     let member = relay.connect(ClientKind::Typed);
     let (room, _) = relay
-        .join(&member, "bench", "reader", None)
+        .join(&member, "bench", &Arc::from("reader"), None)
         .expect("open the room");
     Bench {
         relay,
@@ -163,7 +163,11 @@ async fn throughput(kind: Kind, messages: usize) -> f64 {
         let mut batch = Vec::new();
         let mut acks = 0;
         while acks < messages {
-            outbox.next_batch(&mut batch).await.unwrap();
+            let next = outbox.next_batch(&mut batch).await;
+            assert_eq!(
+                next.ending, None,
+                "the reader never falls behind in a benchmark"
+            );
             acks += batch.iter().filter(|frame| is_ack(frame)).count();
             batch.clear();
         }
@@ -192,7 +196,11 @@ async fn fixed_rate(kind: Kind, scale: &Scale) -> Histogram<u64> {
         let mut batch = Vec::new();
         let mut acks = 0;
         while acks < total {
-            outbox.next_batch(&mut batch).await.unwrap();
+            let next = outbox.next_batch(&mut batch).await;
+            assert_eq!(
+                next.ending, None,
+                "the reader never falls behind in a benchmark"
+            );
             let now = started.elapsed();
             for frame in batch.drain(..).filter(is_ack) {
                 // Message n was due at n * interval and published then (or just after).

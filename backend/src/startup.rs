@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::{
     config::{Config, StoreKind},
     http::{self, AppState},
-    relay::{Relay, RelaySettings, now_millis},
+    relay::{Relay, RelaySettings, SessionSettings, heartbeat, now_millis},
     shutdown::Drain,
     store::Store,
 };
@@ -63,6 +63,11 @@ pub async fn run(
         config.drain_pause,
     );
     let pruner = tokio::spawn(prune_periodically(store, config.clone(), drain.clone()));
+    let heartbeat = tokio::spawn(sweep_heartbeats(
+        relay.clone(),
+        config.session,
+        drain.clone(),
+    ));
     let send_buffer = config.socket_send_buffer;
     let state = AppState::new(relay.clone(), drain.clone(), Arc::new(config));
     // Every accepted socket: no Nagle delay (a chat message should leave at once; batching
@@ -86,7 +91,7 @@ pub async fn run(
             stopping.start();
         })
         .await?;
-    let unfinished = drain.finish(batch, pause, grace).await;
+    let unfinished = drain.finish(&relay, batch, pause, grace).await;
     if unfinished > 0 {
         tracing::warn!(
             unfinished,
@@ -94,11 +99,24 @@ pub async fn run(
         );
     }
     pruner.abort();
+    heartbeat.abort();
     tokio::task::spawn_blocking(move || relay.stop())
         .await
         .context("stopping the writer")?;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Checks every connection's heartbeat twice per period until shutdown starts.
+async fn sweep_heartbeats(relay: Relay, settings: SessionSettings, drain: Drain) {
+    let mut ticks = tokio::time::interval(heartbeat::sweep_period(&settings));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = drain.stopping().cancelled() => return,
+            _ = ticks.tick() => heartbeat::sweep(&relay, &settings),
+        }
+    }
 }
 
 /// Applies retention every `prune_interval` until shutdown starts.

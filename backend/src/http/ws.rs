@@ -12,6 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use common::PROTOCOL_VERSION;
+use futures_util::FutureExt;
 use serde::Deserialize;
 use tower::ServiceExt;
 
@@ -85,10 +86,13 @@ fn accept(
         .max_frame_size(config.max_message_bytes)
         .read_buffer_size(config.read_buffer_bytes)
         .write_buffer_size(config.write_buffer_bytes)
-        .on_upgrade(move |socket| async move {
-            let settings = state.config.session;
-            session::run(socket, state.relay, kind, settings, ticket.close_signal()).await;
-            drop((ticket, slot));
+        .on_upgrade(move |socket| {
+            // Not an `async move` block: that would keep the whole socket inline in the
+            // task for the connection's life. `session::run` splits it first.
+            let stopping = state.drain.stopping().clone();
+            // `map`, not another `async` block, which would store the session future twice.
+            session::run(socket, state.relay, kind, state.config.session, stopping)
+                .map(move |()| drop((ticket, slot)))
         })
         .into_response())
 }

@@ -14,6 +14,8 @@
 //! both, so that a room dropped when its last member leaves can never be joined through a
 //! stale handle; publishing and delivery take only the room's lock.
 
+pub mod clock;
+pub mod heartbeat;
 mod metrics;
 mod outbox;
 mod rate_limit;
@@ -22,7 +24,7 @@ pub mod session;
 mod writer;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -34,7 +36,7 @@ use common::{Limits, Position, ServerMessage};
 
 use crate::store::{Store, StoreError};
 pub use metrics::Metrics;
-pub use outbox::{End, Outbox, OutboxLimits};
+pub use outbox::{End, Next, Outbox, OutboxLimits};
 pub use rate_limit::RateLimit;
 pub use room::{CatchUp, Publication, Room, now_millis};
 pub use session::SessionSettings;
@@ -91,6 +93,9 @@ struct Shared {
     next_connection: AtomicU64,
     /// Connections currently open, for health and metrics.
     open_connections: AtomicUsize,
+    /// Every open connection's outbox, oldest first: for the heartbeat sweep and for closing
+    /// everyone on shutdown.
+    connections: Mutex<BTreeMap<u64, Outbox>>,
     /// Fixed at start-up.
     settings: RelaySettings,
     /// Where history lives.
@@ -143,6 +148,7 @@ pub struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.relay.connections().remove(&self.id);
         self.relay
             .shared
             .open_connections
@@ -164,6 +170,7 @@ impl Relay {
                 registry: Arc::default(),
                 next_connection: AtomicU64::new(1),
                 open_connections: AtomicUsize::new(0),
+                connections: Mutex::default(),
                 settings,
                 store,
                 writer,
@@ -197,12 +204,46 @@ impl Relay {
         let id = self.shared.next_connection.fetch_add(1, Ordering::Relaxed);
         self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.connection_opened();
+        let outbox = Outbox::new(self.shared.settings.outbox);
+        self.connections().insert(id, outbox.clone());
         Connection {
             id,
             kind,
-            outbox: Outbox::new(self.shared.settings.outbox),
+            outbox,
             relay: self.clone(),
         }
+    }
+
+    /// Calls `visit` with every open connection's outbox, under the registry's lock (so keep
+    /// it short: it runs for each connection).
+    pub fn for_each_outbox(&self, mut visit: impl FnMut(&Outbox)) {
+        for outbox in self.connections().values() {
+            visit(outbox);
+        }
+    }
+
+    /// Ends every open connection with `end`, `batch` at a time with `pause` between batches
+    /// (clients then reconnect spread out rather than all at once). Connections opened after
+    /// this starts are not included: the caller stops accepting first.
+    pub async fn end_all(&self, end: End, batch: usize, pause: std::time::Duration) {
+        let outboxes: Vec<Outbox> = self.connections().values().cloned().collect();
+        let mut batches = outboxes.chunks(batch.max(1)).peekable();
+        while let Some(batch) = batches.next() {
+            for outbox in batch {
+                outbox.end(end);
+            }
+            if batches.peek().is_some() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    fn connections(&self) -> MutexGuard<'_, BTreeMap<u64, Outbox>> {
+        // Inserts and removes only: a panic elsewhere cannot leave it inconsistent.
+        self.shared
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds `connection` to `room` as `name`, opening the room (from the store) if needed.
@@ -215,7 +256,7 @@ impl Relay {
         &self,
         connection: &Connection,
         room: &str,
-        name: &str,
+        name: &Arc<str>,
         since: Option<&Position>,
     ) -> Result<(Arc<Room>, Option<CatchUp>), StoreError> {
         let mut rooms = self.shared.registry.lock();

@@ -7,12 +7,16 @@
 //! instead of letting the relay's memory grow.
 //!
 //! The outbox also carries the decision to end the connection ([`End`]) from whoever makes
-//! it (the reader on a protocol error, a push on overflow) to the writer, which owns the
-//! socket's sending half.
+//! it (the reader on a protocol error, a push on overflow, the heartbeat sweep, shutdown) to
+//! the writer, which owns the socket's sending half; and the connection's pulse (when the
+//! client was last heard from, whether a write is stuck), which the heartbeat sweep reads.
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -74,6 +78,19 @@ struct Shared {
     wake: Notify,
     /// Bounds checked on every push.
     limits: OutboxLimits,
+    /// When the client was last heard from, in [`super::clock`] milliseconds.
+    last_heard: AtomicU64,
+    /// When the write in progress started, in clock milliseconds; 0 when none is blocked.
+    stalled_since: AtomicU64,
+}
+
+/// What the writer is to do next, besides writing the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Next {
+    /// Send a ping first: the client has been quiet.
+    pub ping: bool,
+    /// End the connection after writing the batch.
+    pub ending: Option<End>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +105,8 @@ struct Queue {
     /// While set, frames queue but are not handed to the writer: a joining client's live
     /// messages wait behind its replay, which is still being read from the store.
     held: bool,
+    /// The heartbeat asked for a ping.
+    ping_due: bool,
 }
 
 impl Outbox {
@@ -98,6 +117,8 @@ impl Outbox {
                 queue: Mutex::new(Queue::default()),
                 wake: Notify::new(),
                 limits,
+                last_heard: AtomicU64::new(super::clock::now_ms()),
+                stalled_since: AtomicU64::new(0),
             }),
         }
     }
@@ -164,28 +185,67 @@ impl Outbox {
         self.shared.wake.notify_one();
     }
 
-    /// Waits until something is queued or the connection is to end, then moves everything
-    /// queued into `batch` and returns the ending, if any. Cancel-safe: frames move only
-    /// after the last await point.
-    pub async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) -> Option<End> {
+    /// Waits until something is queued, a ping is due or the connection is to end, then
+    /// moves everything queued into `batch` and says what else to do. Cancel-safe: frames
+    /// move only after the last await point.
+    pub async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) -> Next {
         loop {
-            let ending = self.take_queued(batch);
-            if ending.is_some() || !batch.is_empty() {
-                return ending;
+            let next = self.take_queued(batch);
+            if next != Next::default() || !batch.is_empty() {
+                return next;
             }
             self.shared.wake.notified().await;
         }
     }
 
-    /// Moves whatever is queued (and not held) into `batch` without waiting, and returns the
-    /// ending, if any.
-    pub fn take_queued(&self, batch: &mut Vec<Utf8Bytes>) -> Option<End> {
+    /// Moves whatever is queued (and not held) into `batch` without waiting, and says what
+    /// else to do.
+    pub fn take_queued(&self, batch: &mut Vec<Utf8Bytes>) -> Next {
         let mut queue = self.lock();
         if !queue.held {
             batch.extend(queue.frames.drain(..));
             queue.bytes = 0;
         }
-        queue.ending
+        Next {
+            ping: std::mem::take(&mut queue.ping_due),
+            ending: queue.ending,
+        }
+    }
+
+    /// Asks the writer to ping the client.
+    pub fn request_ping(&self) {
+        self.lock().ping_due = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Records that the client was just heard from.
+    pub fn heard(&self) {
+        self.shared
+            .last_heard
+            .store(super::clock::now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the client was last heard from, in clock milliseconds.
+    pub fn last_heard(&self) -> u64 {
+        self.shared.last_heard.load(Ordering::Relaxed)
+    }
+
+    /// Marks a write to the socket as started (`true`) or finished (`false`).
+    pub fn writing(&self, started: bool) {
+        let since = if started {
+            super::clock::now_ms().max(1)
+        } else {
+            0
+        };
+        self.shared.stalled_since.store(since, Ordering::Relaxed);
+    }
+
+    /// When the write in progress started, if one is.
+    pub fn writing_since(&self) -> Option<u64> {
+        match self.shared.stalled_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(since),
+        }
     }
 
     /// Resolves once the connection is to end; for a writer stuck sending to a client that
@@ -224,11 +284,11 @@ mod tests {
             outbox.push(frame(text));
         }
         let mut batch = Vec::new();
-        assert_eq!(outbox.next_batch(&mut batch).await, None);
+        assert_eq!(outbox.next_batch(&mut batch).await, Next::default());
         let texts: Vec<&str> = batch.iter().map(Utf8Bytes::as_str).collect();
         assert_eq!(texts, ["a", "b", "c"]);
         batch.clear();
-        assert_eq!(outbox.take_queued(&mut batch), None);
+        assert_eq!(outbox.take_queued(&mut batch), Next::default());
         assert!(batch.is_empty(), "the batch took everything");
     }
 
@@ -239,14 +299,14 @@ mod tests {
             let outbox = outbox.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::new();
-                let ending = outbox.next_batch(&mut batch).await;
-                (ending, batch)
+                let next = outbox.next_batch(&mut batch).await;
+                (next, batch)
             })
         };
         tokio::task::yield_now().await;
         outbox.push(frame("late"));
-        let (ending, batch) = writer.await.unwrap();
-        assert_eq!((ending, batch.len()), (None, 1));
+        let (next, batch) = writer.await.unwrap();
+        assert_eq!((next, batch.len()), (Next::default(), 1));
     }
 
     #[tokio::test]
@@ -258,12 +318,12 @@ mod tests {
         outbox.push(frame("1"));
         outbox.push(frame("2"));
         let mut batch = Vec::new();
-        assert_eq!(outbox.take_queued(&mut Vec::new()), None);
+        assert_eq!(outbox.take_queued(&mut Vec::new()).ending, None);
         outbox.push(frame("3"));
         outbox.push(frame("4"));
         outbox.push(frame("5"));
         assert_eq!(
-            outbox.next_batch(&mut batch).await,
+            outbox.next_batch(&mut batch).await.ending,
             Some(End::SLOW_CONSUMER)
         );
         assert!(
@@ -271,7 +331,7 @@ mod tests {
             "an overflowed queue is dropped, not written"
         );
         outbox.push(frame("6"));
-        assert!(outbox.take_queued(&mut batch).is_some() && batch.is_empty());
+        assert!(outbox.take_queued(&mut batch).ending.is_some() && batch.is_empty());
     }
 
     #[tokio::test]
@@ -282,11 +342,30 @@ mod tests {
         });
         outbox.push(frame("12345"));
         outbox.push(frame("67890"));
-        assert_eq!(outbox.take_queued(&mut Vec::new()), None);
+        assert_eq!(outbox.take_queued(&mut Vec::new()).ending, None);
         outbox.push(frame("12345678901"));
         assert_eq!(
-            outbox.take_queued(&mut Vec::new()),
+            outbox.take_queued(&mut Vec::new()).ending,
             Some(End::SLOW_CONSUMER)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requested_ping_wakes_the_writer_once() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        outbox.request_ping();
+        let mut batch = Vec::new();
+        assert_eq!(
+            outbox.next_batch(&mut batch).await,
+            Next {
+                ping: true,
+                ending: None
+            }
+        );
+        assert_eq!(
+            outbox.take_queued(&mut batch),
+            Next::default(),
+            "asked once, sent once"
         );
     }
 
@@ -297,7 +376,7 @@ mod tests {
         outbox.push(frame("live 1"));
         outbox.push(frame("live 2"));
         let mut batch = Vec::new();
-        assert_eq!(outbox.take_queued(&mut batch), None);
+        assert_eq!(outbox.take_queued(&mut batch), Next::default());
         assert!(batch.is_empty(), "nothing leaves while held");
         outbox.release(vec![frame("joined"), frame("old 1")]);
         outbox.next_batch(&mut batch).await;
@@ -315,7 +394,7 @@ mod tests {
         outbox.push(frame("live"));
         outbox.release(vec![frame("a"), frame("b"), frame("c")]);
         assert_eq!(
-            outbox.take_queued(&mut Vec::new()),
+            outbox.take_queued(&mut Vec::new()).ending,
             Some(End::SLOW_CONSUMER)
         );
     }
@@ -366,7 +445,7 @@ mod tests {
                     }
                     Step::Take => {
                         let mut batch = Vec::new();
-                        let ending = outbox.take_queued(&mut batch);
+                        let ending = outbox.take_queued(&mut batch).ending;
                         proptest::prop_assert_eq!(ending.is_some(), ended);
                         let expected: Vec<String> = if held { Vec::new() } else { model.drain(..).collect() };
                         let got: Vec<String> = batch.iter().map(|f| f.as_str().to_owned()).collect();
@@ -416,7 +495,10 @@ mod tests {
             "the first decision wins"
         );
         let mut batch = Vec::new();
-        assert_eq!(outbox.next_batch(&mut batch).await, Some(protocol_error));
+        assert_eq!(
+            outbox.next_batch(&mut batch).await.ending,
+            Some(protocol_error)
+        );
         assert_eq!(batch.len(), 1, "queued frames are still written");
     }
 }

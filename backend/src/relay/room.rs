@@ -215,11 +215,11 @@ impl Room {
     pub(super) fn add_member(
         self: &Arc<Self>,
         connection: &Connection,
-        name: &str,
+        name: &Arc<str>,
         since: Option<&Position>,
     ) -> Option<CatchUp> {
         let mut state = self.lock();
-        let name: Arc<str> = Arc::from(name);
+        let name = name.clone();
         state.push_to_typed(&ServerMessage::MemberJoined {
             room: self.name.clone(),
             member: Member {

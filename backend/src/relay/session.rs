@@ -2,18 +2,16 @@
 //!
 //! A session runs two halves in one task. The reader turns incoming frames into relay calls
 //! (every answer goes through the connection's outbox, never straight to the socket); it
-//! also charges each frame to the connection's rate limit and turns WebSocket protocol
-//! errors into the right close code. The writer drains the outbox to the socket, a whole
-//! batch per flush, pings the client when it has been silent, and gives up on a client that
-//! stops answering or stops reading. When either half ends the other gets a moment to finish
-//! (send its close frame, or receive the client's) before the session ends.
+//! also charges each frame to the connection's rate limit, records that the client is
+//! alive, and turns WebSocket protocol errors into the right close code. The writer drains
+//! the outbox to the socket, a whole batch per flush, with a ping when the heartbeat sweep
+//! asks for one, until someone decides the connection ends. When either half ends the other
+//! gets a moment to finish (send its close frame, or receive the client's).
+//!
+//! Nothing here keeps a timer: an idle connection is a parked task and a few small buffers.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -63,42 +61,54 @@ impl Default for SessionSettings {
 }
 
 /// Runs a connection until the client leaves, breaks the protocol, stops answering, stops
-/// reading, or the relay shuts down (`stopping`).
-pub async fn run(
+/// reading, or the relay shuts down (its outbox is ended with 1001; `stopping` is only
+/// checked once, for a connection that arrives as shutdown begins).
+///
+/// The socket is split before the session's future is created, so that future never holds
+/// the whole WebSocket inline: it lives on in every idle connection's task, and every byte
+/// of it counts ten-thousandfold.
+pub fn run(
     socket: WebSocket,
+    relay: Relay,
+    kind: ClientKind,
+    settings: SessionSettings,
+    stopping: CancellationToken,
+) -> impl Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    serve(sink, stream, relay, kind, settings, stopping)
+}
+
+async fn serve(
+    sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
     relay: Relay,
     kind: ClientKind,
     settings: SessionSettings,
     stopping: CancellationToken,
 ) {
     let mut session = Session::open(relay, kind, settings);
+    let outbox = session.connection.outbox.clone();
+    if stopping.is_cancelled() {
+        outbox.end(GOING_AWAY);
+    }
     session.start().await;
     let id = session.connection.id;
     tracing::debug!(connection = id, ?kind, "connected");
-    let started = Instant::now();
-    // Milliseconds since `started` when the client was last heard from; read by the writer's
-    // heartbeat. Both halves run in this task, so a plain atomic is enough.
-    let last_heard = AtomicU64::new(0);
-    let (sink, mut stream) = socket.split();
-    let outbox = session.connection.outbox.clone();
     let relay = session.relay.clone();
     {
-        let heartbeat = Heartbeat {
-            started,
-            last_heard: &last_heard,
-            settings,
-        };
-        let writer = write_frames(sink, &outbox, heartbeat, stopping);
-        let reader = read_frames(&mut stream, &mut session, started, &last_heard);
+        let writer = write_frames(sink, &outbox, settings);
+        let reader = read_frames(&mut stream, &mut session);
         tokio::pin!(writer, reader);
+        // The grace periods are boxed: they are needed once, at the very end, and inline
+        // they would take room in every connection's task for its whole life.
         let end = tokio::select! {
             end = &mut reader => {
                 outbox.end(end);
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut writer)).await;
                 end
             }
             end = &mut writer => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut reader)).await;
                 end
             }
         };
@@ -108,99 +118,66 @@ pub async fn run(
     session.close();
 }
 
-/// What the writer needs to know to keep a connection alive.
-struct Heartbeat<'a> {
-    started: Instant,
-    last_heard: &'a AtomicU64,
-    settings: SessionSettings,
-}
-
-impl Heartbeat<'_> {
-    fn silence(&self) -> Duration {
-        let heard = Duration::from_millis(self.last_heard.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(heard)
-    }
-}
+/// How shutdown ends a connection.
+pub const GOING_AWAY: End = End::Close {
+    code: close_code::GOING_AWAY,
+    reason: "relay shutting down",
+};
 
 /// Writes what the outbox receives until the connection is to end; returns how it ended.
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
     outbox: &Outbox,
-    heartbeat: Heartbeat<'_>,
-    stopping: CancellationToken,
+    settings: SessionSettings,
 ) -> End {
-    let settings = heartbeat.settings;
-    let mut ticks = tokio::time::interval(settings.ping_interval.min(settings.ping_timeout) / 2);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::new();
     loop {
-        let ending = tokio::select! {
-            biased;
-            () = stopping.cancelled() => {
-                // Flush what was already accepted for this client before saying goodbye.
-                outbox.take_queued(&mut batch);
-                Some(End::Close { code: close_code::GOING_AWAY, reason: "relay shutting down" })
-            }
-            ending = outbox.next_batch(&mut batch) => ending,
-            _ = ticks.tick() => {
-                let silence = heartbeat.silence();
-                if silence >= settings.ping_interval + settings.ping_timeout {
-                    Some(End::Close {
-                        code: close_code::HEARTBEAT_TIMEOUT,
-                        reason: "no answer to pings",
-                    })
-                } else if silence >= settings.ping_interval {
-                    if sink.feed(Message::Ping(Default::default())).await.is_err() {
-                        return End::Quietly;
-                    }
-                    None
-                } else {
-                    None
-                }
-            }
-        };
-        if ending == Some(End::SLOW_CONSUMER) {
+        let next = outbox.next_batch(&mut batch).await;
+        if next.ending == Some(End::SLOW_CONSUMER) {
             batch.clear();
+        }
+        if next.ping && sink.feed(Message::Ping(Default::default())).await.is_err() {
+            return End::Quietly;
         }
         for frame in batch.drain(..) {
             if sink.feed(Message::Text(frame)).await.is_err() {
                 return End::Quietly;
             }
         }
-        if let Some(end) = ending {
+        if let Some(end) = next.ending {
             if let End::Close { code, reason } = end {
                 let close = Message::Close(Some(CloseFrame {
                     code,
                     reason: Utf8Bytes::from_static(reason),
                 }));
-                let _ = tokio::time::timeout(settings.ping_timeout, sink.send(close)).await;
+                let _ = Box::pin(tokio::time::timeout(
+                    settings.ping_timeout,
+                    sink.send(close),
+                ))
+                .await;
             }
             return end;
         }
-        // A client that does not read blocks this flush; it must not block the connection's
-        // end, nor keep it open forever.
+        // A client that does not read blocks this flush; the heartbeat sweep notices a
+        // write stuck too long and ends the connection, which wakes this.
+        outbox.writing(true);
         tokio::select! {
             flushed = sink.flush() => {
+                outbox.writing(false);
                 if flushed.is_err() {
                     return End::Quietly;
                 }
             }
             end = outbox.ended() => return end,
-            () = tokio::time::sleep(settings.ping_timeout) => return End::SLOW_CONSUMER,
         }
     }
 }
 
 /// Feeds incoming frames to the session until the connection ends; returns how.
-async fn read_frames(
-    stream: &mut SplitStream<WebSocket>,
-    session: &mut Session,
-    started: Instant,
-    last_heard: &AtomicU64,
-) -> End {
+async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session) -> End {
     let mut bucket = TokenBucket::new(session.settings.rate, Instant::now());
     while let Some(next) = stream.next().await {
-        last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        session.connection.outbox.heard();
         let message = match next {
             Ok(message) => message,
             Err(err) => return end_for_error(err),
@@ -286,8 +263,9 @@ struct Session {
     relay: Relay,
     connection: Connection,
     settings: SessionSettings,
-    /// Rooms this connection is in, by name.
-    rooms: HashMap<String, Membership>,
+    /// Rooms this connection is in. A `Vec`: a connection is in a handful of rooms at most,
+    /// and a map would cost every idle connection a few hundred bytes more.
+    rooms: Vec<Membership>,
 }
 
 impl Session {
@@ -298,7 +276,7 @@ impl Session {
             relay,
             connection,
             settings,
-            rooms: HashMap::new(),
+            rooms: Vec::new(),
         };
         if kind == ClientKind::Typed {
             session.send(&ServerMessage::Welcome {
@@ -352,7 +330,7 @@ impl Session {
         if let Err(err) = checked {
             return self.refuse(err, None, Some(room));
         }
-        if self.rooms.contains_key(&room) {
+        if self.membership(&room).is_some() {
             let err = ProtocolError::new(ErrorCode::AlreadyJoined, "already in this room");
             return self.refuse(err, None, Some(room));
         }
@@ -374,7 +352,10 @@ impl Session {
     /// Joins a room, reading history from the store (off the async threads, outside every
     /// lock) when the client's position is older than what the room keeps in memory.
     async fn enter(&mut self, room: String, name: &str, since: Option<&Position>) {
-        let (joined, catch_up) = match self.relay.join(&self.connection, &room, name, since) {
+        // One copy of the name, shared by this membership, the room's member list and every
+        // message sent under it.
+        let name: Arc<str> = Arc::from(name);
+        let (joined, catch_up) = match self.relay.join(&self.connection, &room, &name, since) {
             Ok(joined) => joined,
             Err(err) => return self.store_failed(&err, room),
         };
@@ -396,11 +377,8 @@ impl Session {
             };
             joined.finish_catch_up(&self.connection.outbox, catch_up, stored);
         }
-        let membership = Membership {
-            room: joined,
-            name: Arc::from(name),
-        };
-        self.rooms.insert(room, membership);
+        let membership = Membership { room: joined, name };
+        self.rooms.push(membership);
     }
 
     fn store_failed(&self, err: &crate::store::StoreError, room: String) {
@@ -413,7 +391,8 @@ impl Session {
     }
 
     fn leave(&mut self, room: String) {
-        match self.rooms.remove(&room) {
+        let index = self.rooms.iter().position(|m| m.room.name() == room);
+        match index.map(|index| self.rooms.swap_remove(index)) {
             Some(membership) => {
                 self.relay.leave(&self.connection, &membership.room);
                 self.send(&ServerMessage::Left { room });
@@ -428,7 +407,7 @@ impl Session {
         if let Err(err) = checked {
             return self.refuse(err, Some(id), Some(room));
         }
-        let Some(membership) = self.rooms.get(&room) else {
+        let Some(membership) = self.membership(&room) else {
             return self.refuse(not_joined(), Some(id), Some(room));
         };
         // The ack (or a refusal) comes from the room once the message is stored.
@@ -450,7 +429,7 @@ impl Session {
         if let Err(err) = validate_text(&text, max_text_chars) {
             return self.refuse(err, None, None);
         }
-        let Some(lobby) = self.rooms.get(DEFAULT_ROOM) else {
+        let Some(lobby) = self.membership(DEFAULT_ROOM) else {
             // The lobby could not be opened (the store failed); that was already reported.
             return;
         };
@@ -481,13 +460,17 @@ impl Session {
         }
     }
 
+    fn membership(&self, room: &str) -> Option<&Membership> {
+        self.rooms.iter().find(|m| m.room.name() == room)
+    }
+
     fn send(&self, message: &ServerMessage) {
         self.connection.outbox.push(encode(message));
     }
 
     /// Leaves every room, telling their members.
     fn close(mut self) {
-        for (_, membership) in self.rooms.drain() {
+        for membership in self.rooms.drain(..) {
             self.relay.leave(&self.connection, &membership.room);
         }
     }
