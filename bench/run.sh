@@ -5,12 +5,15 @@
 #
 #   bench/run.sh                 every scenario at full scale (a few minutes)
 #   bench/run.sh fanout storm    only those scenarios
+#
+# Besides the side-by-side scenarios, the relay alone runs two more: its typed JSON
+# endpoint against its plain one at the same fixed load, and 19,000 idle connections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout latency idle storm)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout latency idle storm typed hold)
 command -v taskset >/dev/null || fail "taskset (util-linux) is needed to pin processes to cores"
 command -v node >/dev/null || apt_install nodejs npm
 
@@ -61,16 +64,43 @@ stop_server() {
   server_pid=
 }
 
+# bench LABEL ARGS...: one run of the load generator on core 1, its JSON lines kept.
+bench() {
+  local label=$1
+  shift
+  taskset -c 1 target/release/relay-bench "$@" --pid "$server_pid" --label "$label" \
+    >"$work/run.txt" || true
+  grep -v '^{' "$work/run.txt" || true
+  grep '^{' "$work/run.txt" >>"$results" || true
+}
+
 for scenario in "${scenarios[@]}"; do
-  for label in relay peer; do
-    "start_$label"
-    step "$scenario against $label"
-    taskset -c 1 target/release/relay-bench "$scenario" --url "$url" --pid "$server_pid" \
-      --label "$label" >"$work/run.txt" || true
-    grep -v '^{' "$work/run.txt" || true
-    grep '^{' "$work/run.txt" >>"$results" || true
-    stop_server
-  done
+  case "$scenario" in
+    typed)
+      # The same fixed load on both endpoints (8,000 messages/s to 110 clients), so server
+      # CPU per delivery compares the protocols, not the load generator's speed with each.
+      start_relay
+      step "plain endpoint at a fixed rate"
+      bench relay-plain fanout --rate 800 --url "$url"
+      step "typed endpoint at the same rate"
+      bench relay-typed fanout --rate 800 --protocol typed --url "${url}ws"
+      stop_server
+      ;;
+    hold)
+      start_relay
+      step "19,000 idle connections"
+      bench relay-hold idle --connections 19000 --url "$url"
+      stop_server
+      ;;
+    *)
+      for label in relay peer; do
+        "start_$label"
+        step "$scenario against $label"
+        bench "$label" "$scenario" --url "$url"
+        stop_server
+      done
+      ;;
+  esac
 done
 
 step "relay against the Node ws peer (same machine, same run)"
@@ -91,5 +121,15 @@ for (const [scenario, key, label, higherIsBetter] of metrics) {
   const ratio = higherIsBetter ? relay[key] / peer[key] : peer[key] / relay[key];
   const fmt = v => (v >= 100 ? Math.round(v).toLocaleString('en') : v.toFixed(3));
   console.log(`${label.padEnd(52)} ${fmt(relay[key]).padStart(12)} ${fmt(peer[key]).padStart(12)} ${(ratio.toFixed(2) + 'x').padStart(16)}`);
+}
+const plain = rows.find(r => r.server === 'relay-plain');
+const typed = rows.find(r => r.server === 'relay-typed');
+if (plain && typed) {
+  const key = 'deliveries_per_cpu_s';
+  console.log(`typed /ws per server CPU-second at 8,000 msg/s: ${Math.round(typed[key]).toLocaleString('en')}, plain ${Math.round(plain[key]).toLocaleString('en')} (typed is ${(100 * typed[key] / plain[key]).toFixed(0)}% of plain)`);
+}
+const hold = rows.find(r => r.server === 'relay-hold');
+if (hold) {
+  console.log(`relay holding ${hold.connections.toLocaleString('en')} idle connections: ${Math.round(hold.bytes_per_connection).toLocaleString('en')} bytes each`);
 }
 JS

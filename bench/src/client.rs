@@ -18,11 +18,13 @@ pub struct Target {
     pub url: String,
     /// Its host and port, resolved once.
     pub address: SocketAddr,
+    /// How messages travel.
+    pub protocol: crate::scenarios::Protocol,
 }
 
 impl Target {
     /// Parses a `ws://host:port/path` URL. Loopback only: load never leaves the machine.
-    pub fn parse(url: &str) -> anyhow::Result<Target> {
+    pub fn parse(url: &str, protocol: crate::scenarios::Protocol) -> anyhow::Result<Target> {
         let rest = url
             .strip_prefix("ws://")
             .context("the URL must start with ws://")?;
@@ -38,6 +40,7 @@ impl Target {
         Ok(Target {
             url: url.to_owned(),
             address,
+            protocol,
         })
     }
 

@@ -32,6 +32,10 @@ struct Cli {
     /// Name for this server in the output.
     #[arg(long, global = true, default_value = "server")]
     label: String,
+    /// `plain` text frames to every other client, or this relay's `typed` JSON protocol
+    /// (then point --url at `/ws`).
+    #[arg(long, global = true, value_enum, default_value = "plain")]
+    protocol: scenarios::Protocol,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -50,6 +54,9 @@ enum Scenario {
         size: usize,
         #[arg(long, default_value_t = 2_000)]
         window: u64,
+        /// Messages per second per sender (0: as fast as subscribers keep up).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// One sender at a fixed rate to many subscribers: delivery latency percentiles.
     Latency {
@@ -82,7 +89,7 @@ enum Scenario {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target::parse(&cli.url)?;
+    let target = Target::parse(&cli.url, cli.protocol)?;
     let pid = cli
         .pid
         .ok_or_else(|| anyhow::anyhow!("--pid of the server process is required"))?;
@@ -94,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             size,
             window,
+            rate,
         } => {
             let options = fanout::Options {
                 subscribers,
@@ -101,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
                 seconds,
                 size,
                 window,
+                rate,
             };
             vec![fanout::run(&target, server, options).await?]
         }
@@ -146,6 +155,7 @@ async fn smoke(target: &Target, server: Server) -> anyhow::Result<Vec<serde_json
         seconds: 1.0,
         size: 64,
         window: 500,
+        rate: 0,
     };
     let latency = latency::Options {
         subscribers: 20,

@@ -23,6 +23,10 @@ pub struct Options {
     pub size: usize,
     /// Most messages a subscriber may be behind before senders wait.
     pub window: u64,
+    /// Messages per second per sender; 0 for as fast as the subscribers keep up. A fixed
+    /// rate compares two servers (or two protocols) at the same load, where "as fast as
+    /// possible" would compare them at whatever load the load generator could produce.
+    pub rate: u32,
 }
 
 pub async fn run(
@@ -36,6 +40,7 @@ pub async fn run(
         seconds,
         size,
         window,
+        rate,
     } = options;
     anyhow::ensure!(
         senders >= 1 && subscribers >= 1,
@@ -60,6 +65,10 @@ pub async fn run(
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut rounds = 0u64;
     while Instant::now() < deadline {
+        if rate > 0 {
+            let due = started + Duration::from_secs(1) * rounds as u32 / rate;
+            tokio::time::sleep_until(due.into()).await;
+        }
         // Flow control: wait while any client (senders read too) is more than a window
         // behind what was sent to it.
         loop {
@@ -82,7 +91,9 @@ pub async fn run(
         let micros = clock.micros();
         for client in &mut clients[..senders] {
             let text = payload(client.index, rounds, micros, size);
-            client.sender.feed(Message::text(text)).await?;
+            let id = format!("{}-{rounds}", client.index);
+            let frame = client.protocol.frame(&text, &id);
+            client.sender.feed(Message::text(frame)).await?;
         }
         rounds += 1;
         if rounds.is_multiple_of(8) {
@@ -101,14 +112,16 @@ pub async fn run(
     let integrity = Integrity::of(&clients, expected);
     let deliveries = integrity.received;
     println!(
-        "fanout   {subscribers} subscribers + {senders} senders, {size} B: {deliveries} deliveries in \
+        "fanout   {:?}, {subscribers} subscribers + {senders} senders, {size} B: {deliveries} deliveries in \
          {wall:.2} s, server CPU {cpu:.2} s -> {:.0} deliveries per CPU-second ({:.0}/s wall); {}",
+        target.protocol,
         deliveries as f64 / cpu.max(1e-9),
         deliveries as f64 / wall,
         integrity.summary()
     );
     Ok(serde_json::json!({
-        "scenario": "fanout", "subscribers": subscribers, "senders": senders, "size": size,
+        "scenario": "fanout", "protocol": format!("{:?}", target.protocol).to_lowercase(),
+        "rate": rate, "subscribers": subscribers, "senders": senders, "size": size,
         "messages": rounds * senders as u64, "deliveries": deliveries, "wall_s": wall,
         "server_cpu_s": cpu, "deliveries_per_cpu_s": deliveries as f64 / cpu.max(1e-9),
         "deliveries_per_s": deliveries as f64 / wall, "integrity": integrity.json(),

@@ -38,14 +38,15 @@ pub async fn run(
     let count = (f64::from(rate) * seconds) as u64;
     let interval = Duration::from_secs(1) / rate.max(1);
     let start = tokio::time::Instant::now();
+    let protocol = target.protocol;
     let sender = &mut clients[0].sender;
     for seq in 0..count {
         tokio::time::sleep_until(start + interval * seq as u32).await;
-        sender
-            .send(Message::text(payload(0, seq, clock.micros(), size)))
-            .await?;
+        let frame = protocol.frame(&payload(0, seq, clock.micros(), size), &format!("0-{seq}"));
+        sender.send(Message::text(frame)).await?;
     }
-    let expected = |c: &super::Client| if c.index == 0 { 0 } else { count };
+    let echoes = protocol.echoes();
+    let expected = |c: &super::Client| if c.index == 0 && !echoes { 0 } else { count };
     drain(&clients, expected, Duration::from_secs(5)).await;
     let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
     let integrity = Integrity::of(&clients, expected);

@@ -8,6 +8,10 @@
 //! A message is `"<sender>:<seq>:<micros>:"` padded with `x` to the message size, where
 //! `micros` is the time of sending since the run began; receivers check each sender's
 //! sequence (nothing lost, repeated or reordered) and can compute latency.
+//!
+//! With [`Protocol::Typed`], the same messages travel over this relay's JSON protocol
+//! instead (`/ws`: join a room, `send`, receive `message` events), to compare its cost with
+//! the plain endpoint's.
 
 pub mod fanout;
 pub mod idle;
@@ -32,6 +36,47 @@ use crate::client::{Socket, Target};
 
 /// Frames starting with this only line clients up before a run; they are not counted.
 const SYNC: &str = "sync";
+
+/// How messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Text frames relayed to every other client (any broadcast server; the relay's `/`).
+    Plain,
+    /// The relay's JSON protocol on `/ws`, all clients in one room; senders get their own
+    /// messages back too.
+    Typed,
+}
+
+/// The room typed clients meet in.
+const ROOM: &str = "bench";
+
+impl Protocol {
+    /// The frame that publishes `text` (which needs no JSON escaping: digits, `:` and `x`).
+    pub fn frame(self, text: &str, id: &str) -> String {
+        match self {
+            Protocol::Plain => text.to_owned(),
+            Protocol::Typed => {
+                format!(r#"{{"type":"send","room":"{ROOM}","id":"{id}","text":"{text}"}}"#)
+            }
+        }
+    }
+
+    /// The text a received frame carries, if it carries a message.
+    fn text(self, frame: &str) -> Option<String> {
+        match self {
+            Protocol::Plain => Some(frame.to_owned()),
+            Protocol::Typed => {
+                let event: serde_json::Value = serde_json::from_str(frame).ok()?;
+                (event["type"] == "message").then(|| event["text"].as_str().map(str::to_owned))?
+            }
+        }
+    }
+
+    /// Whether a sender receives its own messages.
+    pub fn echoes(self) -> bool {
+        self == Protocol::Typed
+    }
+}
 
 /// A client's sending half.
 pub type Sender = SplitSink<Socket, Message>;
@@ -73,6 +118,7 @@ pub struct Seen {
 /// A connected client: its sending half, and its reader task filling in `seen`.
 pub struct Client {
     pub index: usize,
+    pub protocol: Protocol,
     pub sender: Sender,
     pub seen: Arc<Seen>,
     reader: JoinHandle<()>,
@@ -104,7 +150,7 @@ impl RunClock {
     }
 }
 
-/// Connects client `index` and starts its reader.
+/// Connects client `index` (joining the room, with the typed protocol) and starts its reader.
 pub async fn connect(
     target: &Target,
     index: usize,
@@ -116,11 +162,15 @@ pub async fn connect(
         .connect(index)
         .await
         .with_context(|| format!("connecting client {index}"))?;
-    let (sender, stream) = socket.split();
+    let (mut sender, stream) = socket.split();
+    if target.protocol == Protocol::Typed {
+        let join = format!(r#"{{"type":"join","room":"{ROOM}","name":"c{index}"}}"#);
+        sender.send(Message::text(join)).await?;
+    }
     let seen = Arc::new(Seen::default());
     let reader = tokio::spawn(read(
         stream,
-        index,
+        (index, target.protocol),
         senders,
         seen.clone(),
         clock,
@@ -128,6 +178,7 @@ pub async fn connect(
     ));
     Ok(Client {
         index,
+        protocol: target.protocol,
         sender,
         seen,
         reader,
@@ -136,7 +187,7 @@ pub async fn connect(
 
 async fn read(
     mut stream: SplitStream<Socket>,
-    me: usize,
+    (me, protocol): (usize, Protocol),
     senders: usize,
     seen: Arc<Seen>,
     clock: Arc<RunClock>,
@@ -144,7 +195,10 @@ async fn read(
 ) {
     let mut next_seq = vec![0u64; senders];
     while let Some(Ok(frame)) = stream.next().await {
-        let Message::Text(text) = frame else {
+        let Message::Text(frame) = frame else {
+            continue;
+        };
+        let Some(text) = protocol.text(&frame) else {
             continue;
         };
         if text.starts_with(SYNC) {
@@ -154,7 +208,7 @@ async fn read(
         let Some((sender, seq, micros)) = parse(&text) else {
             continue;
         };
-        if sender == me {
+        if sender == me && !protocol.echoes() {
             seen.echoes.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(expected) = next_seq.get_mut(sender) {
@@ -216,7 +270,8 @@ pub async fn sync(clients: &mut [Client]) -> anyhow::Result<()> {
                 .count();
             bail!("{missing} clients never joined the broadcast");
         }
-        first.sender.send(Message::text(SYNC)).await?;
+        let sync = first.protocol.frame(SYNC, "sync");
+        first.sender.send(Message::text(sync)).await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -36,9 +36,11 @@ pub async fn run(
     let sending = Instant::now();
     for client in &mut clients {
         let text = payload(client.index, 0, clock.micros(), size);
-        client.sender.send(Message::text(text)).await?;
+        let frame = client.protocol.frame(&text, &format!("{}-0", client.index));
+        client.sender.send(Message::text(frame)).await?;
     }
-    let expected = |_: &super::Client| count as u64 - 1;
+    let from_others = if target.protocol.echoes() { 0 } else { 1 };
+    let expected = |_: &super::Client| count as u64 - from_others;
     let finished = drain(&clients, expected, Duration::from_secs(10)).await;
     let deliver = finished.duration_since(sending);
     let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
