@@ -73,7 +73,7 @@ export RELAY_TEST_WS_URL="ws://$relay_address/ws"
 MIN_TESTS=4 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
 stop_relay
 
-MIN_TESTS=2 layer "end to end" cargo test -p backend --features e2e --test e2e
+MIN_TESTS=3 layer "end to end" cargo test -p backend --features e2e --test e2e
 
 start_relay bench --rate-per-sec 1000000 --rate-burst 1000000
 layer "benchmark smoke" cargo run -q -p relay-bench -- smoke --url "ws://$relay_address/" \

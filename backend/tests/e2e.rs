@@ -77,6 +77,28 @@ impl Drop for ChromeDriver {
     }
 }
 
+/// A new WebDriver session of headless Chromium with its own profile directory.
+async fn session(driver: &ChromeDriver, profile: &Path) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-quic", "--no-first-run",
+                "--window-size=1100,800",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("WebDriver session")
+}
+
 /// One browser session with its own profile.
 struct Browser {
     client: Client,
@@ -86,24 +108,7 @@ struct Browser {
 impl Browser {
     async fn open(driver: &ChromeDriver, page: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--disable-quic", "--no-first-run",
-                    "--window-size=1100,800",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ]
-            }),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&driver.url)
-            .await
-            .expect("WebDriver session");
+        let client = session(driver, profile.path()).await;
         client.goto(page).await.unwrap();
         let browser = Browser {
             client,
@@ -366,3 +371,75 @@ async fn chat(address: SocketAddr, alice: &Browser, bob: &Browser) {
         .await;
     bob.wait_for_text("[role=log]", "guest-").await;
 }
+
+/// Measures (does not assert, timing is for benchmarks) how soon after navigation the page
+/// shows its first message: the page loads, connects, joins and renders the lobby's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_history_soon_after_loading() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
+    let (mut writer, _) = tokio_tungstenite::connect_async(format!("ws://{}/", relay.address))
+        .await
+        .unwrap();
+    writer.send(Message::text("already here")).await.unwrap();
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = session(&driver, profile.path()).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        // The message must be stored before the page asks for history: a health check
+        // after the send would not prove it, so wait for it in a typed client's history.
+        let (mut probe, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", relay.address))
+            .await
+            .unwrap();
+        probe
+            .send(Message::text(
+                r#"{"type":"join","room":"lobby","name":"Probe"}"#,
+            ))
+            .await
+            .unwrap();
+        loop {
+            let frame = tokio::time::timeout(WAIT, probe.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if frame.to_text().unwrap().contains("already here") {
+                break;
+            }
+        }
+        client
+            .goto(&format!("http://{}/", relay.address))
+            .await
+            .unwrap();
+        let shown_at = client
+            .execute_async(FIRST_MESSAGE_SCRIPT, Vec::new())
+            .await
+            .expect("the first message appears");
+        let ms = shown_at.as_f64().unwrap();
+        eprintln!("first message shown {ms:.0} ms after navigation start");
+        assert!(ms > 0.0);
+    })
+    .catch_unwind()
+    .await;
+    let _ = client.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Resolves with `performance.now()` (milliseconds since navigation start) once the log
+/// shows a message.
+const FIRST_MESSAGE_SCRIPT: &str = r#"
+const done = arguments[arguments.length - 1];
+const shown = () => document.querySelector('[role=log] .msg') !== null;
+if (shown()) {
+  done(performance.now());
+} else {
+  new MutationObserver((_, observer) => {
+    if (shown()) {
+      observer.disconnect();
+      done(performance.now());
+    }
+  }).observe(document.documentElement, { childList: true, subtree: true });
+}
+"#;
