@@ -7,8 +7,6 @@
 //! re-joins every room (with the last position seen, so the relay replays what was missed)
 //! and resends every unacknowledged message after a reconnect; nothing special-cases it.
 
-use std::collections::{HashMap, HashSet};
-
 use common::{
     ChatMessage, ClientMessage, DEFAULT_ROOM, ErrorCode, Limits, Member, Position, ProtocolError,
     Recovery, ServerMessage, validate_name, validate_room, validate_text,
@@ -133,12 +131,22 @@ pub struct PendingMessage {
 }
 
 /// What one live connection has been told so far. Starts empty for every new socket.
+/// Plain vectors: a handful of rooms and messages, and no hash tables in the wasm.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Link {
     /// Rooms joined on this connection, with the name used.
-    joined: HashMap<String, String>,
-    /// Message ids already sent on this connection.
-    sent: HashSet<String>,
+    joined: Vec<(String, String)>,
+    /// Message ids already sent on this connection (and still in the outbox).
+    sent: Vec<String>,
+}
+
+impl Link {
+    fn joined_as(&self, room: &str) -> Option<&str> {
+        self.joined
+            .iter()
+            .find(|(joined, _)| joined == room)
+            .map(|(_, name)| name.as_str())
+    }
 }
 
 impl ChatState {
@@ -259,19 +267,16 @@ impl ChatState {
     /// open ones (re-joining under a new name), then send messages not yet sent on this link.
     pub fn sync(&mut self, link: &mut Link) -> Vec<ClientMessage> {
         let mut frames = Vec::new();
-        let stale: Vec<String> = link
-            .joined
-            .iter()
-            .filter(|(room, name)| self.room(room).is_none() || **name != self.name)
-            .map(|(room, _)| room.clone())
-            .collect();
-        for room in stale {
-            link.joined.remove(&room);
+        let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut link.joined)
+            .into_iter()
+            .partition(|(room, name)| self.room(room).is_some() && *name == self.name);
+        link.joined = kept;
+        for (room, _) in stale {
             frames.push(ClientMessage::Leave { room });
         }
         for room in &self.rooms {
-            if !link.joined.contains_key(&room.name) {
-                link.joined.insert(room.name.clone(), self.name.clone());
+            if link.joined_as(&room.name).is_none() {
+                link.joined.push((room.name.clone(), self.name.clone()));
                 frames.push(ClientMessage::Join {
                     room: room.name.clone(),
                     name: self.name.clone(),
@@ -279,8 +284,13 @@ impl ChatState {
                 });
             }
         }
+        // Forget ids no longer pending, so the list stays as short as the outbox.
+        link.sent
+            .retain(|id| self.outbox.iter().any(|p| &p.id == id));
         for pending in &mut self.outbox {
-            if link.joined.contains_key(&pending.room) && link.sent.insert(pending.id.clone()) {
+            let unsent = !link.sent.contains(&pending.id);
+            if link.joined_as(&pending.room).is_some() && unsent {
+                link.sent.push(pending.id.clone());
                 frames.push(ClientMessage::Send {
                     room: pending.room.clone(),
                     id: pending.id.clone(),

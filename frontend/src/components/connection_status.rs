@@ -13,10 +13,9 @@ pub fn ConnectionStatus() -> impl IntoView {
         state::ConnectionStatus::Connecting => "Connecting…".to_owned(),
         state::ConnectionStatus::Online => "Connected".to_owned(),
         state::ConnectionStatus::Offline { retry_in_ms } => {
-            format!(
-                "Offline · retrying in {:.1} s",
-                f64::from(retry_in_ms) / 1000.0
-            )
+            // Whole numbers only: formatting a float would pull float printing into the wasm.
+            let tenths = retry_in_ms.div_ceil(100);
+            format!("Offline · retrying in {}.{} s", tenths / 10, tenths % 10)
         }
     };
     let class = move || match status() {
