@@ -266,6 +266,28 @@ pub enum Recovery {
     Unrecoverable,
 }
 
+impl Recovery {
+    /// The outcome as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recovery::NotRequested => "not_requested",
+            Recovery::Recovered => "recovered",
+            Recovery::Unrecoverable => "unrecoverable",
+        }
+    }
+
+    /// The outcome with this wire name.
+    pub fn from_name(name: &str) -> Option<Recovery> {
+        [
+            Recovery::NotRequested,
+            Recovery::Recovered,
+            Recovery::Unrecoverable,
+        ]
+        .into_iter()
+        .find(|recovery| recovery.as_str() == name)
+    }
+}
+
 /// Limits the relay enforces, announced in `welcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -331,6 +353,34 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for lookups by name.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidMessage,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::EmptyText,
+        ErrorCode::TextTooLong,
+        ErrorCode::InvalidName,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidId,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::UnsupportedProtocol,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyRooms,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::ServerFull,
+    ];
+
+    /// The code with this wire name.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == name)
+    }
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

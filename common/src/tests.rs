@@ -100,6 +100,10 @@ fn joined_and_left_wire_format() {
         (Recovery::Recovered, "recovered"),
         (Recovery::Unrecoverable, "unrecoverable"),
     ] {
+        assert_eq!(
+            (recovery.as_str(), Recovery::from_name(wire)),
+            (wire, Some(recovery))
+        );
         assert_server_wire(
             ServerMessage::Joined {
                 room: "lobby".into(),
@@ -210,8 +214,14 @@ fn error_wire_format_for_every_code() {
         (ErrorCode::OriginNotAllowed, "origin_not_allowed"),
         (ErrorCode::ServerFull, "server_full"),
     ];
+    assert_eq!(codes.len(), ErrorCode::ALL.len());
     for (code, wire) in codes {
         assert_eq!(code.as_str(), wire);
+        assert_eq!(
+            ErrorCode::from_name(wire),
+            Some(code),
+            "ErrorCode::ALL lists {wire}"
+        );
         assert_server_wire(
             ServerMessage::Error {
                 code,

@@ -8,6 +8,7 @@
 //! - [`outbox_store`]: unacknowledged messages kept in `localStorage` across reloads.
 //! - [`storage`]: `localStorage` access that tolerates its absence.
 //! - [`ws`]: the socket, reconnects, and [`ws::ChatClient`], the handle components use.
+//! - [`wire`]: the protocol's JSON through the browser's own `JSON`, not serde (size).
 //! - [`components`]: one component per file; [`app::App`] puts them together.
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod identity;
 pub mod outbox_store;
 pub mod state;
 pub mod storage;
+pub mod wire;
 pub mod ws;
 
 pub use app::App;

@@ -5,7 +5,7 @@
 //! and any other tab's, and sends those messages as resends: if a tab that is still open
 //! sends one too, the relay recognises the shared id and publishes it once.
 
-use crate::{state::PendingMessage, storage};
+use crate::{state::PendingMessage, storage, wire};
 
 const PREFIX: &str = "relay.outbox.";
 
@@ -14,8 +14,8 @@ pub fn save(tab_key: &str, outbox: &[PendingMessage]) {
     let key = format!("{PREFIX}{tab_key}");
     if outbox.is_empty() {
         storage::remove(&key);
-    } else if let Ok(json) = serde_json::to_string(outbox) {
-        storage::set(&key, &json);
+    } else {
+        storage::set(&key, &wire::pending_to_json(outbox));
     }
 }
 
@@ -25,7 +25,7 @@ pub fn take_all() -> Vec<PendingMessage> {
     for key in storage::keys_with_prefix(PREFIX) {
         if let Some(json) = storage::get(&key) {
             // An unreadable entry (from an incompatible version) is dropped, not retried forever.
-            adopted.extend(serde_json::from_str::<Vec<PendingMessage>>(&json).unwrap_or_default());
+            adopted.extend(wire::pending_from_json(&json));
         }
         storage::remove(&key);
     }

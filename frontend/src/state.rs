@@ -116,7 +116,7 @@ pub enum NoticeLevel {
 
 /// A message waiting for its acknowledgement. Kept in `localStorage` too, so it survives a
 /// reload.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMessage {
     /// Client message id: resends use the same one, so the relay can drop duplicates.
     pub id: String,
@@ -126,7 +126,6 @@ pub struct PendingMessage {
     pub text: String,
     /// It may have reached the relay already (it was sent on an earlier connection, or comes
     /// from an earlier page): sent again with `resend`, so the relay checks its history.
-    #[serde(default)]
     pub sent_before: bool,
 }
 

@@ -18,6 +18,7 @@ use crate::{
     backoff::{Backoff, Heartbeat, Pulse},
     identity, outbox_store,
     state::{ChatState, ConnectionStatus, Link},
+    wire,
 };
 use common::{ClientMessage, ProtocolError, ServerMessage};
 
@@ -178,7 +179,7 @@ async fn serve_link(
                 let Message::Text(text) = message else {
                     continue;
                 };
-                match serde_json::from_str::<ServerMessage>(&text) {
+                match wire::decode(&text) {
                     Ok(event) => {
                         welcomed |= matches!(event, ServerMessage::Welcome { .. });
                         if state.try_update(|s| s.apply(event)).is_none() {
@@ -224,7 +225,7 @@ async fn serve_link(
         };
         to_send.extend(frames);
         for frame in to_send {
-            let text = serde_json::to_string(&frame).expect("client messages serialize");
+            let text = wire::encode(&frame);
             if outgoing.send(Message::Text(text)).await.is_err() {
                 return LinkEnd::Dropped {
                     welcomed,
