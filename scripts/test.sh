@@ -70,7 +70,7 @@ stop_relay() {
 
 start_relay browser --static-dir dist
 export RELAY_TEST_WS_URL="ws://$relay_address/ws"
-MIN_TESTS=4 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
+MIN_TESTS=5 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
 stop_relay
 
 MIN_TESTS=3 layer "end to end" cargo test -p backend --features e2e --test e2e

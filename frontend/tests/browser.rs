@@ -291,3 +291,133 @@ async fn messages_sent_offline_survive_closing_the_page_and_are_delivered_once()
     })
     .await;
 }
+
+/// One of each server message, with every optional field both ways.
+fn every_server_message() -> Vec<ServerMessage> {
+    use common::{ChatMessage, ErrorCode, Limits, Member, Recovery};
+    let member = Member {
+        connection: 9,
+        name: "Zoë \"quoted\" <b>".into(),
+    };
+    let mut messages = vec![
+        ServerMessage::Welcome {
+            protocol: 1,
+            server: "relay/0.1.0".into(),
+            connection: 7,
+            default_room: "lobby".into(),
+            limits: Limits::default(),
+        },
+        ServerMessage::Left { room: "r".into() },
+        ServerMessage::Pong,
+        ServerMessage::Message(ChatMessage {
+            room: "r".into(),
+            epoch: "e1".into(),
+            offset: 9_007_199_254_740_000,
+            from: "Ada".into(),
+            text: "line\nbreak, emoji 🎉, \\ and \u{0}".into(),
+            ts: 1_764_000_000_123,
+            id: Some("a-1".into()),
+        }),
+        ServerMessage::Message(ChatMessage {
+            room: "lobby".into(),
+            epoch: "e1".into(),
+            offset: 1,
+            from: "guest-3".into(),
+            text: "plain".into(),
+            ts: 5,
+            id: None,
+        }),
+        ServerMessage::Ack {
+            id: "a-1".into(),
+            room: "r".into(),
+            epoch: "e1".into(),
+            offset: 4,
+            ts: 6,
+            duplicate: true,
+        },
+        ServerMessage::MemberJoined {
+            room: "r".into(),
+            member: member.clone(),
+        },
+        ServerMessage::MemberLeft {
+            room: "r".into(),
+            member: member.clone(),
+        },
+    ];
+    for recovery in [
+        Recovery::NotRequested,
+        Recovery::Recovered,
+        Recovery::Unrecoverable,
+    ] {
+        messages.push(ServerMessage::Joined {
+            room: "r".into(),
+            epoch: "e2".into(),
+            offset: 12,
+            members: vec![member.clone(), member.clone()],
+            recovery,
+        });
+    }
+    for code in ErrorCode::ALL {
+        messages.push(ServerMessage::Error {
+            code,
+            message: "why".into(),
+            id: None,
+            room: None,
+        });
+    }
+    messages.push(ServerMessage::Error {
+        code: ErrorCode::NotJoined,
+        message: "join first".into(),
+        id: Some("x".into()),
+        room: Some("r".into()),
+    });
+    messages
+}
+
+#[wasm_bindgen_test]
+fn the_browser_json_codec_agrees_with_the_protocol_crate() {
+    for message in every_server_message() {
+        let wire = serde_json::to_string(&message).unwrap();
+        assert_eq!(frontend::wire::decode(&wire), Ok(message), "{wire}");
+    }
+    assert!(frontend::wire::decode("{\"type\":\"shout\"}").is_err());
+    assert!(frontend::wire::decode("not json").is_err());
+    assert!(
+        frontend::wire::decode("{\"type\":\"left\"}").is_err(),
+        "missing room"
+    );
+
+    let clients = [
+        ClientMessage::Join {
+            room: "r".into(),
+            name: "Zoë \"q\"".into(),
+            since: None,
+        },
+        ClientMessage::Join {
+            room: "r".into(),
+            name: "n".into(),
+            since: Some(common::Position {
+                epoch: "e".into(),
+                offset: 77,
+            }),
+        },
+        ClientMessage::Leave { room: "r".into() },
+        ClientMessage::Ping,
+        ClientMessage::Send {
+            room: "r".into(),
+            id: "i".into(),
+            text: "multi\nline \\ \"quoted\" 🎉".into(),
+            resend: false,
+        },
+        ClientMessage::Send {
+            room: "r".into(),
+            id: "i".into(),
+            text: "again".into(),
+            resend: true,
+        },
+    ];
+    for message in clients {
+        let wire = frontend::wire::encode(&message);
+        assert_eq!(common::parse_client_message(&wire), Ok(message), "{wire}");
+    }
+}
