@@ -96,7 +96,7 @@ impl Default for Config {
             session: SessionSettings::default(),
             max_connections: 10_000,
             origins: OriginPolicy::default(),
-            read_buffer_bytes: 256,
+            read_buffer_bytes: 128,
             write_buffer_bytes: 64 * 1024,
             drain_batch: 500,
             drain_pause: Duration::from_millis(100),
@@ -198,7 +198,7 @@ pub struct Cli {
     #[arg(long, env = "RELAY_ALLOW_NULL_ORIGIN")]
     pub allow_null_origin: bool,
     /// Initial read buffer per connection, in bytes.
-    #[arg(long, env = "RELAY_READ_BUFFER_BYTES", default_value_t = 256)]
+    #[arg(long, env = "RELAY_READ_BUFFER_BYTES", default_value_t = 128)]
     pub read_buffer_bytes: usize,
     /// Write buffer threshold per connection, in bytes.
     #[arg(long, env = "RELAY_WRITE_BUFFER_BYTES", default_value_t = 64 * 1024)]

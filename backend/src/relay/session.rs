@@ -276,7 +276,8 @@ impl Session {
             relay,
             connection,
             settings,
-            rooms: Vec::new(),
+            // One slot: most connections (all plain ones) are in exactly one room.
+            rooms: Vec::with_capacity(1),
         };
         if kind == ClientKind::Typed {
             session.send(&ServerMessage::Welcome {
