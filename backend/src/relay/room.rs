@@ -17,7 +17,8 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use common::{ChatMessage, ErrorCode, Member, Position, Recovery, ServerMessage};
+use common::{ErrorCode, Member, Position, Recovery, ServerMessage};
+use serde::Serialize;
 
 use super::{ClientKind, Connection, Metrics, Outbox, Registry, RelaySettings, encode, writer::Op};
 use crate::store::{NewMessage, RoomRecord, Store, StoredMessage};
@@ -420,15 +421,17 @@ impl Room {
             publication,
             ..
         } = accepted;
-        let frame = encode(&ServerMessage::Message(ChatMessage {
-            room: self.name.clone(),
-            epoch: self.epoch.clone(),
+        let frame = MessageEvent {
+            kind: "message",
+            room: &self.name,
+            epoch: &self.epoch,
             offset,
-            from: publication.from.to_string(),
-            text: publication.text.to_string(),
+            from: &publication.from,
+            text: publication.text.as_str(),
             ts,
-            id: publication.id.clone(),
-        }));
+            id: publication.id.as_deref(),
+        }
+        .encode();
         let mut plain_frame: Option<Utf8Bytes> = None;
         for member in &state.members {
             match member.kind {
@@ -445,15 +448,19 @@ impl Room {
         self.metrics.published(state.members.len());
         state.last_settled = offset;
         state.remember(offset, frame, self.history_len);
-        if let (Some(to), Some(id)) = (publication.ack_to, publication.id) {
-            to.push(encode(&ServerMessage::Ack {
-                id,
-                room: self.name.clone(),
-                epoch: self.epoch.clone(),
-                offset,
-                ts,
-                duplicate: false,
-            }));
+        if let (Some(to), Some(id)) = (&publication.ack_to, &publication.id) {
+            to.push(
+                AckEvent {
+                    kind: "ack",
+                    id,
+                    room: &self.name,
+                    epoch: &self.epoch,
+                    offset,
+                    ts,
+                    duplicate: false,
+                }
+                .encode(),
+            );
         }
     }
 
@@ -479,15 +486,17 @@ impl Room {
     }
 
     fn encode_stored(&self, message: &StoredMessage) -> Utf8Bytes {
-        encode(&ServerMessage::Message(ChatMessage {
-            room: self.name.clone(),
-            epoch: self.epoch.clone(),
+        MessageEvent {
+            kind: "message",
+            room: &self.name,
+            epoch: &self.epoch,
             offset: message.offset,
-            from: message.sender.clone(),
-            text: message.text.clone(),
+            from: &message.sender,
+            text: &message.text,
             ts: message.ts,
-            id: message.client_id.clone(),
-        }))
+            id: message.client_id.as_deref(),
+        }
+        .encode()
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -588,6 +597,53 @@ impl RecentIds {
     }
 }
 
+/// The `message` event from borrowed parts: the same JSON as
+/// `encode(&ServerMessage::Message(..))` (a test holds them equal), without first copying
+/// every part into owned strings. It is built once per message on the hot path.
+#[derive(Serialize)]
+struct MessageEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+    epoch: &'a str,
+    offset: u64,
+    from: &'a str,
+    text: &'a str,
+    ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+}
+
+/// The `ack` event from borrowed parts, like [`MessageEvent`].
+#[derive(Serialize)]
+struct AckEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    room: &'a str,
+    epoch: &'a str,
+    offset: u64,
+    ts: u64,
+    duplicate: bool,
+}
+
+impl MessageEvent<'_> {
+    fn encode(&self) -> Utf8Bytes {
+        encode_borrowed(self)
+    }
+}
+
+impl AckEvent<'_> {
+    fn encode(&self) -> Utf8Bytes {
+        encode_borrowed(self)
+    }
+}
+
+fn encode_borrowed(event: &impl Serialize) -> Utf8Bytes {
+    // Cannot fail: only strings, numbers and booleans.
+    Utf8Bytes::from(serde_json::to_string(event).expect("events always serialize"))
+}
+
 /// What a plain client sees of a message: a plain sender's frame unchanged, or `name: text`.
 fn plain_form(publication: &Publication) -> Utf8Bytes {
     match publication.origin_kind {
@@ -605,4 +661,57 @@ pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use common::ChatMessage;
+
+    use super::*;
+
+    #[test]
+    fn borrowed_events_encode_exactly_like_the_protocol_types() {
+        for id in [Some("c-1"), None] {
+            let borrowed = MessageEvent {
+                kind: "message",
+                room: "r",
+                epoch: "e",
+                offset: 7,
+                from: "Zoë \"q\"",
+                text: "line\nbreak <b>",
+                ts: 99,
+                id,
+            }
+            .encode();
+            let owned = encode(&ServerMessage::Message(ChatMessage {
+                room: "r".into(),
+                epoch: "e".into(),
+                offset: 7,
+                from: "Zoë \"q\"".into(),
+                text: "line\nbreak <b>".into(),
+                ts: 99,
+                id: id.map(Into::into),
+            }));
+            assert_eq!(borrowed, owned);
+        }
+        let ack = AckEvent {
+            kind: "ack",
+            id: "c-1",
+            room: "r",
+            epoch: "e",
+            offset: 7,
+            ts: 99,
+            duplicate: false,
+        }
+        .encode();
+        let owned = encode(&ServerMessage::Ack {
+            id: "c-1".into(),
+            room: "r".into(),
+            epoch: "e".into(),
+            offset: 7,
+            ts: 99,
+            duplicate: false,
+        });
+        assert_eq!(ack, owned);
+    }
 }
