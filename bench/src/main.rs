@@ -43,44 +43,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// Senders publish as fast as subscribers keep up: deliveries per server CPU-second.
-    Fanout {
-        #[arg(long, default_value_t = 100)]
-        subscribers: usize,
-        #[arg(long, default_value_t = 10)]
-        senders: usize,
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        #[arg(long, default_value_t = 2_000)]
-        window: u64,
-        /// Messages per second per sender (0: as fast as subscribers keep up).
-        #[arg(long, default_value_t = 0)]
-        rate: u32,
-    },
+    Fanout(fanout::Options),
     /// One sender at a fixed rate to many subscribers: delivery latency percentiles.
-    Latency {
-        #[arg(long, default_value_t = 1_000)]
-        subscribers: usize,
-        #[arg(long, default_value_t = 100)]
-        rate: u32,
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-    },
+    Latency(latency::Options),
     /// Many idle connections: server memory per connection.
-    Idle {
-        #[arg(long, default_value_t = 10_000)]
-        connections: usize,
-    },
+    Idle(idle::Options),
     /// Many clients connect at once and each sends one message to all the others.
-    Storm {
-        #[arg(long, default_value_t = 1_000)]
-        clients: usize,
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-    },
+    Storm(storm::Options),
     /// A few seconds of every scenario at a small scale, failing on any lost, repeated or
     /// misdirected message: keeps the tool and the relay honest in CI.
     Smoke,
@@ -95,44 +64,10 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--pid of the server process is required"))?;
     let server = Server::new(pid)?;
     let results = match cli.scenario {
-        Scenario::Fanout {
-            subscribers,
-            senders,
-            seconds,
-            size,
-            window,
-            rate,
-        } => {
-            let options = fanout::Options {
-                subscribers,
-                senders,
-                seconds,
-                size,
-                window,
-                rate,
-            };
-            vec![fanout::run(&target, server, options).await?]
-        }
-        Scenario::Latency {
-            subscribers,
-            rate,
-            seconds,
-            size,
-        } => {
-            let options = latency::Options {
-                subscribers,
-                rate,
-                seconds,
-                size,
-            };
-            vec![latency::run(&target, server, options).await?]
-        }
-        Scenario::Idle { connections } => {
-            vec![idle::run(&target, server, idle::Options { connections }).await?]
-        }
-        Scenario::Storm { clients, size } => {
-            vec![storm::run(&target, server, storm::Options { clients, size }).await?]
-        }
+        Scenario::Fanout(options) => vec![fanout::run(&target, server, options).await?],
+        Scenario::Latency(options) => vec![latency::run(&target, server, options).await?],
+        Scenario::Idle(options) => vec![idle::run(&target, server, options).await?],
+        Scenario::Storm(options) => vec![storm::run(&target, server, options).await?],
         Scenario::Smoke => smoke(&target, server).await?,
     };
     let mut clean = true;

@@ -15,17 +15,27 @@ use super::{Integrity, RunClock, connect_all, drain, payload, sync};
 use crate::{client::Target, server::Server};
 
 /// Fan-out settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Options {
+    /// Clients that only receive.
+    #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
+    /// Clients that send (and receive the others' messages).
+    #[arg(long, default_value_t = 10)]
     pub senders: usize,
+    /// How long the senders send.
+    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Most messages a subscriber may be behind before senders wait.
+    #[arg(long, default_value_t = 2_000)]
     pub window: u64,
     /// Messages per second per sender; 0 for as fast as the subscribers keep up. A fixed
     /// rate compares two servers (or two protocols) at the same load, where "as fast as
     /// possible" would compare them at whatever load the load generator could produce.
+    #[arg(long, default_value_t = 0)]
     pub rate: u32,
 }
 

@@ -7,8 +7,10 @@ use super::{RunClock, connect_all};
 use crate::{client::Target, server::Server};
 
 /// Idle settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Options {
+    /// Connections to open and keep.
+    #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
 }
 

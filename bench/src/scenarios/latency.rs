@@ -10,11 +10,19 @@ use super::{Integrity, RunClock, connect_all, drain, payload, sync};
 use crate::{client::Target, server::Server};
 
 /// Latency settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Options {
+    /// Clients that receive.
+    #[arg(long, default_value_t = 1_000)]
     pub subscribers: usize,
+    /// Messages per second from the one sender.
+    #[arg(long, default_value_t = 100)]
     pub rate: u32,
+    /// How long it sends.
+    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
     pub size: usize,
 }
 

@@ -11,9 +11,13 @@ use super::{Integrity, RunClock, connect_all, drain, payload, sync};
 use crate::{client::Target, server::Server};
 
 /// Storm settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Options {
+    /// Clients connecting at once.
+    #[arg(long, default_value_t = 1_000)]
     pub clients: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
     pub size: usize,
 }
 
