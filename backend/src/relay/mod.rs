@@ -10,9 +10,10 @@
 //! crash could take back. With the memory store there is nothing to wait for and delivery
 //! happens on the spot.
 //!
-//! Locking order, to rule out deadlock: the room registry, then a room. Joins and leaves take
-//! both, so that a room dropped when its last member leaves can never be joined through a
-//! stale handle; publishing and delivery take only the room's lock.
+//! Locking order, to rule out deadlock: the room registry, then a room. A join looks the room
+//! up and adds its member under the registry lock, and a room is only dropped under that lock
+//! after checking it is empty, so nobody can join a room through a stale handle; publishing
+//! and delivery take only the room's lock.
 
 pub mod clock;
 pub mod heartbeat;
@@ -292,14 +293,11 @@ impl Relay {
     /// Removes `connection` from `room`, telling the others, and drops the room once it is
     /// empty and idle.
     pub fn leave(&self, connection: &Connection, room: &Arc<Room>) {
-        let mut rooms = self.shared.registry.lock();
         room.remove_member(connection.id);
-        let registered = rooms
-            .get(room.name())
-            .is_some_and(|registered| Arc::ptr_eq(registered, room));
-        if registered && room.is_idle_and_empty() {
-            rooms.remove(room.name());
-        }
+        // A join racing this one either added its member first (the room stays) or finds the
+        // room gone and opens it afresh from the store: joins add members under the registry
+        // lock that this check takes.
+        self.shared.registry.forget_if_idle(room);
     }
 
     /// Connections open right now.
