@@ -46,6 +46,13 @@ layer "clippy (wasm32)" cargo clippy -p common -p frontend --target wasm32-unkno
   --all-targets -- -D warnings
 MIN_TESTS=75 layer "unit + integration" cargo test --workspace
 layer "web client build" trunk build --release
+# Issue 5's size budget. Sizes are deterministic (locked dependencies, pinned tools), so
+# going over is a regression to look at, not noise.
+WASM_GZIP_BUDGET=100000
+wasm=$(ls dist/*.wasm)
+wasm_gzipped=$(gzip -9 -c "$wasm" | wc -c)
+[ "$wasm_gzipped" -le "$WASM_GZIP_BUDGET" ] ||
+  fail "the web client is $wasm_gzipped bytes gzipped, over the $WASM_GZIP_BUDGET-byte budget"
 
 # The browser tests and the benchmark smoke talk to a real relay process.
 # start_relay NAME ARGS...: runs the debug relay on a free port with its own data; sets
@@ -70,7 +77,7 @@ stop_relay() {
 
 start_relay browser --static-dir dist
 export RELAY_TEST_WS_URL="ws://$relay_address/ws"
-MIN_TESTS=5 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
+MIN_TESTS=6 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
 stop_relay
 
 MIN_TESTS=3 layer "end to end" cargo test -p backend --features e2e --test e2e
@@ -80,9 +87,8 @@ layer "benchmark smoke" cargo run -q -p relay-bench -- smoke --url "ws://$relay_
   --pid "$relay_pid" --label relay
 stop_relay
 
-wasm=$(ls dist/*.wasm)
 step "summary"
 printf '  %s\n' "${timings[@]}"
 printf '  %-24s %s bytes raw, %s bytes gzipped\n' "web client wasm" \
-  "$(wc -c <"$wasm")" "$(gzip -9 -c "$wasm" | wc -c)"
+  "$(wc -c <"$wasm")" "$wasm_gzipped"
 ok "all layers passed"

@@ -103,6 +103,34 @@ pub enum EntryKind {
     },
 }
 
+/// A row of the message log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRow {
+    /// A line of the room's history.
+    Line(Entry),
+    /// A message of ours the relay has not acknowledged yet.
+    Pending(PendingMessage),
+}
+
+/// What keeps a log row's DOM node stable across updates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LogRowKey {
+    /// [`Entry::key`].
+    Line(u64),
+    /// [`PendingMessage::id`].
+    Pending(String),
+}
+
+impl LogRow {
+    /// The row's key for keyed rendering.
+    pub fn key(&self) -> LogRowKey {
+        match self {
+            LogRow::Line(entry) => LogRowKey::Line(entry.key),
+            LogRow::Pending(pending) => LogRowKey::Pending(pending.id.clone()),
+        }
+    }
+}
+
 /// How prominent a notice is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeLevel {
@@ -182,11 +210,18 @@ impl ChatState {
     }
 
     /// Pending messages of the active room.
-    pub fn pending_in_active(&self) -> Vec<PendingMessage> {
-        self.outbox
-            .iter()
-            .filter(|p| p.room == self.active_room)
+    pub fn pending_in_active(&self) -> impl Iterator<Item = &PendingMessage> {
+        self.outbox.iter().filter(|p| p.room == self.active_room)
+    }
+
+    /// The message log of the room on screen: its history, then our messages still on
+    /// their way. One list, so the page renders it with a single keyed loop.
+    pub fn log_rows(&self) -> Vec<LogRow> {
+        let history = self.active().into_iter().flat_map(|room| &room.entries);
+        history
             .cloned()
+            .map(LogRow::Line)
+            .chain(self.pending_in_active().cloned().map(LogRow::Pending))
             .collect()
     }
 

@@ -243,6 +243,30 @@ async fn a_message_from_another_client_appears_as_text() {
 }
 
 #[wasm_bindgen_test]
+async fn unmounting_the_app_closes_its_connection() {
+    let mut observer = Observer::join_lobby().await;
+    let (app, page) = mount_app_at(relay_url());
+    wait_until_connected(&app).await;
+    let ServerMessage::MemberJoined { member: ours, .. } = observer
+        .next_matching("the app joining the lobby", |event| {
+            matches!(event, ServerMessage::MemberJoined { .. })
+        })
+        .await
+    else {
+        unreachable!()
+    };
+
+    drop(page);
+    // The relay sees the socket close at once, not after a heartbeat timeout.
+    observer
+        .next_matching(
+            "the app leaving the lobby",
+            |event| matches!(event, ServerMessage::MemberLeft { member, .. } if *member == ours),
+        )
+        .await;
+}
+
+#[wasm_bindgen_test]
 async fn messages_sent_offline_survive_closing_the_page_and_are_delivered_once() {
     // A page that cannot reach any relay keeps what the user sends, as pending...
     let (offline, page) = mount_app_at("ws://127.0.0.1:1/ws".into());

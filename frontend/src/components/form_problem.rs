@@ -10,8 +10,8 @@ pub fn FormProblem(
     problem: Signal<Option<String>>,
 ) -> impl IntoView {
     view! {
-        <Show when=move || problem.with(Option::is_some)>
-            <p class="form-problem" role="alert">{move || problem.get()}</p>
-        </Show>
+        <p class="form-problem" role="alert" hidden=move || problem.with(Option::is_none)>
+            {move || problem.get()}
+        </p>
     }
 }

@@ -31,9 +31,7 @@ pub fn MemberList() -> impl IntoView {
                                     {member.name.chars().next().unwrap_or('?').to_string()}
                                 </span>
                                 <span class="member-name">{member.name.clone()}</span>
-                                <Show when=is_me>
-                                    <span class="you">"(you)"</span>
-                                </Show>
+                                <span class="you" hidden=move || !is_me()>"(you)"</span>
                             </li>
                         }
                     }

@@ -3,7 +3,7 @@
 use leptos::{html, prelude::*};
 
 use crate::{
-    state::{Entry, EntryKind, NoticeLevel, PendingMessage},
+    state::{ChatState, Entry, EntryKind, LogRow, NoticeLevel, PendingMessage},
     ws::ChatClient,
 };
 
@@ -17,14 +17,13 @@ pub fn MessageList() -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let log = NodeRef::<html::Div>::new();
     let follow = StoredValue::new(true);
-    let entries = move || {
+    let rows = move || client.state.with(ChatState::log_rows);
+    let nothing_to_show = move || {
         client.state.with(|s| {
-            s.active()
-                .map(|room| room.entries.clone())
-                .unwrap_or_default()
+            s.active().is_some_and(|room| room.entries.is_empty())
+                && s.pending_in_active().next().is_none()
         })
     };
-    let pending = move || client.state.with(|s| s.pending_in_active());
 
     Effect::new(move |_| {
         client.state.track();
@@ -46,14 +45,14 @@ pub fn MessageList() -> impl IntoView {
 
     view! {
         <div class="log" role="log" aria-label="Messages" node_ref=log on:scroll=on_scroll>
-            <Show when=move || client.state.with(|s| s.active().is_some_and(|r| r.entries.is_empty()))>
-                <p class="empty">"No messages yet. Say hello!"</p>
-            </Show>
-            <For each=entries key=|entry| entry.key children=|entry| view! { <EntryRow entry/> }/>
+            <p class="empty" hidden=move || !nothing_to_show()>"No messages yet. Say hello!"</p>
             <For
-                each=pending
-                key=|pending| pending.id.clone()
-                children=|pending| view! { <PendingRow pending/> }
+                each=rows
+                key=LogRow::key
+                children=|row| match row {
+                    LogRow::Line(entry) => view! { <EntryRow entry/> }.into_any(),
+                    LogRow::Pending(pending) => view! { <PendingRow pending/> }.into_any(),
+                }
             />
         </div>
     }

@@ -11,14 +11,14 @@ use crate::ws::ChatClient;
 pub fn NameEditor() -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let current = move || client.state.with(|s| s.name.clone());
-    let draft = RwSignal::new(current());
+    let draft = RwSignal::new(client.state.with_untracked(|s| s.name.clone()));
     let (problem, set_problem) = signal(None::<String>);
     let unchanged = move || draft.with(|d| *d == current());
     let save = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = draft.get_untracked();
         set_problem.set(client.rename(name.trim()).err().map(|err| err.message));
-        draft.set(current());
+        draft.set(client.state.with_untracked(|s| s.name.clone()));
     };
 
     view! {

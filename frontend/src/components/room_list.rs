@@ -51,13 +51,16 @@ pub fn RoomList() -> impl IntoView {
                                 >
                                     "#"
                                     {name.clone()}
-                                    <Show when=move || { unread > 0 }>
-                                        <span class="unread" aria-label="unread">{unread}</span>
-                                    </Show>
+                                    {(unread > 0)
+                                        .then(|| {
+                                            view! {
+                                                <span class="unread" aria-label="unread">{unread}</span>
+                                            }
+                                        })}
                                 </button>
-                                <Show when=can_close>
-                                    <button
+                                <button
                                         class="room-close"
+                                        hidden=move || !can_close()
                                         aria-label=format!("Leave {name}")
                                         title="Leave room"
                                         on:click={
@@ -67,7 +70,6 @@ pub fn RoomList() -> impl IntoView {
                                     >
                                         "×"
                                     </button>
-                                </Show>
                             </li>
                         }
                     }

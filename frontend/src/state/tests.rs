@@ -209,7 +209,7 @@ fn own_messages_are_recognised_from_any_tab_and_clear_the_outbox() {
 fn an_ack_clears_the_pending_message() {
     let mut state = state();
     let id = state.queue_message("hello").unwrap();
-    assert_eq!(state.pending_in_active().len(), 1);
+    assert_eq!(state.pending_in_active().count(), 1);
     state.apply(ServerMessage::Ack {
         id,
         room: "lobby".into(),
@@ -218,7 +218,40 @@ fn an_ack_clears_the_pending_message() {
         ts: 5,
         duplicate: false,
     });
-    assert!(state.pending_in_active().is_empty());
+    assert_eq!(state.pending_in_active().count(), 0);
+}
+
+#[test]
+fn the_log_shows_the_rooms_history_then_its_pending_messages() {
+    let mut state = state();
+    state.apply(message("lobby", "e1", 1, "Bob", "hi", None));
+    let waiting = state.queue_message("on its way").unwrap();
+    state.open_room("side").unwrap();
+    state.queue_message("elsewhere").unwrap();
+    state.show_room("lobby");
+
+    let rows = state.log_rows();
+    assert!(
+        matches!(&rows[..], [LogRow::Line(line), LogRow::Pending(pending)]
+            if matches!(&line.kind, EntryKind::Message { text, .. } if text == "hi")
+                && pending.id == waiting),
+        "{rows:?}"
+    );
+    let keys: Vec<LogRowKey> = rows.iter().map(LogRow::key).collect();
+    assert_ne!(keys[0], keys[1]);
+    // The acknowledged message replaces its pending row under a new key.
+    state.apply(message(
+        "lobby",
+        "e1",
+        2,
+        "Ada",
+        "on its way",
+        Some(&waiting),
+    ));
+    let after: Vec<LogRowKey> = state.log_rows().iter().map(LogRow::key).collect();
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0], keys[0], "earlier rows keep their keys");
+    assert!(!after.contains(&keys[1]));
 }
 
 #[test]
