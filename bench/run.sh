@@ -7,7 +7,9 @@
 #   bench/run.sh fanout storm    only those scenarios
 #
 # Besides the side-by-side scenarios, the relay alone runs two more: its typed JSON
-# endpoint against its plain one at the same fixed load, and 19,000 idle connections.
+# endpoint against its plain one at the same fixed load, and 19,000 idle connections. The
+# latency scenario also runs `floor-relay` (bench/src/bin), a bare blocking send loop: the
+# least any relay can do on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -58,6 +60,13 @@ start_peer() {
   url=ws://127.0.0.1:18081/
 }
 
+start_floor() {
+  taskset -c 0 target/release/floor-relay 127.0.0.1:18082 >"$work/floor.log" 2>&1 &
+  server_pid=$!
+  wait_for_port 18082
+  url=ws://127.0.0.1:18082/
+}
+
 stop_server() {
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
@@ -79,12 +88,25 @@ for scenario in "${scenarios[@]}"; do
     typed)
       # The same fixed load on both endpoints (8,000 messages/s to 110 clients), so server
       # CPU per delivery compares the protocols, not the load generator's speed with each.
-      start_relay
-      step "plain endpoint at a fixed rate"
-      bench relay-plain fanout --rate 800 --url "$url"
-      step "typed endpoint at the same rate"
-      bench relay-typed fanout --rate 800 --protocol typed --url "${url}ws"
-      stop_server
+      # A typed `message` frame carries ~125 bytes of JSON around the 64-byte text, so the
+      # plain endpoint also runs with frames of that size: same bytes on the wire. Three
+      # rounds, alternating, a fresh relay for each run; the summary takes medians.
+      for round in 1 2 3; do
+        start_relay
+        step "round $round: plain endpoint at a fixed rate"
+        bench relay-plain fanout --rate 800 --url "$url"
+        stop_server
+        start_relay
+        step "round $round: typed endpoint at the same rate"
+        bench relay-typed fanout --rate 800 --protocol typed --url "${url}ws"
+        stop_server
+        typed_frame=$(grep '"relay-typed"' "$results" | tail -1 |
+          grep -Eo '"frame_bytes":[0-9.]+' | cut -d: -f2 | cut -d. -f1)
+        start_relay
+        step "round $round: plain endpoint, frames as large as typed ones ($typed_frame B)"
+        bench relay-plain-same-bytes fanout --rate 800 --size "$typed_frame" --url "$url"
+        stop_server
+      done
       ;;
     hold)
       start_relay
@@ -93,7 +115,9 @@ for scenario in "${scenarios[@]}"; do
       stop_server
       ;;
     *)
-      for label in relay peer; do
+      servers=(relay peer)
+      [ "$scenario" = latency ] && servers+=(floor)
+      for label in "${servers[@]}"; do
         "start_$label"
         step "$scenario against $label"
         bench "$label" "$scenario" --url "$url"
@@ -122,11 +146,22 @@ for (const [scenario, key, label, higherIsBetter] of metrics) {
   const fmt = v => (v >= 100 ? Math.round(v).toLocaleString('en') : v.toFixed(3));
   console.log(`${label.padEnd(52)} ${fmt(relay[key]).padStart(12)} ${fmt(peer[key]).padStart(12)} ${(ratio.toFixed(2) + 'x').padStart(16)}`);
 }
-const plain = rows.find(r => r.server === 'relay-plain');
-const typed = rows.find(r => r.server === 'relay-typed');
-if (plain && typed) {
-  const key = 'deliveries_per_cpu_s';
-  console.log(`typed /ws per server CPU-second at 8,000 msg/s: ${Math.round(typed[key]).toLocaleString('en')}, plain ${Math.round(plain[key]).toLocaleString('en')} (typed is ${(100 * typed[key] / plain[key]).toFixed(0)}% of plain)`);
+const floor = find('latency', 'floor'), relayLatency = find('latency', 'relay');
+if (floor && relayLatency) {
+  console.log(`latency floor (bare send loop, no storage): p99 ${floor.p99_ms.toFixed(2)} ms; the relay is ${(relayLatency.p99_ms / floor.p99_ms).toFixed(2)}x the floor`);
+}
+// Typed against plain: per round, then the median of the rounds.
+const perCpu = server => rows.filter(r => r.server === server).map(r => r.deliveries_per_cpu_s);
+const [plain, typed, sameBytes] = ['relay-plain', 'relay-typed', 'relay-plain-same-bytes'].map(perCpu);
+const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const pct = xs => xs.map(x => `${(100 * x).toFixed(0)}%`).join(' ');
+if (plain.length && plain.length === typed.length) {
+  const ratios = typed.map((t, i) => t / plain[i]);
+  console.log(`typed /ws vs plain /, same 64-byte text, per server CPU-second at 8,000 msg/s: typed is ${pct(ratios)} of plain (median ${pct([median(ratios)])}; frames ${Math.round(rows.find(r => r.server === 'relay-typed').frame_bytes)} B vs ${Math.round(rows.find(r => r.server === 'relay-plain').frame_bytes)} B)`);
+  if (sameBytes.length === typed.length) {
+    const same = typed.map((t, i) => t / sameBytes[i]);
+    console.log(`typed /ws vs plain / with frames of the same size: typed is ${pct(same)} (median ${pct([median(same)])})`);
+  }
 }
 const hold = rows.find(r => r.server === 'relay-hold');
 if (hold) {

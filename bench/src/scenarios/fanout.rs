@@ -122,9 +122,11 @@ pub async fn run(
     let integrity = Integrity::of(&clients, expected);
     let deliveries = integrity.received;
     println!(
-        "fanout   {:?}, {subscribers} subscribers + {senders} senders, {size} B: {deliveries} deliveries in \
-         {wall:.2} s, server CPU {cpu:.2} s -> {:.0} deliveries per CPU-second ({:.0}/s wall); {}",
+        "fanout   {:?}, {subscribers} subscribers + {senders} senders, {size} B ({:.0} B frames): \
+         {deliveries} deliveries in {wall:.2} s, server CPU {cpu:.2} s -> {:.0} deliveries per \
+         CPU-second ({:.0}/s wall); {}",
         target.protocol,
+        integrity.bytes_per_delivery(),
         deliveries as f64 / cpu.max(1e-9),
         deliveries as f64 / wall,
         integrity.summary()
@@ -132,7 +134,8 @@ pub async fn run(
     Ok(serde_json::json!({
         "scenario": "fanout", "protocol": format!("{:?}", target.protocol).to_lowercase(),
         "rate": rate, "subscribers": subscribers, "senders": senders, "size": size,
-        "messages": rounds * senders as u64, "deliveries": deliveries, "wall_s": wall,
+        "frame_bytes": integrity.bytes_per_delivery(), "messages": rounds * senders as u64,
+        "deliveries": deliveries, "wall_s": wall,
         "server_cpu_s": cpu, "deliveries_per_cpu_s": deliveries as f64 / cpu.max(1e-9),
         "deliveries_per_s": deliveries as f64 / wall, "integrity": integrity.json(),
     }))
