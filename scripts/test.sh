@@ -4,7 +4,8 @@
 #   1. formatting              cargo fmt --check
 #   2. lints                   clippy -D warnings, native and wasm32
 #   3. unit + integration      cargo test (protocol, relay against real sockets, UI state)
-#   4. web client build        trunk build --release (also what the end-to-end test serves)
+#   4. web client build        trunk build --release (also what the end-to-end test serves),
+#                              failing over the wasm size budget
 #   5. browser tests           wasm-bindgen-test in headless Chromium against a live relay
 #   6. end to end              two Chromium sessions + a plain client over WebDriver
 #   7. benchmark smoke         a few seconds of every bench scenario, failing on any lost message

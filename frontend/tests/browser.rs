@@ -247,6 +247,8 @@ async fn unmounting_the_app_closes_its_connection() {
     let mut observer = Observer::join_lobby().await;
     let (app, page) = mount_app_at(relay_url());
     wait_until_connected(&app).await;
+    // wasm-bindgen-test runs one test at a time and earlier apps stay connected, so the
+    // next member to join the lobby is this app.
     let ServerMessage::MemberJoined { member: ours, .. } = observer
         .next_matching("the app joining the lobby", |event| {
             matches!(event, ServerMessage::MemberJoined { .. })
