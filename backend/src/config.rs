@@ -59,11 +59,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Which web pages may connect.
     pub origins: OriginPolicy,
-    /// Initial capacity of each connection's read buffer. Small, since most connections are
-    /// idle; it grows for large frames.
+    /// Capacity of each connection's read buffer between messages. Small, since most
+    /// connections are idle; it grows for a large message and shrinks back after it.
     pub read_buffer_bytes: usize,
-    /// Frames are written to the socket once this many bytes are buffered, or at each flush.
-    pub write_buffer_bytes: usize,
     /// On shutdown, connections are closed this many at a time...
     pub drain_batch: usize,
     /// ...with this pause between batches, so clients do not all reconnect at once.
@@ -97,7 +95,6 @@ impl Default for Config {
             max_connections: 10_000,
             origins: OriginPolicy::default(),
             read_buffer_bytes: 128,
-            write_buffer_bytes: 64 * 1024,
             drain_batch: 500,
             drain_pause: Duration::from_millis(100),
             socket_send_buffer: None,
@@ -200,9 +197,6 @@ pub struct Cli {
     /// Initial read buffer per connection, in bytes.
     #[arg(long, env = "RELAY_READ_BUFFER_BYTES", default_value_t = 128)]
     pub read_buffer_bytes: usize,
-    /// Write buffer threshold per connection, in bytes.
-    #[arg(long, env = "RELAY_WRITE_BUFFER_BYTES", default_value_t = 64 * 1024)]
-    pub write_buffer_bytes: usize,
     /// Connections closed per batch on shutdown.
     #[arg(long, env = "RELAY_DRAIN_BATCH", default_value_t = 500)]
     pub drain_batch: usize,
@@ -257,7 +251,6 @@ impl From<Cli> for Config {
                 allow_null: cli.allow_null_origin,
             },
             read_buffer_bytes: cli.read_buffer_bytes,
-            write_buffer_bytes: cli.write_buffer_bytes,
             drain_batch: cli.drain_batch,
             drain_pause: Duration::from_millis(cli.drain_pause_ms),
             socket_send_buffer: cli.socket_send_buffer_bytes,

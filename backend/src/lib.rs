@@ -10,7 +10,10 @@
 //! - [`shutdown`]: the SIGINT/SIGTERM signal and the drain of upgraded WebSocket sessions,
 //!   which axum's own graceful shutdown does not wait for.
 //! - [`http`]: the axum router: the plain relay and web client on `/`, the typed protocol on
-//!   `/ws`, health and metrics, the origin check and connection limit before upgrades.
+//!   `/ws`, health and metrics, the origin check and connection limit before upgrades, and
+//!   the WebSocket opening handshake.
+//! - [`websocket`]: WebSocket framing (RFC 6455), the relay's own: a batch of shared
+//!   payloads goes out framed in one `send`, and every protocol mistake has its close code.
 //! - [`relay`]: the core, free of socket I/O: connections, rooms, offsets, fan-out into
 //!   per-connection outboxes, the group-commit writer, heartbeats, rate limits, metrics; and
 //!   [`relay::session`], which connects one socket to it.
@@ -28,3 +31,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod websocket;

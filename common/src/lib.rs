@@ -67,6 +67,8 @@ pub const MAX_CLIENT_ID_CHARS: usize = 64;
 
 /// WebSocket close codes the relay sends, and what each means for a client.
 pub mod close_code {
+    /// A normal close: the answer to a client's close frame that carried no code.
+    pub const NORMAL: u16 = 1000;
     /// The relay is shutting down: reconnect (with jitter) to another node or in a moment.
     pub const GOING_AWAY: u16 = 1001;
     /// The client broke the WebSocket protocol (unmasked frame, reserved bits, bad opcode).

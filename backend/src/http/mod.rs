@@ -10,6 +10,7 @@
 
 mod health;
 mod origin;
+mod upgrade;
 mod web_client;
 mod ws;
 

@@ -4,29 +4,30 @@
 //! connection slot (503); both are answered as ordinary HTTP, with a typed error body.
 
 use axum::{
-    extract::{
-        Query, Request, State,
-        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
-    },
+    extract::{Query, Request, State},
     http::HeaderMap,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use common::PROTOCOL_VERSION;
 use futures_util::FutureExt;
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use super::AppState;
+use super::{
+    AppState,
+    upgrade::{NotAnUpgrade, UpgradeRequest},
+};
 use crate::{
     error::AppError,
     relay::{ClientKind, session},
+    websocket::FrameReader,
 };
 
 /// `GET /`: a WebSocket upgrade joins the plain relay, anything else gets the web client.
 /// This is what lets the seed's page and scripts keep using `ws://host:8080` unchanged.
 pub async fn plain_or_web_client(
     State(state): State<AppState>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<UpgradeRequest, NotAnUpgrade>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, AppError> {
@@ -51,7 +52,7 @@ pub async fn typed(
     State(state): State<AppState>,
     Query(params): Query<TypedParams>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: UpgradeRequest,
 ) -> Result<Response, AppError> {
     if let Some(requested) = params.protocol
         && requested.parse::<u32>() != Ok(PROTOCOL_VERSION)
@@ -66,7 +67,7 @@ pub async fn typed(
 fn accept(
     state: AppState,
     headers: &HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: UpgradeRequest,
     kind: ClientKind,
 ) -> Result<Response, AppError> {
     if let Err(origin) = state.config.origins.check(headers) {
@@ -80,19 +81,14 @@ fn accept(
     // Taken now, while this is still an ordinary request that graceful shutdown waits for, so
     // a session can never start unseen by the drain.
     let ticket = state.drain.session();
-    let config = &state.config;
-    Ok(upgrade
-        .max_message_size(config.max_message_bytes)
-        .max_frame_size(config.max_message_bytes)
-        .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(config.write_buffer_bytes)
-        .on_upgrade(move |socket| {
-            // Not an `async move` block: that would keep the whole socket inline in the
-            // task for the connection's life. `session::run` splits it first.
-            let stopping = state.drain.stopping().clone();
-            // `map`, not another `async` block, which would store the session future twice.
-            session::run(socket, state.relay, kind, state.config.session, stopping)
-                .map(move |()| drop((ticket, slot)))
-        })
-        .into_response())
+    Ok(upgrade.accept(move |socket| {
+        // Not an `async move` block: that would keep the whole socket inline in the task
+        // for the connection's life. `session::run` splits it first.
+        let stopping = state.drain.stopping().clone();
+        let config = &state.config;
+        let frames = FrameReader::new(config.read_buffer_bytes, config.max_message_bytes);
+        // `map`, not another `async` block, which would store the session future twice.
+        session::run(socket, frames, state.relay, kind, config.session, stopping)
+            .map(move |()| drop((ticket, slot)))
+    }))
 }

@@ -20,6 +20,7 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 /// Upper bounds on what may wait in one outbox.
@@ -85,10 +86,12 @@ struct Shared {
 }
 
 /// What the writer is to do next, besides writing the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Next {
     /// Send a ping first: the client has been quiet.
     pub ping: bool,
+    /// Answer the client's ping with this payload first.
+    pub pong: Option<Bytes>,
     /// End the connection after writing the batch.
     pub ending: Option<End>,
 }
@@ -107,6 +110,8 @@ struct Queue {
     held: bool,
     /// The heartbeat asked for a ping.
     ping_due: bool,
+    /// The client pinged; the pong echoes the latest ping's payload.
+    pong_due: Option<Bytes>,
 }
 
 impl Outbox {
@@ -208,6 +213,7 @@ impl Outbox {
         }
         Next {
             ping: std::mem::take(&mut queue.ping_due),
+            pong: queue.pong_due.take(),
             ending: queue.ending,
         }
     }
@@ -215,6 +221,12 @@ impl Outbox {
     /// Asks the writer to ping the client.
     pub fn request_ping(&self) {
         self.lock().ping_due = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Asks the writer to answer the client's ping.
+    pub fn request_pong(&self, payload: Bytes) {
+        self.lock().pong_due = Some(payload);
         self.shared.wake.notify_one();
     }
 
@@ -351,7 +363,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_requested_ping_wakes_the_writer_once() {
+    async fn a_requested_ping_or_pong_wakes_the_writer_once() {
         let outbox = Outbox::new(OutboxLimits::default());
         outbox.request_ping();
         let mut batch = Vec::new();
@@ -359,7 +371,16 @@ mod tests {
             outbox.next_batch(&mut batch).await,
             Next {
                 ping: true,
-                ending: None
+                ..Next::default()
+            }
+        );
+        outbox.request_pong(Bytes::from_static(b"first"));
+        outbox.request_pong(Bytes::from_static(b"latest"));
+        assert_eq!(
+            outbox.next_batch(&mut batch).await,
+            Next {
+                pong: Some(Bytes::from_static(b"latest")),
+                ..Next::default()
             }
         );
         assert_eq!(

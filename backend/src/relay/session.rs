@@ -4,9 +4,10 @@
 //! (every answer goes through the connection's outbox, never straight to the socket); it
 //! also charges each frame to the connection's rate limit, records that the client is
 //! alive, and turns WebSocket protocol errors into the right close code. The writer drains
-//! the outbox to the socket, a whole batch per flush, with a ping when the heartbeat sweep
-//! asks for one, until someone decides the connection ends. When either half ends the other
-//! gets a moment to finish (send its close frame, or receive the client's).
+//! the outbox to the socket, a whole batch per `writev` (see [`crate::websocket`]), with a
+//! ping when the heartbeat sweep asks for one and a pong when the client pinged, until
+//! someone decides the connection ends. When either half ends the other gets a moment to
+//! finish (send its close frame, or receive the client's).
 //!
 //! Nothing here keeps a timer: an idle connection is a parked task and a few small buffers.
 
@@ -15,22 +16,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::Utf8Bytes;
 use common::{
     ClientMessage, DEFAULT_ROOM, ErrorCode, PROTOCOL_VERSION, Position, ProtocolError,
     ServerMessage, close_code, parse_client_message, validate_client_id, validate_name,
     validate_room, validate_text,
 };
-use futures_util::{
-    SinkExt, StreamExt,
-    stream::{SplitSink, SplitStream},
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     ClientKind, Connection, End, Outbox, Publication, Relay, Room, encode,
     rate_limit::{RateLimit, TokenBucket, Verdict},
 };
+use crate::websocket::{Control, FrameReader, Incoming, Violation, write_frames};
 
 /// How long a closing session waits for the other half to finish its part of the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -60,27 +59,30 @@ impl Default for SessionSettings {
     }
 }
 
-/// Runs a connection until the client leaves, breaks the protocol, stops answering, stops
-/// reading, or the relay shuts down (its outbox is ended with 1001; `stopping` is only
-/// checked once, for a connection that arrives as shutdown begins).
+/// Runs a connection (an upgraded socket, its handshake done) until the client leaves,
+/// breaks the protocol, stops answering, stops reading, or the relay shuts down (its outbox
+/// is ended with 1001; `stopping` is only checked once, for a connection that arrives as
+/// shutdown begins).
 ///
 /// The socket is split before the session's future is created, so that future never holds
-/// the whole WebSocket inline: it lives on in every idle connection's task, and every byte
-/// of it counts ten-thousandfold.
-pub fn run(
-    socket: WebSocket,
+/// the whole socket inline: it lives on in every idle connection's task, and every byte of
+/// it counts ten-thousandfold.
+pub fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
+    socket: S,
+    frames: FrameReader,
     relay: Relay,
     kind: ClientKind,
     settings: SessionSettings,
     stopping: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
-    let (sink, stream) = socket.split();
-    serve(sink, stream, relay, kind, settings, stopping)
+    let (stream, sink) = tokio::io::split(socket);
+    serve(sink, stream, frames, relay, kind, settings, stopping)
 }
 
-async fn serve(
-    sink: SplitSink<WebSocket, Message>,
-    mut stream: SplitStream<WebSocket>,
+async fn serve<S: AsyncRead + AsyncWrite + Send>(
+    sink: WriteHalf<S>,
+    mut stream: ReadHalf<S>,
+    mut frames: FrameReader,
     relay: Relay,
     kind: ClientKind,
     settings: SessionSettings,
@@ -96,8 +98,8 @@ async fn serve(
     tracing::debug!(connection = id, ?kind, "connected");
     let relay = session.relay.clone();
     {
-        let writer = write_frames(sink, &outbox, settings);
-        let reader = read_frames(&mut stream, &mut session);
+        let writer = write_outbox(sink, &outbox, settings);
+        let reader = read_frames(&mut stream, &mut frames, &mut session);
         tokio::pin!(writer, reader);
         // The grace periods are boxed: they are needed once, at the very end, and inline
         // they would take room in every connection's task for its whole life.
@@ -125,8 +127,8 @@ pub const GOING_AWAY: End = End::Close {
 };
 
 /// Writes what the outbox receives until the connection is to end; returns how it ended.
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
+async fn write_outbox<W: AsyncWrite>(
+    mut sink: WriteHalf<W>,
     outbox: &Outbox,
     settings: SessionSettings,
 ) -> End {
@@ -136,59 +138,75 @@ async fn write_frames(
         if next.ending == Some(End::SLOW_CONSUMER) {
             batch.clear();
         }
-        if next.ping && sink.feed(Message::Ping(Default::default())).await.is_err() {
+        if let Some(payload) = next.pong
+            && write_frames(&mut sink, Some(&Control::Pong(payload)), &[])
+                .await
+                .is_err()
+        {
             return End::Quietly;
         }
-        for frame in batch.drain(..) {
-            if sink.feed(Message::Text(frame)).await.is_err() {
+        let ping = next.ping.then_some(Control::Ping);
+        if let Some(end) = next.ending {
+            if write_frames(&mut sink, ping.as_ref(), &batch)
+                .await
+                .is_err()
+            {
                 return End::Quietly;
             }
-        }
-        if let Some(end) = next.ending {
             if let End::Close { code, reason } = end {
-                let close = Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                }));
+                let close = Control::Close { code, reason };
                 let _ = Box::pin(tokio::time::timeout(
                     settings.ping_timeout,
-                    sink.send(close),
+                    write_frames(&mut sink, Some(&close), &[]),
                 ))
                 .await;
             }
             return end;
         }
-        // A client that does not read blocks this flush; the heartbeat sweep notices a
+        // A client that does not read blocks this write; the heartbeat sweep notices a
         // write stuck too long and ends the connection, which wakes this.
         outbox.writing(true);
         tokio::select! {
-            flushed = sink.flush() => {
+            written = write_frames(&mut sink, ping.as_ref(), &batch) => {
                 outbox.writing(false);
-                if flushed.is_err() {
+                if written.is_err() {
                     return End::Quietly;
                 }
             }
             end = outbox.ended() => return end,
         }
+        batch.clear();
     }
 }
 
 /// Feeds incoming frames to the session until the connection ends; returns how.
-async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session) -> End {
+async fn read_frames<R: AsyncRead>(
+    stream: &mut ReadHalf<R>,
+    frames: &mut FrameReader,
+    session: &mut Session,
+) -> End {
     let mut bucket = TokenBucket::new(session.settings.rate, Instant::now());
-    while let Some(next) = stream.next().await {
+    while let Some(next) = frames.next(stream).await {
         session.connection.outbox.heard();
-        let message = match next {
-            Ok(message) => message,
-            Err(err) => return end_for_error(err),
+        let incoming = match next {
+            Ok(incoming) => incoming,
+            Err(violation) => return end_for_violation(violation),
         };
-        // Pings are answered by the WebSocket layer. After a close frame the stream ends by
-        // itself once the closing handshake is done, so keep reading until then.
-        if matches!(
-            message,
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_)
-        ) {
-            continue;
+        match incoming {
+            Incoming::Ping(payload) => {
+                session.connection.outbox.request_pong(payload);
+                continue;
+            }
+            Incoming::Pong => continue,
+            // The client's close: answer it (echoing its code) and end. If the relay closed
+            // first, this is the answer to its close, and the connection is already ending.
+            Incoming::Close(code) => {
+                return End::Close {
+                    code: code.unwrap_or(close_code::NORMAL),
+                    reason: "",
+                };
+            }
+            Incoming::Text(_) | Incoming::Binary => {}
         }
         match bucket.check(Instant::now()) {
             Verdict::Allow => {}
@@ -212,8 +230,8 @@ async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session)
                 };
             }
         }
-        match message {
-            Message::Text(text) => session.on_text(text).await,
+        match incoming {
+            Incoming::Text(text) => session.on_text(text).await,
             _ => session.refuse(
                 ProtocolError::new(
                     ErrorCode::BinaryNotSupported,
@@ -228,26 +246,20 @@ async fn read_frames(stream: &mut SplitStream<WebSocket>, session: &mut Session)
 }
 
 /// The close a broken frame deserves (RFC 6455 section 7.4.1).
-fn end_for_error(err: axum::Error) -> End {
-    use tungstenite::error::{Error as WsError, ProtocolError as Violation};
-    let Ok(err) = err.into_inner().downcast::<WsError>() else {
-        return End::Quietly;
-    };
-    match *err {
-        WsError::Capacity(_) => End::Close {
+fn end_for_violation(violation: Violation) -> End {
+    match violation {
+        Violation::TooBig => End::Close {
             code: close_code::MESSAGE_TOO_BIG,
             reason: "message too big",
         },
-        WsError::Utf8(_) => End::Close {
+        Violation::InvalidUtf8 => End::Close {
             code: close_code::INVALID_PAYLOAD,
             reason: "text frame is not valid UTF-8",
         },
-        WsError::Protocol(Violation::ResetWithoutClosingHandshake) => End::Quietly,
-        WsError::Protocol(_) => End::Close {
+        Violation::Protocol(why) => End::Close {
             code: close_code::PROTOCOL_ERROR,
-            reason: "WebSocket protocol violation",
+            reason: why,
         },
-        _ => End::Quietly,
     }
 }
 

@@ -173,3 +173,62 @@ async fn a_message_over_the_size_limit_is_too_big() {
         Some(close_code::MESSAGE_TOO_BIG)
     );
 }
+
+/// Reads server frames until one with `opcode` whose payload contains `needle`.
+async fn frame_containing(stream: &mut TcpStream, opcode: u8, needle: &str) -> Vec<u8> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (seen, payload) = read_frame(stream).await.expect("the connection stays open");
+            if seen == opcode && String::from_utf8_lossy(&payload).contains(needle) {
+                return payload;
+            }
+        }
+    })
+    .await
+    .expect("the frame in time")
+}
+
+#[tokio::test]
+async fn pings_get_pongs_and_fragmented_messages_are_reassembled() {
+    let relay = spawn_relay().await;
+    let mut raw = raw_websocket(relay.address).await;
+    raw.write_all(&frame(0x89, b"are you there", true))
+        .await
+        .unwrap();
+    assert_eq!(
+        frame_containing(&mut raw, 0xA, "").await,
+        b"are you there",
+        "the pong echoes the ping"
+    );
+
+    // A join in three fragments, with a ping between them.
+    let join = br#"{"type":"join","room":"calm","name":"Raw"}"#;
+    let mut bytes = frame(0x01, &join[..10], true);
+    bytes.extend(frame(0x00, &join[10..20], true));
+    bytes.extend(frame(0x89, b"mid", true));
+    bytes.extend(frame(0x80, &join[20..], true));
+    raw.write_all(&bytes).await.unwrap();
+    frame_containing(&mut raw, 0x1, r#""type":"joined""#).await;
+
+    // And messages flow to an ordinary client.
+    let mut bob = relay.member("calm", "Bob").await;
+    let send = br#"{"type":"send","room":"calm","id":"r-1","text":"in pieces"}"#;
+    let mut bytes = frame(0x01, &send[..7], true);
+    bytes.extend(frame(0x80, &send[7..], true));
+    raw.write_all(&bytes).await.unwrap();
+    assert_eq!(bob.next_message_text().await, "in pieces");
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_its_code_then_the_connection_ends() {
+    let relay = spawn_relay().await;
+    let mut raw = raw_websocket(relay.address).await;
+    let mut close = 3001u16.to_be_bytes().to_vec();
+    close.extend(b"done");
+    raw.write_all(&frame(0x88, &close, true)).await.unwrap();
+    assert_eq!(close_code_from(&mut raw).await, Some(3001));
+    let after = tokio::time::timeout(WAIT, read_frame(&mut raw))
+        .await
+        .expect("the relay closes the connection");
+    assert_eq!(after, None, "nothing follows the close");
+}
