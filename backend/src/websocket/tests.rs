@@ -216,3 +216,50 @@ async fn a_batch_larger_than_one_chunk_is_written_whole_and_in_order() {
         .collect();
     assert_eq!(frames, expected);
 }
+
+proptest::proptest! {
+    /// Whatever a client sends, in whatever pieces, the reader answers with items or a
+    /// violation, never panics, and never assembles a message past the limit.
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2_000),
+        split in 1usize..64,
+    ) {
+        let mut reader = FrameReader::new(16, 1000);
+        for piece in bytes.chunks(split) {
+            reader.buffer.extend_from_slice(piece);
+            loop {
+                match reader.parse() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => return Ok(()),
+                }
+            }
+            let assembled = reader.fragments.as_ref().map_or(0, |(_, so_far)| so_far.len());
+            proptest::prop_assert!(assembled <= 1000, "a message grew past the limit");
+        }
+    }
+
+    /// Valid text frames, split anywhere, come out as the same messages.
+    #[test]
+    fn valid_frames_round_trip(
+        texts in proptest::collection::vec("\\PC{0,300}", 1..8),
+        split in 1usize..97,
+    ) {
+        let mut bytes = Vec::new();
+        for text in &texts {
+            bytes.extend(client_frame(0x81, text.as_bytes()));
+        }
+        let mut reader = FrameReader::new(16, 4_000);
+        let mut seen = Vec::new();
+        for piece in bytes.chunks(split) {
+            reader.buffer.extend_from_slice(piece);
+            while let Some(item) = reader.parse().unwrap() {
+                seen.push(item);
+            }
+        }
+        let expected: Vec<Incoming> =
+            texts.iter().map(|t| Incoming::Text(Utf8Bytes::from(t.clone()))).collect();
+        proptest::prop_assert_eq!(seen, expected);
+    }
+}
