@@ -2,7 +2,7 @@
 # Sets everything up and runs every test layer; fails if any layer fails or runs no tests.
 #
 #   1. formatting              cargo fmt --check
-#   2. lints                   clippy -D warnings, native and wasm32
+#   2. lints                   clippy -D warnings, native and wasm32; rustdoc -D warnings
 #   3. unit + integration      cargo test (protocol, relay against real sockets, UI state)
 #   4. web client build        trunk build --release (also what the end-to-end test serves),
 #                              failing over the wasm size budget
@@ -45,6 +45,7 @@ layer "format" cargo fmt --all -- --check
 layer "clippy (native)" cargo clippy --workspace --all-targets --all-features -- -D warnings
 layer "clippy (wasm32)" cargo clippy -p common -p frontend --target wasm32-unknown-unknown \
   --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" layer "docs (broken links)" cargo doc --workspace --no-deps
 MIN_TESTS=75 layer "unit + integration" cargo test --workspace
 layer "web client build" trunk build --release
 # Issue 5's size budget. Sizes are deterministic (locked dependencies, pinned tools), so

@@ -1,7 +1,7 @@
 //! The connection to the relay: one socket at a time, reopened with backoff when it drops.
 //!
 //! [`ChatClient`] is the handle components use (provided as context). Its methods change the
-//! [`ChatState`] signal and then ask the [`Driver`] to send whatever [`ChatState::sync`] says
+//! [`ChatState`] signal and then ask the driver to send whatever [`ChatState::sync`] says
 //! is due. Everything that arrives is applied to the same signal, so the UI simply renders
 //! the state.
 //!

@@ -2,11 +2,11 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` with a WebSocket upgrade | the plain, seed-compatible relay ([`ws`]) |
-//! | `GET /` otherwise, and any other path | the built web client ([`web_client`]) |
-//! | `GET /ws` | the typed JSON protocol ([`ws`]) |
-//! | `GET /healthz` | liveness and counts ([`health`]) |
-//! | `GET /metrics` | counters in the Prometheus text format ([`health`]) |
+//! | `GET /` with a WebSocket upgrade | the plain, seed-compatible relay (`ws`) |
+//! | `GET /` otherwise, and any other path | the built web client (`web_client`) |
+//! | `GET /ws` | the typed JSON protocol (`ws`) |
+//! | `GET /healthz` | liveness and counts (`health`) |
+//! | `GET /metrics` | counters in the Prometheus text format (`health`) |
 
 mod health;
 mod origin;

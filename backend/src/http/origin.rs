@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, header};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginPolicy {
     /// Allowed origins, as `scheme://host[:port]`; `localhost` stands for any port on
-    /// localhost, 127.0.0.1 and [::1]; `*` allows every origin.
+    /// localhost, 127.0.0.1 and `[::1]`; `*` allows every origin.
     pub allowed: Vec<String>,
     /// Allow `Origin: null`.
     pub allow_null: bool,

@@ -6,7 +6,7 @@
 //! its locks short (nothing awaits while holding one) and lets every rule be tested directly.
 //!
 //! A published message is given its offset at once, then made durable by the group-commit
-//! [`writer`] and only then delivered and acknowledged, so nobody ever sees a message that a
+//! `writer` and only then delivered and acknowledged, so nobody ever sees a message that a
 //! crash could take back. With the memory store there is nothing to wait for and delivery
 //! happens on the spot.
 //!
