@@ -8,7 +8,7 @@
 //!
 //! [`FrameReader`] turns what a client sends into whole messages and control frames, and
 //! reports every protocol mistake as a [`Violation`] that names its close code.
-//! [`write_frames`] writes a batch of text frames (and a ping, pong or close first).
+//! [`write_frames`] writes a batch of text frames (after any pings, pongs or close).
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::{Buf, Bytes, BytesMut};
@@ -258,8 +258,9 @@ pub enum Control {
     },
 }
 
-/// Writes `control` (if any) and then every text frame of `batch`, as few `send` calls as
-/// possible: frames are gathered into one buffer of up to [`WRITE_CHUNK`] bytes per call.
+/// Writes the `controls` (pings, pongs, a close) and then every text frame of `batch`, in as
+/// few `send` calls as possible: frames are gathered into one buffer of up to
+/// [`WRITE_CHUNK`] bytes per call.
 ///
 /// Why not `writev` straight from the shared payloads: on Linux a socket `writev` goes
 /// through the VFS write path and costs more kernel time per call than `send`; in the
@@ -267,12 +268,13 @@ pub enum Control {
 /// about 0.5 µs dearer, more than copying a batch saves.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
     stream: &mut W,
-    control: Option<&Control>,
+    controls: &[Control],
     batch: &[Utf8Bytes],
 ) -> std::io::Result<()> {
     let total: usize = batch.iter().map(|frame| frame.len() + MAX_HEADER).sum();
-    let mut buffer = Vec::with_capacity((total + MAX_HEADER + 127).min(WRITE_CHUNK));
-    if let Some(control) = control {
+    let control_bytes = controls.len() * (MAX_HEADER + 125);
+    let mut buffer = Vec::with_capacity((total + control_bytes).min(WRITE_CHUNK));
+    for control in controls {
         match control {
             Control::Ping => push_header(&mut buffer, opcode::PING, 0),
             Control::Pong(payload) => {

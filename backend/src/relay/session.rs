@@ -4,9 +4,9 @@
 //! (every answer goes through the connection's outbox, never straight to the socket); it
 //! also charges each frame to the connection's rate limit, records that the client is
 //! alive, and turns WebSocket protocol errors into the right close code. The writer drains
-//! the outbox to the socket, a whole batch per `writev` (see [`crate::websocket`]), with a
-//! ping when the heartbeat sweep asks for one and a pong when the client pinged, until
-//! someone decides the connection ends. When either half ends the other gets a moment to
+//! the outbox to the socket, a whole batch framed into one buffer per `send` (see
+//! [`crate::websocket`]), with a ping when the heartbeat sweep asks for one and a pong when
+//! the client pinged, until someone decides the connection ends. When either half ends the other gets a moment to
 //! finish (send its close frame, or receive the client's).
 //!
 //! Nothing here keeps a timer: an idle connection is a parked task and a few small buffers.
@@ -138,36 +138,32 @@ async fn write_outbox<W: AsyncWrite>(
         if next.ending == Some(End::SLOW_CONSUMER) {
             batch.clear();
         }
-        if let Some(payload) = next.pong
-            && write_frames(&mut sink, Some(&Control::Pong(payload)), &[])
-                .await
-                .is_err()
-        {
-            return End::Quietly;
+        let mut controls = Vec::new();
+        controls.extend(next.pong.map(Control::Pong));
+        if next.ping {
+            controls.push(Control::Ping);
         }
-        let ping = next.ping.then_some(Control::Ping);
         if let Some(end) = next.ending {
-            if write_frames(&mut sink, ping.as_ref(), &batch)
-                .await
-                .is_err()
-            {
-                return End::Quietly;
-            }
-            if let End::Close { code, reason } = end {
-                let close = Control::Close { code, reason };
-                let _ = Box::pin(tokio::time::timeout(
-                    settings.ping_timeout,
-                    write_frames(&mut sink, Some(&close), &[]),
-                ))
-                .await;
-            }
-            return end;
+            // The last batch and the close frame are bounded too: a client that does not
+            // read must not hold the connection (or shutdown's drain) open.
+            let finish = async {
+                write_frames(&mut sink, &controls, &batch).await?;
+                if let End::Close { code, reason } = end {
+                    let close = Control::Close { code, reason };
+                    let _ = write_frames(&mut sink, &[close], &[]).await;
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            return match Box::pin(tokio::time::timeout(settings.ping_timeout, finish)).await {
+                Ok(Err(_)) => End::Quietly,
+                Ok(Ok(())) | Err(_) => end,
+            };
         }
         // A client that does not read blocks this write; the heartbeat sweep notices a
         // write stuck too long and ends the connection, which wakes this.
         outbox.writing(true);
         tokio::select! {
-            written = write_frames(&mut sink, ping.as_ref(), &batch) => {
+            written = write_frames(&mut sink, &controls, &batch) => {
                 outbox.writing(false);
                 if written.is_err() {
                     return End::Quietly;

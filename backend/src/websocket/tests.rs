@@ -165,34 +165,35 @@ fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 }
 
 #[tokio::test]
-async fn writes_control_then_batch_with_every_length_encoding() {
+async fn writes_controls_then_batch_with_every_length_encoding() {
     let batch: Vec<Utf8Bytes> = [0usize, 5, 125, 126, 70_000]
         .iter()
         .map(|&len| Utf8Bytes::from("y".repeat(len)))
         .collect();
+    let pong = || Control::Pong(Bytes::from_static(b"echo"));
+    let close = Control::Close {
+        code: 4000,
+        reason: "slow",
+    };
     let cases = [
-        (None, None),
-        (Some(Control::Ping), Some((0x9, vec![]))),
+        (vec![], vec![]),
+        (vec![Control::Ping], vec![(0x9, vec![])]),
+        (vec![pong()], vec![(0xA, b"echo".to_vec())]),
         (
-            Some(Control::Pong(Bytes::from_static(b"echo"))),
-            Some((0xA, b"echo".to_vec())),
+            vec![pong(), Control::Ping],
+            vec![(0xA, b"echo".to_vec()), (0x9, vec![])],
         ),
         (
-            Some(Control::Close {
-                code: 4000,
-                reason: "slow",
-            }),
-            Some((0x8, [&4000u16.to_be_bytes()[..], b"slow"].concat())),
+            vec![close],
+            vec![(0x8, [&4000u16.to_be_bytes()[..], b"slow"].concat())],
         ),
     ];
-    for (control, expected_control) in cases {
+    for (controls, expected_controls) in cases {
         let mut written = Vec::new();
-        write_frames(&mut written, control.as_ref(), &batch)
-            .await
-            .unwrap();
-        let mut expected: Vec<(u8, Vec<u8>)> = expected_control.into_iter().collect();
+        write_frames(&mut written, &controls, &batch).await.unwrap();
+        let mut expected = expected_controls;
         expected.extend(batch.iter().map(|f| (0x1, f.as_str().as_bytes().to_vec())));
-        assert_eq!(server_frames(&written), expected, "{control:?}");
+        assert_eq!(server_frames(&written), expected, "{controls:?}");
     }
 }
 
@@ -208,7 +209,7 @@ async fn a_batch_larger_than_one_chunk_is_written_whole_and_in_order() {
         client.read_to_end(&mut received).await.unwrap();
         received
     });
-    write_frames(&mut server, None, &batch).await.unwrap();
+    write_frames(&mut server, &[], &batch).await.unwrap();
     drop(server);
     let frames = server_frames(&reader.await.unwrap());
     let expected: Vec<(u8, Vec<u8>)> = (0..30_000)

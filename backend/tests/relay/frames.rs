@@ -13,7 +13,11 @@ use crate::helpers::{TestRelay, WAIT, spawn_relay};
 
 /// Opens a WebSocket to `/ws` by hand and returns the raw stream after the 101 answer.
 pub async fn raw_websocket(address: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(address).await.unwrap();
+    raw_upgrade(TcpStream::connect(address).await.unwrap(), address).await
+}
+
+/// Upgrades a connected `stream` to a WebSocket on `/ws` by hand.
+pub async fn raw_upgrade(mut stream: TcpStream, address: SocketAddr) -> TcpStream {
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -35,7 +39,7 @@ pub async fn raw_websocket(address: SocketAddr) -> TcpStream {
 }
 
 /// One client frame: `first` is the FIN/RSV/opcode byte; masked unless `masked` is false.
-fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     let mut bytes = vec![first];
     let mask_bit = if masked { 0x80 } else { 0 };
     match payload.len() {

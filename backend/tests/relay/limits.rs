@@ -17,7 +17,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    frames::{close_code_from, raw_websocket},
+    frames::{close_code_from, frame, raw_upgrade, raw_websocket},
     helpers::{TestRelay, WAIT, eventually, health, http_get, spawn_relay_with, test_config},
 };
 
@@ -363,4 +363,44 @@ async fn metrics_are_served_in_the_prometheus_format() {
     ] {
         assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_pings_but_never_reads_is_cut_off() {
+    // Pongs are written like any other frame: a client that keeps pinging but never reads
+    // blocks the writer on them, and the stuck write must end the connection.
+    let relay = relay_with(|config| {
+        config.socket_send_buffer = Some(4096);
+        config.session.ping_interval = Duration::from_millis(300);
+        config.session.ping_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(relay.address).await.unwrap();
+    let mut pinger = raw_upgrade(stream, relay.address).await;
+    let ping = frame(0x89, &[b'p'; 125], true);
+    for _ in 0..20_000 {
+        let wrote = tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncWriteExt::write_all(&mut pinger, &ping),
+        );
+        if !matches!(wrote.await, Ok(Ok(()))) {
+            break; // the relay closed the connection, or stopped reading it
+        }
+    }
+    let address = relay.address;
+    eventually(
+        "the pinger to be cut off as a slow consumer",
+        || async move {
+            http_get(address, "/metrics")
+                .await
+                .contains("relay_closed_total{reason=\"slow_consumer\"} 1")
+        },
+    )
+    .await;
+    eventually("the pinger to be gone", || async move {
+        health(address).await["connections"] == 0
+    })
+    .await;
 }
