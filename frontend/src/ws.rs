@@ -178,19 +178,17 @@ impl Driver {
                 return self.retry_later(None, false);
             }
         };
-        let on_message = self.callback(|driver, event: MessageEvent| {
-            if let Some(text) = event.data().as_string() {
-                driver.heard(&text);
-            }
-        });
-        let on_close =
-            self.callback(|driver, event: CloseEvent| driver.dropped(Some(event.code())));
-        let weak = Rc::downgrade(self);
-        let pulse_check = Interval::new(PULSE_CHECK_MS, move || {
-            if let Some(driver) = weak.upgrade() {
-                driver.check_pulse();
-            }
-        });
+        let on_message =
+            Closure::<dyn FnMut(MessageEvent)>::new(self.weakly(|driver, event: MessageEvent| {
+                if let Some(text) = event.data().as_string() {
+                    driver.heard(&text);
+                }
+            }));
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(
+            self.weakly(|driver, event: CloseEvent| driver.dropped(Some(event.code()))),
+        );
+        let check_pulse = self.weakly(|driver, ()| driver.check_pulse());
+        let pulse_check = Interval::new(PULSE_CHECK_MS, move || check_pulse(()));
         socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         self.inner.borrow_mut().socket = Some(Socket {
@@ -205,18 +203,15 @@ impl Driver {
         });
     }
 
-    /// A browser callback that reaches this driver if it still exists (the callbacks hold a
-    /// weak reference, so they never keep an unmounted app's driver alive).
-    fn callback<E: wasm_bindgen::convert::FromWasmAbi + 'static>(
-        self: &Rc<Self>,
-        handle: fn(&Rc<Driver>, E),
-    ) -> Closure<dyn FnMut(E)> {
+    /// `handle`, called only while this driver still exists: browser callbacks and timers
+    /// hold the driver weakly, so they never keep an unmounted app's driver alive.
+    fn weakly<A: 'static>(self: &Rc<Self>, handle: fn(&Rc<Driver>, A)) -> impl Fn(A) + 'static {
         let weak: Weak<Driver> = Rc::downgrade(self);
-        Closure::new(move |event: E| {
+        move |arg| {
             if let Some(driver) = weak.upgrade() {
-                handle(&driver, event);
+                handle(&driver, arg);
             }
-        })
+        }
     }
 
     /// A text frame arrived.
@@ -311,12 +306,8 @@ impl Driver {
         if self.state.try_update(|s| s.disconnected(delay)).is_none() {
             return;
         }
-        let weak = Rc::downgrade(self);
-        let retry = Timeout::new(delay, move || {
-            if let Some(driver) = weak.upgrade() {
-                driver.connect();
-            }
-        });
+        let reconnect = self.weakly(|driver, ()| driver.connect());
+        let retry = Timeout::new(delay, move || reconnect(()));
         self.inner.borrow_mut().retry = Some(retry);
     }
 }

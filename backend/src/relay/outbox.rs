@@ -114,6 +114,21 @@ struct Queue {
     pong_due: Option<Bytes>,
 }
 
+impl Queue {
+    /// Accounts for `count` more frames of `bytes` bytes if they fit within `limits`. If they
+    /// do not, empties the queue and ends the connection as a slow consumer instead.
+    fn make_room(&mut self, limits: OutboxLimits, count: usize, bytes: usize) -> bool {
+        if self.frames.len() + count > limits.max_frames || self.bytes + bytes > limits.max_bytes {
+            self.ending = Some(End::SLOW_CONSUMER);
+            self.frames = VecDeque::new();
+            self.bytes = 0;
+            return false;
+        }
+        self.bytes += bytes;
+        true
+    }
+}
+
 impl Outbox {
     /// An empty outbox with these bounds.
     pub fn new(limits: OutboxLimits) -> Self {
@@ -139,20 +154,13 @@ impl Outbox {
         if queue.ending.is_some() {
             return;
         }
-        let limits = self.shared.limits;
-        let wake = if queue.frames.len() >= limits.max_frames
-            || queue.bytes + frame.len() > limits.max_bytes
-        {
-            queue.ending = Some(End::SLOW_CONSUMER);
-            queue.frames = VecDeque::new();
-            queue.bytes = 0;
-            true
-        } else {
+        let wake = if queue.make_room(self.shared.limits, 1, frame.len()) {
             // While held, the release wakes the writer.
             let first = queue.frames.is_empty() && !queue.held;
-            queue.bytes += frame.len();
             queue.frames.push_back(frame);
             first
+        } else {
+            true
         };
         drop(queue);
         if wake {
@@ -174,15 +182,7 @@ impl Outbox {
             return;
         }
         let added: usize = first.iter().map(|frame| frame.len()).sum();
-        let limits = self.shared.limits;
-        if queue.frames.len() + first.len() > limits.max_frames
-            || queue.bytes + added > limits.max_bytes
-        {
-            queue.ending = Some(End::SLOW_CONSUMER);
-            queue.frames = VecDeque::new();
-            queue.bytes = 0;
-        } else {
-            queue.bytes += added;
+        if queue.make_room(self.shared.limits, first.len(), added) {
             for frame in first.into_iter().rev() {
                 queue.frames.push_front(frame);
             }
