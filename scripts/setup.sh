@@ -5,7 +5,7 @@
 #   scripts/setup.sh          tools to build and run: wasm32 target, trunk, wasm-bindgen, wasm-opt
 #   scripts/setup.sh --test   also what the tests need: Chromium and ChromeDriver
 #
-# Versions are pinned on purpose; see shared/TOOLCHAIN.md for why (trunk 0.22 needs a newer
+# Versions are pinned on purpose; see docs/toolchain.md for why (trunk 0.22 needs a newer
 # rustc, Debian's binaryen 108 silently breaks the page, wasm-bindgen must match the crate).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
-//! What durability costs: the relay core with the SQLite store (group commit, fsync on every
-//! commit) against the same core with the memory store, in one run.
+//! What durability costs: the relay core with the SQLite engine (group commit, fsync on every
+//! commit) against the same core with the memory engine, in one run.
 //!
 //! - throughput: publishers push messages into one room as fast as they can; we time until
 //!   every message is stored, delivered and acknowledged.
@@ -19,8 +19,9 @@ use std::{
 
 use axum::extract::ws::Utf8Bytes;
 use backend::{
-    relay::{ClientKind, OutboxLimits, Publication, Relay, RelaySettings, Room},
-    store::{Durability, Store},
+    connection::SendQueueLimits,
+    engine::{Durability, Engine, SqliteEngine, memory::MemoryEngine},
+    relay::{ClientKind, Publication, Relay, RelaySettings, Room},
 };
 use hdrhistogram::Histogram;
 
@@ -111,24 +112,25 @@ struct Bench {
     _data: tempfile::TempDir,
 }
 
-fn bench(kind: Kind) -> Bench {
+async fn bench(kind: Kind) -> Bench {
     let data = tempfile::tempdir().unwrap();
-    let store = match kind {
-        Kind::Sqlite => Store::open(data.path(), Durability::Full).unwrap(),
-        Kind::Memory => Store::memory(),
+    let engine: Arc<dyn Engine> = match kind {
+        Kind::Sqlite => Arc::new(SqliteEngine::open(data.path(), Durability::Full).unwrap()),
+        Kind::Memory => Arc::new(MemoryEngine::new(10_000)),
     };
     let settings = RelaySettings {
         // The reader below keeps up, but a benchmark must never be cut short by overflow.
-        outbox: OutboxLimits {
+        send_queue: SendQueueLimits {
             max_frames: usize::MAX,
             max_bytes: usize::MAX,
         },
         ..RelaySettings::default()
     };
-    let relay = Relay::new(settings, store).unwrap();
+    let relay = Relay::new(settings, engine);
     let member = relay.connect(ClientKind::Typed);
     let (room, _) = relay
         .join(&member, "bench", &Arc::from("reader"), None)
+        .await
         .expect("open the room");
     Bench {
         relay,
@@ -147,8 +149,7 @@ fn publication(bench: &Bench, n: usize) -> Publication {
             "a 64-byte message of the kind people send, give or take a bit..",
         ),
         id: Some(format!("b-{n}")),
-        resend: false,
-        ack_to: Some(bench.member.outbox.clone()),
+        ack_to: Some(bench.member.queue.clone()),
     }
 }
 
@@ -157,13 +158,13 @@ fn is_ack(frame: &Utf8Bytes) -> bool {
 }
 
 async fn throughput(kind: Kind, messages: usize) -> f64 {
-    let bench = bench(kind);
-    let outbox = bench.member.outbox.clone();
+    let bench = bench(kind).await;
+    let queue = bench.member.queue.clone();
     let reader = tokio::spawn(async move {
         let mut batch = Vec::new();
         let mut acks = 0;
         while acks < messages {
-            let next = outbox.next_batch(&mut batch).await;
+            let next = queue.next_batch(&mut batch).await;
             assert_eq!(
                 next.ending, None,
                 "the reader never falls behind in a benchmark"
@@ -186,17 +187,17 @@ async fn throughput(kind: Kind, messages: usize) -> f64 {
 }
 
 async fn fixed_rate(kind: Kind, scale: &Scale) -> Histogram<u64> {
-    let bench = bench(kind);
+    let bench = bench(kind).await;
     let total = (scale.rate_per_second * scale.rate_seconds) as usize;
     let interval = Duration::from_secs(1) / scale.rate_per_second as u32;
     let started = Instant::now();
-    let outbox = bench.member.outbox.clone();
+    let queue = bench.member.queue.clone();
     let reader = tokio::spawn(async move {
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         let mut batch = Vec::new();
         let mut acks = 0;
         while acks < total {
-            let next = outbox.next_batch(&mut batch).await;
+            let next = queue.next_batch(&mut batch).await;
             assert_eq!(
                 next.ending, None,
                 "the reader never falls behind in a benchmark"

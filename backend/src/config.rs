@@ -8,10 +8,66 @@ use clap::Parser;
 use common::Limits;
 
 use crate::{
+    connection::{RateLimit, SendQueueLimits, SessionSettings},
+    engine::{Durability, Retention},
     http::OriginPolicy,
-    relay::{OutboxLimits, RateLimit, SessionSettings},
-    store::{Durability, Retention},
 };
+
+/// Every default, defined once: the flags, [`Config::default`] and the settings types'
+/// `Default` impls all read these.
+pub mod defaults {
+    /// `--listen`.
+    pub const LISTEN: &str = "0.0.0.0:8080";
+    /// `--listen-backlog`.
+    pub const LISTEN_BACKLOG: u32 = 4096;
+    /// `--static-dir`.
+    pub const STATIC_DIR: &str = "dist";
+    /// `--history-len`.
+    pub const HISTORY_LEN: usize = 50;
+    /// `--dedup-window`.
+    pub const DEDUP_WINDOW: usize = 1000;
+    /// `--shutdown-grace-secs`.
+    pub const SHUTDOWN_GRACE_SECS: u64 = 5;
+    /// `--data-dir`.
+    pub const DATA_DIR: &str = "data";
+    /// `--retention-messages`.
+    pub const RETENTION_MESSAGES: u64 = 10_000;
+    /// `--retention-secs`: a week.
+    pub const RETENTION_SECS: u64 = 7 * 24 * 3600;
+    /// `--prune-interval-ms`.
+    pub const PRUNE_INTERVAL_MS: u64 = 60_000;
+    /// `--max-message-bytes`.
+    pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+    /// `--send-queue-frames`.
+    pub const SEND_QUEUE_FRAMES: usize = 4096;
+    /// `--send-queue-bytes`.
+    pub const SEND_QUEUE_BYTES: usize = 4 << 20;
+    /// `--ping-interval-ms`.
+    pub const PING_INTERVAL_MS: u64 = 20_000;
+    /// `--ping-timeout-ms`.
+    pub const PING_TIMEOUT_MS: u64 = 20_000;
+    /// `--rate-per-sec`.
+    pub const RATE_PER_SEC: f64 = 20.0;
+    /// `--rate-burst`.
+    pub const RATE_BURST: u32 = 60;
+    /// `--rate-abuse-after`.
+    pub const RATE_ABUSE_AFTER: u32 = 100;
+    /// `--max-rooms`.
+    pub const MAX_ROOMS: usize = 20;
+    /// `--max-connections`.
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// `--allowed-origins`.
+    pub const ALLOWED_ORIGINS: &str = "localhost";
+    /// `--read-buffer-bytes`.
+    pub const READ_BUFFER_BYTES: usize = 128;
+    /// `--drain-batch`.
+    pub const DRAIN_BATCH: usize = 500;
+    /// `--drain-pause-ms`.
+    pub const DRAIN_PAUSE_MS: u64 = 100;
+    /// Most messages replayed to one recovering client (a longer gap is unrecoverable):
+    /// as many as a room retains by default.
+    pub const MAX_REPLAY: u64 = RETENTION_MESSAGES;
+}
 
 /// Where history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,8 +107,9 @@ pub struct Config {
     pub prune_interval: Duration,
     /// Largest frame or message a client may send; larger ones close the connection (1009).
     pub max_message_bytes: usize,
-    /// Bounds of each connection's queue of unsent frames; past them it is closed (4000).
-    pub outbox: OutboxLimits,
+    /// Bounds of each connection's send queue (frames not yet written); past them it is
+    /// closed (4000).
+    pub send_queue: SendQueueLimits,
     /// Heartbeat, rate limit and room limit of each connection.
     pub session: SessionSettings,
     /// Most WebSocket connections at once; upgrades beyond get HTTP 503.
@@ -74,31 +131,77 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            listen_backlog: 4096,
-            static_dir: PathBuf::from("dist"),
+            listen: defaults::LISTEN
+                .parse()
+                .expect("the default address parses"),
+            listen_backlog: defaults::LISTEN_BACKLOG,
+            static_dir: PathBuf::from(defaults::STATIC_DIR),
             limits: Limits::default(),
-            history_len: 50,
-            dedup_window: 1000,
-            shutdown_grace: Duration::from_secs(5),
+            history_len: defaults::HISTORY_LEN,
+            dedup_window: defaults::DEDUP_WINDOW,
+            shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECS),
             store: StoreKind::Sqlite,
-            data_dir: PathBuf::from("data"),
+            data_dir: PathBuf::from(defaults::DATA_DIR),
             durability: Durability::Full,
             retention: Retention {
-                max_messages: 10_000,
-                max_age: Duration::from_secs(7 * 24 * 3600),
+                max_messages: defaults::RETENTION_MESSAGES,
+                max_age: Duration::from_secs(defaults::RETENTION_SECS),
             },
-            prune_interval: Duration::from_secs(60),
-            max_message_bytes: 64 * 1024,
-            outbox: OutboxLimits::default(),
+            prune_interval: Duration::from_millis(defaults::PRUNE_INTERVAL_MS),
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            send_queue: SendQueueLimits::default(),
             session: SessionSettings::default(),
-            max_connections: 10_000,
+            max_connections: defaults::MAX_CONNECTIONS,
             origins: OriginPolicy::default(),
-            read_buffer_bytes: 128,
-            drain_batch: 500,
-            drain_pause: Duration::from_millis(100),
+            read_buffer_bytes: defaults::READ_BUFFER_BYTES,
+            drain_batch: defaults::DRAIN_BATCH,
+            drain_pause: Duration::from_millis(defaults::DRAIN_PAUSE_MS),
             socket_send_buffer: None,
         }
+    }
+}
+
+/// Settings that contradict each other; the relay refuses to start with them.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Refuses settings that cannot all hold, naming the flags involved.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let refuse = |why: String| Err(ConfigError(why));
+        if self.history_len as u64 > self.retention.max_messages {
+            return refuse(format!(
+                "--history-len ({}) is larger than --retention-messages ({}): a room cannot \
+                 replay more than it keeps",
+                self.history_len, self.retention.max_messages
+            ));
+        }
+        if self.send_queue.max_bytes < self.max_message_bytes {
+            return refuse(format!(
+                "--send-queue-bytes ({}) is smaller than --max-message-bytes ({}): one \
+                 message would close its recipients as slow consumers",
+                self.send_queue.max_bytes, self.max_message_bytes
+            ));
+        }
+        let zero = [
+            ("--send-queue-frames", self.send_queue.max_frames == 0),
+            ("--max-connections", self.max_connections == 0),
+            ("--drain-batch", self.drain_batch == 0),
+            ("--ping-interval-ms", self.session.ping_interval.is_zero()),
+            ("--ping-timeout-ms", self.session.ping_timeout.is_zero()),
+            ("--rate-burst", self.session.rate.burst == 0),
+            ("--max-text-chars", self.limits.max_text_chars == 0),
+            ("--max-name-chars", self.limits.max_name_chars == 0),
+        ];
+        if let Some((flag, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return refuse(format!("{flag} must be at least 1"));
+        }
+        // NaN is refused too.
+        if self.session.rate.per_second.is_nan() || self.session.rate.per_second <= 0.0 {
+            return refuse("--rate-per-sec must be above 0".into());
+        }
+        Ok(())
     }
 }
 
@@ -111,13 +214,13 @@ impl Default for Config {
 )]
 pub struct Cli {
     /// Address to listen on.
-    #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "RELAY_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Accept queue length, so a reconnect storm is not dropped by the kernel.
-    #[arg(long, env = "RELAY_LISTEN_BACKLOG", default_value_t = 4096)]
+    #[arg(long, env = "RELAY_LISTEN_BACKLOG", default_value_t = defaults::LISTEN_BACKLOG)]
     pub listen_backlog: u32,
     /// Folder with the built web client.
-    #[arg(long, env = "RELAY_STATIC_DIR", default_value = "dist")]
+    #[arg(long, env = "RELAY_STATIC_DIR", default_value = defaults::STATIC_DIR)]
     pub static_dir: PathBuf,
     /// Longest message text, in characters.
     #[arg(long, env = "RELAY_MAX_TEXT_CHARS", default_value_t = Limits::default().max_text_chars)]
@@ -126,61 +229,72 @@ pub struct Cli {
     #[arg(long, env = "RELAY_MAX_NAME_CHARS", default_value_t = Limits::default().max_name_chars)]
     pub max_name_chars: usize,
     /// Recent messages per room replayed to a client that joins.
-    #[arg(long, env = "RELAY_HISTORY_LEN", default_value_t = 50)]
+    #[arg(long, env = "RELAY_HISTORY_LEN", default_value_t = defaults::HISTORY_LEN)]
     pub history_len: usize,
-    /// Recent client message ids per room remembered in memory to drop resends.
-    #[arg(long, env = "RELAY_DEDUP_WINDOW", default_value_t = 1000)]
+    /// Recent client message ids per room answered from memory; older resends are
+    /// recognised by the engine, for as long as the room keeps the message.
+    #[arg(long, env = "RELAY_DEDUP_WINDOW", default_value_t = defaults::DEDUP_WINDOW)]
     pub dedup_window: usize,
     /// Seconds shutdown waits for connections to close.
-    #[arg(long, env = "RELAY_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
+    #[arg(long, env = "RELAY_SHUTDOWN_GRACE_SECS", default_value_t = defaults::SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
     /// Where history is kept.
-    #[arg(long, env = "RELAY_STORE", value_enum, default_value = "sqlite")]
+    #[arg(long, env = "RELAY_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
     pub store: StoreKind,
     /// Folder for the SQLite store (created if missing).
-    #[arg(long, env = "RELAY_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "RELAY_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// fsync policy: `full` survives power loss, `normal` survives a relay crash.
-    #[arg(long, env = "RELAY_DURABILITY", value_enum, default_value = "full")]
+    #[arg(long, env = "RELAY_DURABILITY", value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
     /// Messages kept per room.
-    #[arg(long, env = "RELAY_RETENTION_MESSAGES", default_value_t = 10_000)]
+    #[arg(long, env = "RELAY_RETENTION_MESSAGES", default_value_t = defaults::RETENTION_MESSAGES)]
     pub retention_messages: u64,
     /// Seconds a message is kept.
-    #[arg(long, env = "RELAY_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    #[arg(long, env = "RELAY_RETENTION_SECS", default_value_t = defaults::RETENTION_SECS)]
     pub retention_secs: u64,
     /// Milliseconds between retention passes.
-    #[arg(long, env = "RELAY_PRUNE_INTERVAL_MS", default_value_t = 60_000)]
+    #[arg(long, env = "RELAY_PRUNE_INTERVAL_MS", default_value_t = defaults::PRUNE_INTERVAL_MS)]
     pub prune_interval_ms: u64,
     /// Largest frame or message a client may send, in bytes (larger: close 1009).
-    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// Most unsent frames queued for one connection (more: close 4000).
-    #[arg(long, env = "RELAY_OUTBOX_FRAMES", default_value_t = OutboxLimits::default().max_frames)]
-    pub outbox_frames: usize,
-    /// Most unsent bytes queued for one connection (more: close 4000).
-    #[arg(long, env = "RELAY_OUTBOX_BYTES", default_value_t = OutboxLimits::default().max_bytes)]
-    pub outbox_bytes: usize,
+    /// Most frames waiting to be written to one connection (more: close 4000).
+    #[arg(
+        long,
+        alias = "outbox-frames",
+        env = "RELAY_SEND_QUEUE_FRAMES",
+        default_value_t = defaults::SEND_QUEUE_FRAMES
+    )]
+    pub send_queue_frames: usize,
+    /// Most bytes waiting to be written to one connection (more: close 4000).
+    #[arg(
+        long,
+        alias = "outbox-bytes",
+        env = "RELAY_SEND_QUEUE_BYTES",
+        default_value_t = defaults::SEND_QUEUE_BYTES
+    )]
+    pub send_queue_bytes: usize,
     /// Milliseconds of silence before the relay pings a client.
-    #[arg(long, env = "RELAY_PING_INTERVAL_MS", default_value_t = 20_000)]
+    #[arg(long, env = "RELAY_PING_INTERVAL_MS", default_value_t = defaults::PING_INTERVAL_MS)]
     pub ping_interval_ms: u64,
     /// Milliseconds a client has to answer a ping (no answer: close 4001).
-    #[arg(long, env = "RELAY_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    #[arg(long, env = "RELAY_PING_TIMEOUT_MS", default_value_t = defaults::PING_TIMEOUT_MS)]
     pub ping_timeout_ms: u64,
     /// Frames per second a connection may send on average.
-    #[arg(long, env = "RELAY_RATE_PER_SEC", default_value_t = RateLimit::default().per_second)]
+    #[arg(long, env = "RELAY_RATE_PER_SEC", default_value_t = defaults::RATE_PER_SEC)]
     pub rate_per_sec: f64,
     /// Frames a connection may send in a burst.
-    #[arg(long, env = "RELAY_RATE_BURST", default_value_t = RateLimit::default().burst)]
+    #[arg(long, env = "RELAY_RATE_BURST", default_value_t = defaults::RATE_BURST)]
     pub rate_burst: u32,
     /// Refused frames in a row before the connection is closed (1008).
-    #[arg(long, env = "RELAY_RATE_ABUSE_AFTER", default_value_t = RateLimit::default().abuse_after)]
+    #[arg(long, env = "RELAY_RATE_ABUSE_AFTER", default_value_t = defaults::RATE_ABUSE_AFTER)]
     pub rate_abuse_after: u32,
     /// Rooms one connection may be in.
-    #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = 20)]
+    #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = defaults::MAX_ROOMS)]
     pub max_rooms: usize,
     /// Most WebSocket connections at once (more: HTTP 503).
-    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Origins allowed to connect besides the relay's own: `scheme://host[:port]`,
     /// `localhost` (any port), or `*`.
@@ -188,20 +302,20 @@ pub struct Cli {
         long,
         env = "RELAY_ALLOWED_ORIGINS",
         value_delimiter = ',',
-        default_value = "localhost"
+        default_value = defaults::ALLOWED_ORIGINS
     )]
     pub allowed_origins: Vec<String>,
     /// Allow `Origin: null` (pages opened from a file, sandboxed frames).
     #[arg(long, env = "RELAY_ALLOW_NULL_ORIGIN")]
     pub allow_null_origin: bool,
     /// Initial read buffer per connection, in bytes.
-    #[arg(long, env = "RELAY_READ_BUFFER_BYTES", default_value_t = 128)]
+    #[arg(long, env = "RELAY_READ_BUFFER_BYTES", default_value_t = defaults::READ_BUFFER_BYTES)]
     pub read_buffer_bytes: usize,
     /// Connections closed per batch on shutdown.
-    #[arg(long, env = "RELAY_DRAIN_BATCH", default_value_t = 500)]
+    #[arg(long, env = "RELAY_DRAIN_BATCH", default_value_t = defaults::DRAIN_BATCH)]
     pub drain_batch: usize,
     /// Milliseconds between shutdown batches.
-    #[arg(long, env = "RELAY_DRAIN_PAUSE_MS", default_value_t = 100)]
+    #[arg(long, env = "RELAY_DRAIN_PAUSE_MS", default_value_t = defaults::DRAIN_PAUSE_MS)]
     pub drain_pause_ms: u64,
     /// Kernel send buffer per connection, in bytes (default: the kernel's autotuning).
     #[arg(long, env = "RELAY_SOCKET_SEND_BUFFER_BYTES")]
@@ -231,9 +345,9 @@ impl From<Cli> for Config {
             },
             prune_interval: Duration::from_millis(cli.prune_interval_ms),
             max_message_bytes: cli.max_message_bytes,
-            outbox: OutboxLimits {
-                max_frames: cli.outbox_frames,
-                max_bytes: cli.outbox_bytes,
+            send_queue: SendQueueLimits {
+                max_frames: cli.send_queue_frames,
+                max_bytes: cli.send_queue_bytes,
             },
             session: SessionSettings {
                 ping_interval: Duration::from_millis(cli.ping_interval_ms),
@@ -255,5 +369,50 @@ impl From<Cli> for Config {
             drain_pause: Duration::from_millis(cli.drain_pause_ms),
             socket_send_buffer: cli.socket_send_buffer_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags with no arguments and no `RELAY_…` variables.
+    fn flag_defaults() -> Config {
+        let command = <Cli as clap::CommandFactory>::command();
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(
+            &command
+                .try_get_matches_from(["relay"])
+                .expect("no flags parse"),
+        )
+        .expect("defaults convert");
+        Config::from(cli)
+    }
+
+    #[test]
+    fn the_flags_default_to_exactly_config_default() {
+        if std::env::vars().any(|(name, _)| name.starts_with("RELAY_")) {
+            return;
+        }
+        assert_eq!(
+            format!("{:?}", flag_defaults()),
+            format!("{:?}", Config::default())
+        );
+        assert_eq!(Config::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn contradictory_settings_are_refused_with_the_flags_named() {
+        let refused = |change: fn(&mut Config), flag: &str| {
+            let mut config = Config::default();
+            change(&mut config);
+            let err = config.check().expect_err(flag).to_string();
+            assert!(err.contains(flag), "{err}");
+        };
+        refused(|c| c.history_len = 20_000, "--history-len");
+        refused(|c| c.send_queue.max_bytes = 1000, "--send-queue-bytes");
+        refused(|c| c.drain_batch = 0, "--drain-batch");
+        refused(|c| c.session.rate.per_second = 0.0, "--rate-per-sec");
+        refused(|c| c.session.rate.per_second = f64::NAN, "--rate-per-sec");
+        refused(|c| c.max_connections = 0, "--max-connections");
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: typed settings with defaults, read from flags and `RELAY_…` variables.
+//! - [`config`]: typed settings, each default defined once, read from flags and `RELAY_…`
+//!   variables; contradictory settings are refused at start-up.
 //! - [`telemetry`]: logging set-up.
-//! - [`startup`]: [`startup::run`], the entry point: open the store, serve a bound listener
+//! - [`startup`]: [`startup::run`], the entry point: open the engine, serve a bound listener
 //!   until a shutdown future resolves, then drain; plus the background retention and
 //!   heartbeat tasks.
 //! - [`shutdown`]: the SIGINT/SIGTERM signal and the drain of upgraded WebSocket sessions,
@@ -12,23 +13,26 @@
 //! - [`http`]: the axum router: the plain relay and web client on `/`, the typed protocol on
 //!   `/ws`, health and metrics, the origin check and connection limit before upgrades, and
 //!   the WebSocket opening handshake.
-//! - [`websocket`]: WebSocket framing (RFC 6455), the relay's own: a batch of shared
-//!   payloads goes out framed in one `send`, and every protocol mistake has its close code.
-//! - [`relay`]: the core, free of socket I/O: connections, rooms, offsets, fan-out into
-//!   per-connection outboxes, the group-commit writer, heartbeats, rate limits, metrics; and
-//!   [`relay::session`], which connects one socket to it.
-//! - [`store`]: durable history in SQLite (schema migrations, reads, batched appends,
-//!   retention), or nothing at all with the memory store.
+//! - [`connection`]: a connection's life: WebSocket framing (RFC 6455, the relay's own),
+//!   the session joining a socket to the relay, its send queue, heartbeats, rate limit, and
+//!   the typed close reasons with a lingering close so the code reaches the client.
+//! - [`relay`]: the core, free of socket I/O: the registry of open rooms, membership,
+//!   presence, and the in-order delivery of what the engine stored.
+//! - [`engine`]: the [`engine::Engine`] interface that numbers, de-duplicates and keeps a
+//!   room's messages, with the SQLite engine (the default: group commit, read pool,
+//!   retention) and the memory engine.
+//! - [`metrics`]: counters for `/metrics`.
 //! - [`error`]: errors answered over HTTP.
 //!
 //! The wire protocol itself lives in the `common` crate, shared with the web client.
 
 pub mod config;
+pub mod connection;
+pub mod engine;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod relay;
 pub mod shutdown;
 pub mod startup;
-pub mod store;
 pub mod telemetry;
-pub mod websocket;

@@ -16,7 +16,7 @@ use tokio_util::{
     task::{TaskTracker, task_tracker::TaskTrackerToken},
 };
 
-use crate::relay::{Relay, session::GOING_AWAY};
+use crate::{connection::session::GOING_AWAY, relay::Relay};
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
 pub async fn signal() {
@@ -113,7 +113,7 @@ mod tests {
         let ended = |connections: &[crate::relay::Connection]| {
             connections
                 .iter()
-                .filter(|c| c.outbox.take_queued(&mut Vec::new()).ending == Some(GOING_AWAY))
+                .filter(|c| c.queue.take_queued(&mut Vec::new()).ending == Some(GOING_AWAY))
                 .count()
         };
         let finishing = {

@@ -8,10 +8,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
     config::{Config, StoreKind},
+    connection::{SessionSettings, heartbeat},
+    engine::{Engine, SqliteEngine, memory::MemoryEngine, now_millis},
     http::{self, AppState},
-    relay::{Relay, RelaySettings, SessionSettings, heartbeat, now_millis},
+    relay::{Relay, RelaySettings},
     shutdown::Drain,
-    store::Store,
 };
 
 /// Binds the listening socket. The accept backlog matters: when a thousand clients
@@ -28,41 +29,44 @@ pub fn bind(address: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpL
     socket.listen(backlog)
 }
 
-/// Opens the store, then serves the relay on `listener` until `shutdown` resolves; then
-/// closes every WebSocket with 1001, waits (up to `config.shutdown_grace`) for the sessions
-/// to end, and stores whatever was still in flight.
+/// Opens the engine the configuration names, then serves the relay on `listener` until
+/// `shutdown` resolves; then closes every WebSocket with 1001, waits (up to
+/// `config.shutdown_grace`) for the sessions to end, and stores whatever was still in flight.
 ///
-/// The caller binds the listener, so tests can bind `127.0.0.1:0` and read the port. A store
-/// that cannot be opened (corrupt file, unusable data directory) is an error here, before any
-/// client is served.
+/// The caller binds the listener, so tests can bind `127.0.0.1:0` and read the port.
+/// Contradictory settings, or a store that cannot be opened (corrupt file, unusable data
+/// directory), are an error here, before any client is served.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let address = listener.local_addr()?;
-    let store = match config.store {
-        StoreKind::Sqlite => Store::open(&config.data_dir, config.durability)?,
-        StoreKind::Memory => Store::memory(),
+    config.check()?;
+    let engine: Arc<dyn Engine> = match config.store {
+        StoreKind::Sqlite => Arc::new(SqliteEngine::open(&config.data_dir, config.durability)?),
+        StoreKind::Memory => Arc::new(MemoryEngine::new(config.retention.max_messages)),
     };
-    let relay = Relay::new(
-        RelaySettings {
-            limits: config.limits,
-            history_len: usize::try_from(config.retention.max_messages)
-                .map_or(config.history_len, |kept| config.history_len.min(kept)),
-            dedup_window: config.dedup_window,
-            outbox: config.outbox,
-            ..RelaySettings::default()
-        },
-        store.clone(),
-    )?;
+    run_with_engine(listener, config, engine, shutdown).await
+}
+
+/// [`run`] with an engine of the caller's (tests use this to put faults between the relay
+/// and a real engine).
+pub async fn run_with_engine(
+    listener: TcpListener,
+    config: Config,
+    engine: Arc<dyn Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.check()?;
+    let address = listener.local_addr()?;
+    let relay = Relay::new(RelaySettings::from_config(&config), engine.clone());
     let drain = Drain::new();
     let (grace, batch, pause) = (
         config.shutdown_grace,
         config.drain_batch,
         config.drain_pause,
     );
-    let pruner = tokio::spawn(prune_periodically(store, config.clone(), drain.clone()));
+    let pruner = tokio::spawn(prune_periodically(engine, config.clone(), drain.clone()));
     let heartbeat = tokio::spawn(sweep_heartbeats(
         relay.clone(),
         config.session,
@@ -102,7 +106,7 @@ pub async fn run(
     heartbeat.abort();
     tokio::task::spawn_blocking(move || relay.stop())
         .await
-        .context("stopping the writer")?;
+        .context("stopping the engine")?;
     tracing::info!("relay stopped");
     Ok(())
 }
@@ -120,10 +124,7 @@ async fn sweep_heartbeats(relay: Relay, settings: SessionSettings, drain: Drain)
 }
 
 /// Applies retention every `prune_interval` until shutdown starts.
-async fn prune_periodically(store: Store, config: Config, drain: Drain) {
-    if store.is_memory() {
-        return;
-    }
+async fn prune_periodically(engine: Arc<dyn Engine>, config: Config, drain: Drain) {
     let mut ticks = tokio::time::interval(config.prune_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -131,13 +132,10 @@ async fn prune_periodically(store: Store, config: Config, drain: Drain) {
             () = drain.stopping().cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let store = store.clone();
-        let retention = config.retention;
-        match tokio::task::spawn_blocking(move || store.prune(retention, now_millis())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(deleted)) => tracing::debug!(deleted, "retention pruned messages"),
-            Ok(Err(err)) => tracing::warn!(%err, "retention pass failed"),
-            Err(err) => tracing::warn!(%err, "retention pass panicked"),
+        match engine.prune(config.retention, now_millis()).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "retention pruned messages"),
+            Err(err) => tracing::warn!(%err, "retention pass failed"),
         }
     }
 }

@@ -204,6 +204,11 @@ impl RunningRelay {
             data_dir: data.to_owned(),
             ..Config::default()
         };
+        RunningRelay::start_with(address, config).await
+    }
+
+    /// Starts a relay with `config` on `address` (its `listen` is ignored).
+    async fn start_with(address: SocketAddr, config: Config) -> RunningRelay {
         let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -442,4 +447,148 @@ if (shown()) {
     }
   }).observe(document.documentElement, { childList: true, subtree: true });
 }
+"#;
+
+/// Issue 9: a page sends a 4 MiB string (over the relay's 64 KiB limit) on a fresh socket,
+/// 20 times in a row, and every socket's close event has code 1009, never 1006; a socket of
+/// the same page chats throughout and stays open, missing nothing.
+///
+/// The page is a blank one the relay serves from a temporary directory (same origin, so the
+/// origin check passes): the web client is not needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sending_an_oversized_message_sees_close_1009_every_time() {
+    const ATTEMPTS: usize = 20;
+    const SIZE: usize = 4 << 20;
+    let data = tempfile::tempdir().unwrap();
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(
+        site.path().join("index.html"),
+        "<!doctype html><title>close codes</title><p>close codes</p>",
+    )
+    .unwrap();
+    let config = Config {
+        static_dir: site.path().to_owned(),
+        data_dir: data.path().to_owned(),
+        ..Config::default()
+    };
+    assert!(SIZE > config.max_message_bytes);
+    let relay = RunningRelay::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), config).await;
+    let driver = ChromeDriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = session(&driver, profile.path()).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        client
+            .goto(&format!("http://{}/", relay.address))
+            .await
+            .unwrap();
+        let url = format!("ws://{}/ws", relay.address);
+        client
+            .execute(
+                OVERSIZED_SCRIPT,
+                vec![url.into(), ATTEMPTS.into(), SIZE.into()],
+            )
+            .await
+            .expect("the script starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let state = loop {
+            let state = client
+                .execute("return window.closeTest.report();", Vec::new())
+                .await
+                .expect("the page answers");
+            if state["done"] == true || Instant::now() > deadline {
+                break state;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        eprintln!("close codes seen by Chromium: {}", state["codes"]);
+        assert_eq!(state["done"], true, "not finished within 60 s: {state}");
+        let codes: Vec<u64> = state["codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|code| code.as_u64().unwrap())
+            .collect();
+        let wrong = codes.iter().filter(|&&code| code != 1009).count();
+        assert!(
+            codes.len() == ATTEMPTS && wrong == 0,
+            "{wrong} of {} sockets closed with a code other than 1009: {codes:?}",
+            codes.len()
+        );
+        let chat = &state["chat"];
+        assert_eq!(chat["error"], serde_json::Value::Null, "{state}");
+        assert_eq!(
+            chat["closed"],
+            serde_json::Value::Null,
+            "the chat socket closed: {state}"
+        );
+        assert_eq!(chat["readyState"], 1, "the chat socket is open: {state}");
+        assert!(chat["sent"].as_u64().unwrap() > 0, "{state}");
+        assert_eq!(
+            chat["received"], chat["sent"],
+            "the chat missed nothing: {state}"
+        );
+    })
+    .catch_unwind()
+    .await;
+    let _ = client.close().await;
+    drop(relay);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Starts, in the page, the chat socket and the oversized sends one after another
+/// (arguments: WebSocket URL, attempts, string size); `window.closeTest.report()` says how far
+/// it got. `done` turns true once every oversized socket has closed and the chat has
+/// received every message it sent.
+const OVERSIZED_SCRIPT: &str = r#"
+const [url, attempts, size] = arguments;
+const big = 'x'.repeat(size);
+const chat = { socket: new WebSocket(url), sent: 0, received: 0, closed: null, error: null };
+const test = { codes: [], sending: true };
+window.closeTest = test;
+test.report = () => ({
+  done: !test.sending && chat.received === chat.sent,
+  codes: test.codes,
+  chat: {
+    sent: chat.sent, received: chat.received, closed: chat.closed, error: chat.error,
+    readyState: chat.socket.readyState,
+  },
+});
+let timer = null;
+const say = () => {
+  chat.socket.send(JSON.stringify({
+    type: 'send', room: 'calm', id: 'c-' + chat.sent, text: 'm-' + chat.sent,
+  }));
+  chat.sent += 1;
+};
+const attempt = (i) => {
+  if (i === attempts) {
+    clearInterval(timer);
+    test.sending = false;
+    return;
+  }
+  const socket = new WebSocket(url);
+  socket.onopen = () => socket.send(big);
+  socket.onclose = (event) => {
+    test.codes.push(event.code);
+    attempt(i + 1);
+  };
+};
+chat.socket.onclose = (event) => { chat.closed = event.code; };
+chat.socket.onmessage = (event) => {
+  const message = JSON.parse(event.data);
+  if (message.type === 'welcome') {
+    chat.socket.send(JSON.stringify({ type: 'join', room: 'calm', name: 'Chatter' }));
+  } else if (message.type === 'joined') {
+    timer = setInterval(say, 100);
+    attempt(0);
+  } else if (message.type === 'message') {
+    if (message.text === 'm-' + chat.received) {
+      chat.received += 1;
+    } else if (chat.error === null) {
+      chat.error = 'got ' + message.text + ' after ' + chat.received + ' messages';
+    }
+  }
+};
 "#;

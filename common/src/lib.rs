@@ -311,99 +311,125 @@ impl Default for Limits {
     }
 }
 
-/// Why a request was refused. Serialized in `snake_case`, e.g. `"bad_json"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The frame is not valid JSON.
-    BadJson,
-    /// The JSON has no string `type`, or names a type this protocol does not have.
-    UnknownType,
-    /// The type is known but a field is missing, unknown or of the wrong kind.
-    InvalidMessage,
-    /// A binary frame arrived; the protocol is text only.
-    BinaryNotSupported,
-    /// The message text is empty (or only white space).
-    EmptyText,
-    /// The message text is longer than `limits.max_text_chars`.
-    TextTooLong,
-    /// The display name is empty, too long, or has control characters.
-    InvalidName,
-    /// The room name is empty, too long, or has characters other than `a-z 0-9 - _`.
-    InvalidRoom,
-    /// The client message id is empty or longer than 64 characters.
-    InvalidId,
-    /// The request needs membership of a room this connection has not joined.
-    NotJoined,
-    /// The connection has already joined this room.
-    AlreadyJoined,
-    /// The client asked for a protocol version the relay does not speak (`/ws?protocol=N`).
-    /// Sent as the body of an HTTP 400 answer to the upgrade request.
-    UnsupportedProtocol,
-    /// The relay could not store the message (or read the room's history), so nothing was
-    /// published; retrying later is safe.
-    StoreUnavailable,
-    /// The connection sent faster than its rate limit; the frame was dropped. Keep it up and
-    /// the connection is closed with 1008.
-    RateLimited,
-    /// The connection is already in as many rooms as the relay allows.
-    TooManyRooms,
-    /// The page's origin is not allowed to connect (HTTP 403 before the upgrade).
-    OriginNotAllowed,
-    /// The relay has as many connections as it allows (HTTP 503 before the upgrade).
-    ServerFull,
+/// Defines [`ErrorCode`] from one list, so the enum, [`ErrorCode::ALL`], the wire names and
+/// the descriptions cannot drift apart. Each entry is
+///
+/// ```text
+/// /// rustdoc for the variant
+/// Variant = "wire_name" => "one-line meaning",
+/// ```
+///
+/// The wire name must be the variant's `snake_case` spelling (what serde writes); the wire
+/// format tests pin every one. The meaning is what [`ErrorCode::description`] returns and what
+/// the README's error-code table must say (checked by `common/tests/readme.rs`).
+macro_rules! error_codes {
+    (
+        $(#[$enum_attr:meta])*
+        pub enum ErrorCode {
+            $(
+                $(#[$variant_attr:meta])*
+                $variant:ident = $wire:literal => $description:literal,
+            )+
+        }
+    ) => {
+        $(#[$enum_attr])*
+        pub enum ErrorCode {
+            $(
+                $(#[$variant_attr])*
+                $variant,
+            )+
+        }
+
+        impl ErrorCode {
+            /// Every code, for lookups by name, in a fixed order (the README's table follows it).
+            pub const ALL: [ErrorCode; [$(ErrorCode::$variant),+].len()] =
+                [$(ErrorCode::$variant),+];
+
+            /// The code with this wire name.
+            pub fn from_name(name: &str) -> Option<ErrorCode> {
+                match name {
+                    $($wire => Some(ErrorCode::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// The code as it appears on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $wire,)+
+                }
+            }
+
+            /// What the code means, in one line (Markdown: names are in backticks). The
+            /// README's table of error codes lists exactly these.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $description,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, for lookups by name.
-    pub const ALL: [ErrorCode; 17] = [
-        ErrorCode::BadJson,
-        ErrorCode::UnknownType,
-        ErrorCode::InvalidMessage,
-        ErrorCode::BinaryNotSupported,
-        ErrorCode::EmptyText,
-        ErrorCode::TextTooLong,
-        ErrorCode::InvalidName,
-        ErrorCode::InvalidRoom,
-        ErrorCode::InvalidId,
-        ErrorCode::NotJoined,
-        ErrorCode::AlreadyJoined,
-        ErrorCode::UnsupportedProtocol,
-        ErrorCode::StoreUnavailable,
-        ErrorCode::RateLimited,
-        ErrorCode::TooManyRooms,
-        ErrorCode::OriginNotAllowed,
-        ErrorCode::ServerFull,
-    ];
-
-    /// The code with this wire name.
-    pub fn from_name(name: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL
-            .into_iter()
-            .find(|code| code.as_str() == name)
-    }
-
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::InvalidMessage => "invalid_message",
-            ErrorCode::BinaryNotSupported => "binary_not_supported",
-            ErrorCode::EmptyText => "empty_text",
-            ErrorCode::TextTooLong => "text_too_long",
-            ErrorCode::InvalidName => "invalid_name",
-            ErrorCode::InvalidRoom => "invalid_room",
-            ErrorCode::InvalidId => "invalid_id",
-            ErrorCode::NotJoined => "not_joined",
-            ErrorCode::AlreadyJoined => "already_joined",
-            ErrorCode::UnsupportedProtocol => "unsupported_protocol",
-            ErrorCode::StoreUnavailable => "store_unavailable",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::TooManyRooms => "too_many_rooms",
-            ErrorCode::OriginNotAllowed => "origin_not_allowed",
-            ErrorCode::ServerFull => "server_full",
-        }
+error_codes! {
+    /// Why a request was refused. Serialized in `snake_case`, e.g. `"bad_json"`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ErrorCode {
+        /// The frame is not valid JSON.
+        BadJson = "bad_json" => "the frame is not valid JSON",
+        /// The JSON has no string `type`, or names a type this protocol does not have.
+        UnknownType = "unknown_type"
+            => "the JSON object has no string `type`, or names a type the protocol does not have",
+        /// The type is known but a field is missing, unknown or of the wrong kind.
+        InvalidMessage = "invalid_message"
+            => "not a JSON object, or a known type with a field missing, unknown or of the \
+               wrong kind",
+        /// A binary frame arrived; the protocol is text only.
+        BinaryNotSupported = "binary_not_supported"
+            => "a binary frame arrived; the protocol is text only",
+        /// The message text is empty (or only white space).
+        EmptyText = "empty_text" => "the message text is empty or only white space",
+        /// The message text is longer than `limits.max_text_chars`.
+        TextTooLong = "text_too_long"
+            => "the message text is longer than `limits.max_text_chars`",
+        /// The display name is empty, too long, or has control characters.
+        InvalidName = "invalid_name"
+            => "the display name is empty, too long, starts or ends with space, or has \
+               control characters",
+        /// The room name is empty, too long, or has characters other than `a-z 0-9 - _`.
+        InvalidRoom = "invalid_room"
+            => "the room name is empty, over 32 characters, or has characters other than \
+               `a-z 0-9 - _`",
+        /// The client message id is empty or longer than 64 characters.
+        InvalidId = "invalid_id"
+            => "the client message id is empty, over 64 characters, or has control characters",
+        /// The request needs membership of a room this connection has not joined.
+        NotJoined = "not_joined" => "the request needs a room this connection has not joined",
+        /// The connection has already joined this room.
+        AlreadyJoined = "already_joined" => "this connection has already joined the room",
+        /// The client asked for a protocol version the relay does not speak (`/ws?protocol=N`).
+        /// Sent as the body of an HTTP 400 answer to the upgrade request.
+        UnsupportedProtocol = "unsupported_protocol"
+            => "`/ws?protocol=N` asked for a protocol version the relay does not speak",
+        /// The relay could not store the message (or read the room's history), so nothing was
+        /// published; retrying later is safe.
+        StoreUnavailable = "store_unavailable"
+            => "the message could not be stored, so it was not published (or the room's \
+               history could not be read); retry",
+        /// The connection sent faster than its rate limit; the frame was dropped. Keep it up and
+        /// the connection is closed with 1008.
+        RateLimited = "rate_limited"
+            => "over the rate limit: the frame was dropped (keep it up and the connection is \
+               closed with 1008)",
+        /// The connection is already in as many rooms as the relay allows.
+        TooManyRooms = "too_many_rooms"
+            => "the connection is already in as many rooms as the relay allows",
+        /// The page's origin is not allowed to connect (HTTP 403 before the upgrade).
+        OriginNotAllowed = "origin_not_allowed"
+            => "the page's origin is not allowed to connect",
+        /// The relay has as many connections as it allows (HTTP 503 before the upgrade).
+        ServerFull = "server_full" => "the relay has as many connections as it allows",
     }
 }
 

@@ -244,6 +244,25 @@ fn error_wire_format_for_every_code() {
     );
 }
 
+#[test]
+fn every_error_code_has_a_distinct_one_line_description() {
+    let mut seen = std::collections::HashSet::new();
+    for code in ErrorCode::ALL {
+        let description = code.description();
+        assert!(!description.trim().is_empty(), "{code} has no description");
+        // The README shows these in a Markdown table: one line, no cell separator.
+        assert!(
+            !description.contains(['\n', '|']),
+            "{code}'s description must be one line without `|`: {description:?}"
+        );
+        assert!(
+            seen.insert(description),
+            "{code} repeats another code's description"
+        );
+    }
+    assert_eq!(ErrorCode::from_name("no_such_code"), None);
+}
+
 /// Parses `frame`, expecting it to be refused with `code`.
 fn refusal(frame: &str) -> ErrorCode {
     parse_client_message(frame)

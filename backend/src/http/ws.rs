@@ -18,9 +18,12 @@ use super::{
     upgrade::{NotAnUpgrade, UpgradeRequest},
 };
 use crate::{
+    connection::{
+        framing::FrameReader,
+        session::{self, Session},
+    },
     error::AppError,
-    relay::{ClientKind, session},
-    websocket::FrameReader,
+    relay::ClientKind,
 };
 
 /// `GET /`: a WebSocket upgrade joins the plain relay, anything else gets the web client.
@@ -32,7 +35,7 @@ pub async fn plain_or_web_client(
     request: Request,
 ) -> Result<Response, AppError> {
     match upgrade {
-        Ok(upgrade) => accept(state, &headers, upgrade, ClientKind::Plain),
+        Ok(upgrade) => accept(state, &headers, upgrade, ClientKind::Plain).await,
         Err(_) => match state.web_client.oneshot(request).await {
             Ok(response) => Ok(response),
             Err(never) => match never {},
@@ -59,12 +62,12 @@ pub async fn typed(
     {
         return Err(AppError::UnsupportedProtocol(requested));
     }
-    accept(state, &headers, upgrade, ClientKind::Typed)
+    accept(state, &headers, upgrade, ClientKind::Typed).await
 }
 
 /// Checks the origin, takes a connection slot, completes the upgrade and runs the session,
 /// registered with the drain so shutdown closes it and waits for it.
-fn accept(
+async fn accept(
     state: AppState,
     headers: &HeaderMap,
     upgrade: UpgradeRequest,
@@ -81,6 +84,9 @@ fn accept(
     // Taken now, while this is still an ordinary request that graceful shutdown waits for, so
     // a session can never start unseen by the drain.
     let ticket = state.drain.session();
+    // Before answering 101: once its handshake completes, a plain client is in the lobby
+    // and hears every message published after that.
+    let session = Session::open(state.relay.clone(), kind, state.config.session).await;
     Ok(upgrade.accept(move |socket| {
         // Not an `async move` block: that would keep the whole socket inline in the task
         // for the connection's life. `session::run` splits it first.
@@ -88,7 +94,6 @@ fn accept(
         let config = &state.config;
         let frames = FrameReader::new(config.read_buffer_bytes, config.max_message_bytes);
         // `map`, not another `async` block, which would store the session future twice.
-        session::run(socket, frames, state.relay, kind, config.session, stopping)
-            .map(move |()| drop((ticket, slot)))
+        session::run(socket, frames, session, stopping).map(move |()| drop((ticket, slot)))
     }))
 }

@@ -1,28 +1,20 @@
-//! The relay core: who is connected, which rooms exist, and fan-out.
+//! The relay core: who is connected, which rooms are open, and delivery.
 //!
-//! Nothing in here touches a socket. A session (see [`session`]) turns frames into calls on
-//! [`Relay`] and [`Room`]; they answer by pushing frames into each connection's [`Outbox`],
-//! which the session's writer drains to the socket. Keeping the core free of socket I/O keeps
-//! its locks short (nothing awaits while holding one) and lets every rule be tested directly.
+//! Nothing in here touches a socket. A session (see [`crate::connection`]) turns frames into
+//! calls on [`Relay`] and [`Room`]; they answer by pushing frames into each connection's
+//! [`SendQueue`], which the connection's writer drains to the socket. Keeping the core free
+//! of socket I/O keeps its locks short (nothing awaits or does I/O while holding one) and
+//! lets every rule be tested directly.
 //!
-//! A published message is given its offset at once, then made durable by the group-commit
-//! `writer` and only then delivered and acknowledged, so nobody ever sees a message that a
-//! crash could take back. With the memory store there is nothing to wait for and delivery
-//! happens on the spot.
+//! Messages are numbered, de-duplicated and stored by the [`Engine`]; a room delivers what
+//! the engine reports, in offset order (see [`room`]).
 //!
 //! Locking order, to rule out deadlock: the room registry, then a room. A join looks the room
 //! up and adds its member under the registry lock, and a room is only dropped under that lock
-//! after checking it is empty, so nobody can join a room through a stale handle; publishing
-//! and delivery take only the room's lock.
+//! after checking it is empty, so nobody can join a room through a stale handle. Opening a
+//! room that needs the engine happens outside the lock.
 
-pub mod clock;
-pub mod heartbeat;
-mod metrics;
-mod outbox;
-mod rate_limit;
-mod room;
-pub mod session;
-mod writer;
+pub mod room;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -35,13 +27,12 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use common::{Limits, Position, ServerMessage};
 
-use crate::store::{Store, StoreError};
-pub use metrics::Metrics;
-pub use outbox::{End, Next, Outbox, OutboxLimits};
-pub use rate_limit::RateLimit;
-pub use room::{CatchUp, Publication, Room, now_millis};
-pub use session::SessionSettings;
-pub use writer::Writer;
+use crate::{
+    connection::{End, SendQueue, SendQueueLimits},
+    engine::{Engine, EngineError, memory::MemoryEngine},
+    metrics::Metrics,
+};
+pub use room::{CatchUp, Publication, Room};
 
 /// Settings the relay core needs.
 #[derive(Debug, Clone)]
@@ -50,24 +41,32 @@ pub struct RelaySettings {
     pub limits: Limits,
     /// Recent messages each room keeps in memory and replays on a plain join.
     pub history_len: usize,
-    /// Client message ids each room remembers to drop resends without asking the store.
+    /// Client message ids each room remembers to answer resends without asking the engine
+    /// (the engine's own check is exact).
     pub dedup_window: usize,
     /// Most messages replayed to one recovering client; a longer gap is reported as
     /// unrecoverable.
     pub max_replay: u64,
-    /// Bounds of every connection's outgoing queue.
-    pub outbox: OutboxLimits,
+    /// Bounds of every connection's send queue.
+    pub send_queue: SendQueueLimits,
+}
+
+impl RelaySettings {
+    /// The core's share of the relay's settings.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        RelaySettings {
+            limits: config.limits,
+            history_len: config.history_len,
+            dedup_window: config.dedup_window,
+            max_replay: crate::config::defaults::MAX_REPLAY,
+            send_queue: config.send_queue,
+        }
+    }
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        RelaySettings {
-            limits: Limits::default(),
-            history_len: 50,
-            dedup_window: 1000,
-            max_replay: 10_000,
-            outbox: OutboxLimits::default(),
-        }
+        RelaySettings::from_config(&crate::config::Config::default())
     }
 }
 
@@ -94,15 +93,15 @@ struct Shared {
     next_connection: AtomicU64,
     /// Connections currently open, for health and metrics.
     open_connections: AtomicUsize,
-    /// Every open connection's outbox, oldest first: for the heartbeat sweep and for closing
+    /// Every open connection's queue, oldest first: for the heartbeat sweep and for closing
     /// everyone on shutdown.
-    connections: Mutex<BTreeMap<u64, Outbox>>,
+    connections: Mutex<BTreeMap<u64, SendQueue>>,
     /// Fixed at start-up.
     settings: RelaySettings,
-    /// Where history lives.
-    store: Store,
-    /// The group-commit writer; `None` with the memory store, where delivery is immediate.
-    writer: Option<Writer>,
+    /// Where messages are numbered and stored.
+    engine: Arc<dyn Engine>,
+    /// The async runtime, for deliveries the engine reports from its own threads.
+    runtime: tokio::runtime::Handle,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
 }
@@ -122,7 +121,7 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Drops `room` if it has no members and nothing in flight.
+    /// Drops `room` if it has no members and nothing in flight, and tells its engine.
     fn forget_if_idle(&self, room: &Arc<Room>) {
         let mut rooms = self.lock();
         let registered = rooms
@@ -130,6 +129,7 @@ impl Registry {
             .is_some_and(|registered| Arc::ptr_eq(registered, room));
         if registered && room.is_idle_and_empty() {
             rooms.remove(room.name());
+            room.close_in_engine();
         }
     }
 }
@@ -142,7 +142,7 @@ pub struct Connection {
     /// Typed or plain, which decides the form of what it is sent.
     pub kind: ClientKind,
     /// Its outgoing queue.
-    pub outbox: Outbox,
+    pub queue: SendQueue,
     /// Keeps `open_connections` right however the session ends.
     relay: Relay,
 }
@@ -158,26 +158,21 @@ impl Drop for Connection {
 }
 
 impl Relay {
-    /// A relay with no connections and no rooms, keeping history in `store`. With a durable
-    /// store this starts the writer thread; call [`Relay::stop`] to flush it.
-    pub fn new(settings: RelaySettings, store: Store) -> Result<Self, StoreError> {
-        let writer = if store.is_memory() {
-            None
-        } else {
-            Some(Writer::start(store.appender()?))
-        };
-        Ok(Relay {
+    /// A relay with no connections and no rooms, keeping history in `engine`. Call from
+    /// within the async runtime; call [`Relay::stop`] at the end to flush the engine.
+    pub fn new(settings: RelaySettings, engine: Arc<dyn Engine>) -> Self {
+        Relay {
             shared: Arc::new(Shared {
                 registry: Arc::default(),
                 next_connection: AtomicU64::new(1),
                 open_connections: AtomicUsize::new(0),
                 connections: Mutex::default(),
                 settings,
-                store,
-                writer,
+                engine,
+                runtime: tokio::runtime::Handle::current(),
                 metrics: Arc::default(),
             }),
-        })
+        }
     }
 
     /// The relay's counters.
@@ -187,7 +182,8 @@ impl Relay {
 
     /// A relay that keeps nothing on disk, for tests of the HTTP layer.
     pub fn in_memory(settings: RelaySettings) -> Self {
-        Relay::new(settings, Store::memory()).expect("the memory store cannot fail")
+        let engine = MemoryEngine::new(settings.max_replay);
+        Relay::new(settings, Arc::new(engine))
     }
 
     /// The settings the relay was started with.
@@ -195,9 +191,9 @@ impl Relay {
         &self.shared.settings
     }
 
-    /// The history store.
-    pub fn store(&self) -> &Store {
-        &self.shared.store
+    /// Where messages are numbered and stored.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.shared.engine
     }
 
     /// Registers a new connection.
@@ -205,21 +201,21 @@ impl Relay {
         let id = self.shared.next_connection.fetch_add(1, Ordering::Relaxed);
         self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.connection_opened();
-        let outbox = Outbox::new(self.shared.settings.outbox);
-        self.connections().insert(id, outbox.clone());
+        let queue = SendQueue::new(self.shared.settings.send_queue);
+        self.connections().insert(id, queue.clone());
         Connection {
             id,
             kind,
-            outbox,
+            queue,
             relay: self.clone(),
         }
     }
 
-    /// Calls `visit` with every open connection's outbox, under the registry's lock (so keep
+    /// Calls `visit` with every open connection's queue, under the registry's lock (so keep
     /// it short: it runs for each connection).
-    pub fn for_each_outbox(&self, mut visit: impl FnMut(&Outbox)) {
-        for outbox in self.connections().values() {
-            visit(outbox);
+    pub fn for_each_outbox(&self, mut visit: impl FnMut(&SendQueue)) {
+        for queue in self.connections().values() {
+            visit(queue);
         }
     }
 
@@ -227,11 +223,11 @@ impl Relay {
     /// (clients then reconnect spread out rather than all at once). Connections opened after
     /// this starts are not included: the caller stops accepting first.
     pub async fn end_all(&self, end: End, batch: usize, pause: std::time::Duration) {
-        let outboxes: Vec<Outbox> = self.connections().values().cloned().collect();
-        let mut batches = outboxes.chunks(batch.max(1)).peekable();
+        let queues: Vec<SendQueue> = self.connections().values().cloned().collect();
+        let mut batches = queues.chunks(batch.max(1)).peekable();
         while let Some(batch) = batches.next() {
-            for outbox in batch {
-                outbox.end(end);
+            for queue in batch {
+                queue.end(end);
             }
             if batches.peek().is_some() {
                 tokio::time::sleep(pause).await;
@@ -239,7 +235,7 @@ impl Relay {
         }
     }
 
-    fn connections(&self) -> MutexGuard<'_, BTreeMap<u64, Outbox>> {
+    fn connections(&self) -> MutexGuard<'_, BTreeMap<u64, SendQueue>> {
         // Inserts and removes only: a panic elsewhere cannot leave it inconsistent.
         self.shared
             .connections
@@ -247,47 +243,62 @@ impl Relay {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds `connection` to `room` as `name`, opening the room (from the store) if needed.
+    /// Adds `connection` to `room` as `name`, opening the room (from the engine) if needed.
     ///
     /// The connection is sent `joined` and its replay before any live message of the room,
     /// and the other members are told. When `since` lies before what the room keeps in
-    /// memory, the replay needs the store: a [`CatchUp`] comes back, to complete with
+    /// memory, the replay needs the engine: a [`CatchUp`] comes back, to complete with
     /// [`Room::finish_catch_up`] once the range is read (outside every lock).
-    pub fn join(
+    pub async fn join(
         &self,
         connection: &Connection,
         room: &str,
         name: &Arc<str>,
         since: Option<&Position>,
-    ) -> Result<(Arc<Room>, Option<CatchUp>), StoreError> {
-        let mut rooms = self.shared.registry.lock();
-        let room = match rooms.get(room) {
-            Some(open) => open.clone(),
-            None => {
-                let opened = Arc::new(self.open_room(room)?);
-                rooms.insert(room.to_owned(), opened.clone());
-                opened
+    ) -> Result<(Arc<Room>, Option<CatchUp>), EngineError> {
+        let history_len = self.shared.settings.history_len;
+        {
+            let mut rooms = self.shared.registry.lock();
+            let open = match rooms.get(room) {
+                Some(open) => Some(open.clone()),
+                // Engines that answer from memory open the room right here, under the lock.
+                None => self
+                    .shared
+                    .engine
+                    .open_room_now(room, history_len)
+                    .map(|snapshot| {
+                        let opened = Arc::new(self.room_from(room, snapshot));
+                        rooms.insert(room.to_owned(), opened.clone());
+                        opened
+                    }),
+            };
+            if let Some(open) = open {
+                let catch_up = open.add_member(connection, name, since);
+                return Ok((open, catch_up));
             }
-        };
-        let catch_up = room.add_member(connection, name, since);
-        Ok((room, catch_up))
+        }
+        // Outside every lock: this may read the disk or cross the network.
+        let snapshot = self.shared.engine.open_room(room, history_len).await?;
+        let mut rooms = self.shared.registry.lock();
+        // Someone else may have opened it meanwhile; theirs wins, ours is dropped.
+        let open = rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| Arc::new(self.room_from(room, snapshot)))
+            .clone();
+        let catch_up = open.add_member(connection, name, since);
+        Ok((open, catch_up))
     }
 
-    fn open_room(&self, name: &str) -> Result<Room, StoreError> {
-        let settings = &self.shared.settings;
-        let record =
-            self.shared
-                .store
-                .load_room(name, settings.history_len, settings.dedup_window)?;
-        Ok(Room::open(
+    fn room_from(&self, name: &str, snapshot: crate::engine::RoomSnapshot) -> Room {
+        Room::open(
             name,
-            record,
-            settings,
-            self.shared.store.clone(),
-            self.shared.writer.as_ref().map(Writer::sender),
+            snapshot,
+            &self.shared.settings,
+            self.shared.engine.clone(),
+            self.shared.runtime.clone(),
             Arc::downgrade(&self.shared.registry),
             self.shared.metrics.clone(),
-        ))
+        )
     }
 
     /// Removes `connection` from `room`, telling the others, and drops the room once it is
@@ -295,7 +306,7 @@ impl Relay {
     pub fn leave(&self, connection: &Connection, room: &Arc<Room>) {
         room.remove_member(connection.id);
         // A join racing this one either added its member first (the room stays) or finds the
-        // room gone and opens it afresh from the store: joins add members under the registry
+        // room gone and opens it afresh from the engine: joins add members under the registry
         // lock that this check takes.
         self.shared.registry.forget_if_idle(room);
     }
@@ -310,12 +321,10 @@ impl Relay {
         self.shared.registry.lock().len()
     }
 
-    /// Stores and delivers everything already accepted, then stops the writer. Call after
-    /// the last session ended.
+    /// Stores everything already accepted, then stops the engine. Blocking: call off the
+    /// async threads, after the last session ended.
     pub fn stop(&self) {
-        if let Some(writer) = &self.shared.writer {
-            writer.stop();
-        }
+        self.shared.engine.stop();
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use backend::{
     config::Config,
-    store::{Durability, Retention, Store},
+    engine::{Durability, Engine, Retention, SqliteEngine},
 };
 use common::{ClientMessage, Recovery, ServerMessage};
 
@@ -106,16 +106,14 @@ async fn a_flagged_resend_is_found_in_the_store_beyond_the_memory_window() {
 #[tokio::test]
 async fn every_acknowledged_message_is_already_in_the_store() {
     let (config, data) = test_config();
-    let reader = Store::open(data.path(), Durability::Full).unwrap();
+    let reader = SqliteEngine::open(data.path(), Durability::Full).unwrap();
     let relay = spawn_relay_with(config, data).await;
     let mut sender = relay.member("durable", "S").await;
     for n in 1..=20u64 {
         sender.say("durable", &format!("d-{n}"), "x").await;
         loop {
             if let ServerMessage::Ack { offset, .. } = sender.next_non_presence().await {
-                let stored = reader
-                    .read_range("durable", offset - 1, offset + 1)
-                    .unwrap();
+                let stored = reader.read("durable", offset - 1, offset).await.unwrap();
                 assert_eq!(
                     stored.len(),
                     1,
@@ -154,11 +152,46 @@ async fn a_client_behind_the_memory_history_recovers_from_the_store() {
     expect_offsets(&mut behind, 31..=31).await;
 }
 
+#[tokio::test]
+async fn a_client_further_behind_than_its_send_queue_holds_is_replayed_page_by_page() {
+    // 5,000 messages behind, with room for only 1,000 frames in a send queue: the replay
+    // must go out at the client's pace, not all at once (which would close it as slow).
+    let (mut config, data) = test_config();
+    config.send_queue.max_frames = 1000;
+    config.session.rate = backend::connection::RateLimit {
+        per_second: 1e9,
+        burst: u32::MAX,
+        abuse_after: u32::MAX,
+    };
+    let relay = spawn_relay_with(config, data).await;
+    let mut sender = relay.member("far", "S").await;
+    // In steps the sender's own queue (its messages and acks come back to it) can hold.
+    for step in 0..25 {
+        for n in 0..200 {
+            sender.say("far", &format!("p-{step}-{n}"), "m").await;
+        }
+        let mut acked = 0;
+        while acked < 200 {
+            if let ServerMessage::Ack { .. } = sender.next_non_presence().await {
+                acked += 1;
+            }
+        }
+    }
+
+    let (mut peek, _) = relay.typed().await;
+    let epoch = peek.join_since("far", "P", None).await;
+    let (mut behind, _) = relay.typed().await;
+    let joined = behind.join_since("far", "B", Some(epoch.at(0))).await;
+    assert_eq!(joined.recovery, Recovery::Recovered);
+    sender.say("far", "live", "live").await;
+    expect_offsets(&mut behind, 1..=5001).await;
+}
+
 /// Waits (bounded) until the store's oldest message in `room` is at least `offset`.
-async fn wait_for_pruning(store: &Store, room: &str, offset: u64) {
+async fn wait_for_pruning(store: &SqliteEngine, room: &str, offset: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let oldest = store.read_range(room, 0, u64::MAX >> 1).unwrap()[0].offset;
+        let oldest = store.read(room, 0, u64::MAX >> 1).await.unwrap()[0].offset;
         if oldest >= offset {
             return;
         }
@@ -173,7 +206,7 @@ async fn wait_for_pruning(store: &Store, room: &str, offset: u64) {
 #[tokio::test]
 async fn retention_prunes_in_the_background_and_older_gaps_are_reported() {
     let (config, data) = test_config();
-    let reader = Store::open(data.path(), Durability::Full).unwrap();
+    let reader = SqliteEngine::open(data.path(), Durability::Full).unwrap();
     let relay = spawn_relay_with(
         Config {
             history_len: 5,

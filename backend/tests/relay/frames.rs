@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use common::close_code;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -44,9 +44,13 @@ pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     let mask_bit = if masked { 0x80 } else { 0 };
     match payload.len() {
         len @ 0..=125 => bytes.push(mask_bit | len as u8),
-        len => {
+        len @ 126..=0xFFFF => {
             bytes.push(mask_bit | 126);
             bytes.extend((len as u16).to_be_bytes());
+        }
+        len => {
+            bytes.push(mask_bit | 127);
+            bytes.extend((len as u64).to_be_bytes());
         }
     }
     if masked {
@@ -59,8 +63,8 @@ pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     bytes
 }
 
-/// A server frame: opcode and payload.
-async fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+/// A server frame: opcode and payload (`None` once the connection ends or fails).
+pub async fn read_frame<R: AsyncRead + Unpin>(stream: &mut R) -> Option<(u8, Vec<u8>)> {
     let mut header = [0u8; 2];
     stream.read_exact(&mut header).await.ok()?;
     let len = match header[1] & 0x7f {
@@ -83,7 +87,7 @@ async fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 
 /// Reads server frames until a close frame; returns its code (`None` if the connection
 /// ended without one).
-pub async fn close_code_from(stream: &mut TcpStream) -> Option<u16> {
+pub async fn close_code_from<R: AsyncRead + Unpin>(stream: &mut R) -> Option<u16> {
     tokio::time::timeout(WAIT, async {
         while let Some((opcode, payload)) = read_frame(stream).await {
             if opcode == 0x8 {
@@ -179,7 +183,7 @@ async fn a_message_over_the_size_limit_is_too_big() {
 }
 
 /// Reads server frames until one with `opcode` whose payload contains `needle`.
-async fn frame_containing(stream: &mut TcpStream, opcode: u8, needle: &str) -> Vec<u8> {
+pub async fn frame_containing(stream: &mut TcpStream, opcode: u8, needle: &str) -> Vec<u8> {
     tokio::time::timeout(WAIT, async {
         loop {
             let (seen, payload) = read_frame(stream).await.expect("the connection stays open");

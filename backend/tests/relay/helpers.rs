@@ -3,9 +3,9 @@
 //! Logs are hidden unless `TEST_LOG=1`. Every wait is bounded by [`WAIT`], so a missing
 //! frame fails the test with a message instead of hanging it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use backend::{config::Config, startup, telemetry};
+use backend::{config::Config, engine::Engine, startup, telemetry};
 use common::{ChatMessage, ClientMessage, Member, Position, Recovery, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
@@ -39,7 +39,7 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
 /// A relay for tests that publish as fast as they can: no rate limit.
 pub async fn spawn_unthrottled_relay() -> TestRelay {
     let (mut config, data) = test_config();
-    config.session.rate = backend::relay::RateLimit {
+    config.session.rate = backend::connection::RateLimit {
         per_second: 1e9,
         burst: u32::MAX,
         abuse_after: u32::MAX,
@@ -56,15 +56,36 @@ pub async fn spawn_relay() -> TestRelay {
 /// Starts a relay with `config` (its `listen` is ignored: the port is ephemeral), keeping
 /// `data` alive as long as the relay.
 pub async fn spawn_relay_with(config: Config, data: tempfile::TempDir) -> TestRelay {
+    spawn(config, data, None).await
+}
+
+/// Starts a relay on `engine` instead of the one `config` names.
+pub async fn spawn_relay_on(
+    config: Config,
+    data: tempfile::TempDir,
+    engine: Arc<dyn Engine>,
+) -> TestRelay {
+    spawn(config, data, Some(engine)).await
+}
+
+async fn spawn(
+    config: Config,
+    data: tempfile::TempDir,
+    engine: Option<Arc<dyn Engine>>,
+) -> TestRelay {
     if std::env::var_os("TEST_LOG").is_some() {
         telemetry::init(std::io::stderr);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(startup::run(listener, config, async move {
+    let stopped = async move {
         let _ = stopped.await;
-    }));
+    };
+    let server = match engine {
+        Some(engine) => tokio::spawn(startup::run_with_engine(listener, config, engine, stopped)),
+        None => tokio::spawn(startup::run(listener, config, stopped)),
+    };
     TestRelay {
         address,
         stop: Some(stop),

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use backend::{
     config::Config,
+    connection::{RateLimit, SendQueueLimits, SessionSettings},
     http::OriginPolicy,
-    relay::{OutboxLimits, RateLimit, SessionSettings},
 };
 use common::{ClientMessage, ErrorCode, ServerMessage, close_code};
 use futures_util::{SinkExt, StreamExt};
@@ -225,6 +225,16 @@ async fn a_client_that_stops_answering_is_dropped_within_the_timeout() {
     let mut rest = Vec::new();
     let eof = tokio::time::timeout(WAIT, silent.read_to_end(&mut rest)).await;
     assert!(eof.is_ok(), "the relay closes the TCP connection too");
+    let address = relay.address;
+    eventually(
+        "the silent client to be counted as timed out",
+        || async move {
+            http_get(address, "/metrics")
+                .await
+                .contains("relay_closed_total{reason=\"heartbeat_timeout\"} 1")
+        },
+    )
+    .await;
 
     // A client that answers pings (tungstenite does, whenever it reads) stays connected.
     let (mut lively, _) = connect_async(relay.url("/ws")).await.unwrap();
@@ -265,7 +275,7 @@ async fn a_client_that_never_reads_is_cut_off_and_nobody_else_notices() {
     const CHATTERS: usize = 100;
     const MESSAGES_EACH: usize = 10;
     let relay = relay_with(|config| {
-        config.outbox = OutboxLimits {
+        config.send_queue = SendQueueLimits {
             max_frames: 600,
             max_bytes: 16 << 20,
         };

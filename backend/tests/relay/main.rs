@@ -1,7 +1,9 @@
 //! Integration tests: a real relay on an ephemeral port, real WebSocket clients.
 
 mod bad_input;
+mod close;
 mod delivery;
+mod exactly_once;
 mod fault;
 mod frames;
 mod helpers;
@@ -9,6 +11,7 @@ mod http;
 mod limits;
 mod plain;
 mod properties;
+mod readme;
 mod restart;
 mod shutdown;
 mod typed;

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
-use backend::store::DB_FILE;
+use backend::engine::DB_FILE;
 use common::{Position, Recovery, ServerMessage};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader},

@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::defaults;
+
 /// A rate limit's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -20,9 +22,9 @@ pub struct RateLimit {
 impl Default for RateLimit {
     fn default() -> Self {
         RateLimit {
-            per_second: 20.0,
-            burst: 60,
-            abuse_after: 100,
+            per_second: defaults::RATE_PER_SEC,
+            burst: defaults::RATE_BURST,
+            abuse_after: defaults::RATE_ABUSE_AFTER,
         }
     }
 }

@@ -8,9 +8,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use common::close_code;
-
-use super::End;
+use crate::connection::{CloseReason, End};
 
 /// The relay's counters.
 #[derive(Debug, Default)]
@@ -31,14 +29,16 @@ pub struct Metrics {
     origins_refused: AtomicU64,
     /// Upgrades refused because the relay was full.
     connections_refused: AtomicU64,
-    /// Connections the relay closed, by reason.
-    closed_slow_consumer: AtomicU64,
-    closed_heartbeat: AtomicU64,
-    closed_rate_abuse: AtomicU64,
-    closed_too_big: AtomicU64,
-    closed_protocol_error: AtomicU64,
-    closed_shutdown: AtomicU64,
+    /// Connections the relay closed, by reason, in [`CloseReason::ALL`] order.
+    closed_by_relay: [AtomicU64; CloseReason::ALL.len()],
+    /// Connections the client closed: with 1000 (or no code), 1001, anything else.
+    closed_by_client: [AtomicU64; 3],
+    /// Connections that ended without a close handshake (EOF, reset, failed write).
+    disconnected: AtomicU64,
 }
+
+/// Labels of `relay_client_closed_total`, in `closed_by_client` order.
+const CLIENT_CLOSE_LABELS: [&str; 3] = ["normal", "going_away", "other"];
 
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
@@ -76,18 +76,24 @@ impl Metrics {
         bump(&self.connections_refused, 1);
     }
 
-    /// Counts how a connection ended, when the relay ended it.
+    /// Counts how a connection ended.
     pub(crate) fn record_end(&self, end: End) {
-        let End::Close { code, .. } = end else {
-            return;
-        };
-        let counter = match code {
-            close_code::SLOW_CONSUMER => &self.closed_slow_consumer,
-            close_code::HEARTBEAT_TIMEOUT => &self.closed_heartbeat,
-            close_code::POLICY_VIOLATION => &self.closed_rate_abuse,
-            close_code::MESSAGE_TOO_BIG => &self.closed_too_big,
-            close_code::GOING_AWAY | close_code::SERVICE_RESTART => &self.closed_shutdown,
-            _ => &self.closed_protocol_error,
+        let counter = match end {
+            End::Quietly => &self.disconnected,
+            End::Relay(reason) => {
+                let index = CloseReason::ALL
+                    .iter()
+                    .position(|known| known.label() == reason.label())
+                    .expect("every reason is in ALL");
+                &self.closed_by_relay[index]
+            }
+            End::Client(code) => {
+                &self.closed_by_client[match code {
+                    None | Some(common::close_code::NORMAL) => 0,
+                    Some(common::close_code::GOING_AWAY) => 1,
+                    Some(_) => 2,
+                }]
+            }
         };
         bump(counter, 1);
     }
@@ -153,25 +159,41 @@ impl Metrics {
         for (name, help, counter) in counters {
             metric(name, "counter", help, read(counter));
         }
+        let mut labelled = |name: &str, help: &str, label: &str, series: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP relay_{name} {help}");
+            let _ = writeln!(out, "# TYPE relay_{name} counter");
+            for (value, count) in series {
+                let _ = writeln!(out, "relay_{name}{{{label}=\"{value}\"}} {count}");
+            }
+        };
+        let by_relay: Vec<(&str, u64)> = CloseReason::ALL
+            .iter()
+            .zip(&self.closed_by_relay)
+            .map(|(reason, counter)| (reason.label(), read(counter)))
+            .collect();
+        labelled(
+            "closed_total",
+            "Connections the relay closed, by reason.",
+            "reason",
+            &by_relay,
+        );
+        let by_client: Vec<(&str, u64)> = CLIENT_CLOSE_LABELS
+            .iter()
+            .zip(&self.closed_by_client)
+            .map(|(label, counter)| (*label, read(counter)))
+            .collect();
+        labelled(
+            "client_closed_total",
+            "Connections the client closed: 1000 or no code (normal), 1001 (going_away), other.",
+            "code",
+            &by_client,
+        );
         let _ = writeln!(
             out,
-            "# HELP relay_closed_total Connections the relay closed, by reason."
+            "# HELP relay_disconnected_total Connections that ended without a close handshake."
         );
-        let _ = writeln!(out, "# TYPE relay_closed_total counter");
-        for (reason, counter) in [
-            ("slow_consumer", &self.closed_slow_consumer),
-            ("heartbeat_timeout", &self.closed_heartbeat),
-            ("rate_abuse", &self.closed_rate_abuse),
-            ("message_too_big", &self.closed_too_big),
-            ("protocol_error", &self.closed_protocol_error),
-            ("shutdown", &self.closed_shutdown),
-        ] {
-            let _ = writeln!(
-                out,
-                "relay_closed_total{{reason=\"{reason}\"}} {}",
-                read(counter)
-            );
-        }
+        let _ = writeln!(out, "# TYPE relay_disconnected_total counter");
+        let _ = writeln!(out, "relay_disconnected_total {}", read(&self.disconnected));
         out
     }
 }

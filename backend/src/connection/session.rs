@@ -1,10 +1,10 @@
 //! One WebSocket connection, from upgrade to close.
 //!
 //! A session runs two halves in one task. The reader turns incoming frames into relay calls
-//! (every answer goes through the connection's outbox, never straight to the socket); it
+//! (every answer goes through the connection's queue, never straight to the socket); it
 //! also charges each frame to the connection's rate limit, records that the client is
 //! alive, and turns WebSocket protocol errors into the right close code. The writer drains
-//! the outbox to the socket, a whole batch framed into one buffer per `send` (see
+//! the queue to the socket, a whole batch framed into one buffer per `send` (see
 //! [`crate::websocket`]), with a ping when the heartbeat sweep asks for one and a pong when
 //! the client pinged, until someone decides the connection ends. When either half ends the other gets a moment to
 //! finish (send its close frame, or receive the client's).
@@ -19,20 +19,27 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use common::{
     ClientMessage, DEFAULT_ROOM, ErrorCode, PROTOCOL_VERSION, Position, ProtocolError,
-    ServerMessage, close_code, parse_client_message, validate_client_id, validate_name,
-    validate_room, validate_text,
+    ServerMessage, parse_client_message, validate_client_id, validate_name, validate_room,
+    validate_text,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ClientKind, Connection, End, Outbox, Publication, Relay, Room, encode,
+    CloseReason, End, SendQueue,
+    framing::{Control, FrameReader, Incoming, Violation, write_frames},
     rate_limit::{RateLimit, TokenBucket, Verdict},
 };
-use crate::websocket::{Control, FrameReader, Incoming, Violation, write_frames};
+use crate::config::defaults;
+use crate::relay::{ClientKind, Connection, Publication, Relay, Room, encode};
 
-/// How long a closing session waits for the other half to finish its part of the close.
+/// How long a closing session waits for the writer to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// After its close frame, how long the relay keeps reading (and discarding) what the client
+/// still sends, and how much of it at most: see [`linger`].
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 64 << 20;
 
 /// Per-connection limits and timers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,16 +58,16 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(20),
+            ping_interval: Duration::from_millis(defaults::PING_INTERVAL_MS),
+            ping_timeout: Duration::from_millis(defaults::PING_TIMEOUT_MS),
             rate: RateLimit::default(),
-            max_rooms: 20,
+            max_rooms: defaults::MAX_ROOMS,
         }
     }
 }
 
 /// Runs a connection (an upgraded socket, its handshake done) until the client leaves,
-/// breaks the protocol, stops answering, stops reading, or the relay shuts down (its outbox
+/// breaks the protocol, stops answering, stops reading, or the relay shuts down (its queue
 /// is ended with 1001; `stopping` is only checked once, for a connection that arrives as
 /// shutdown begins).
 ///
@@ -70,72 +77,83 @@ impl Default for SessionSettings {
 pub fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
     socket: S,
     frames: FrameReader,
-    relay: Relay,
-    kind: ClientKind,
-    settings: SessionSettings,
+    session: Session,
     stopping: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     let (stream, sink) = tokio::io::split(socket);
-    serve(sink, stream, frames, relay, kind, settings, stopping)
+    serve(sink, stream, frames, session, stopping)
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Send>(
     sink: WriteHalf<S>,
     mut stream: ReadHalf<S>,
     mut frames: FrameReader,
-    relay: Relay,
-    kind: ClientKind,
-    settings: SessionSettings,
+    mut session: Session,
     stopping: CancellationToken,
 ) {
-    let mut session = Session::open(relay, kind, settings);
-    let outbox = session.connection.outbox.clone();
+    let queue = session.connection.queue.clone();
     if stopping.is_cancelled() {
-        outbox.end(GOING_AWAY);
+        queue.end(GOING_AWAY);
     }
-    session.start().await;
-    let id = session.connection.id;
+    let (id, kind, settings) = (
+        session.connection.id,
+        session.connection.kind,
+        session.settings,
+    );
     tracing::debug!(connection = id, ?kind, "connected");
     let relay = session.relay.clone();
-    {
-        let writer = write_outbox(sink, &outbox, settings);
+    let end = {
+        let writer = write_queue(sink, &queue, settings);
         let reader = read_frames(&mut stream, &mut frames, &mut session);
         tokio::pin!(writer, reader);
-        // The grace periods are boxed: they are needed once, at the very end, and inline
-        // they would take room in every connection's task for its whole life.
-        let end = tokio::select! {
+        // The grace period is boxed: it is needed once, at the very end, and inline it
+        // would take room in every connection's task for its whole life.
+        tokio::select! {
             end = &mut reader => {
-                outbox.end(end);
+                queue.end(end);
                 let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut writer)).await;
                 end
             }
-            end = &mut writer => {
-                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut reader)).await;
-                end
-            }
-        };
-        relay.metrics().record_end(end);
+            end = &mut writer => end,
+        }
+    };
+    relay.metrics().record_end(end);
+    if end != End::Quietly {
+        Box::pin(linger(&mut stream)).await;
     }
     tracing::debug!(connection = id, "disconnected");
-    session.close();
+    // Dropping the session leaves its rooms.
+    drop(session);
 }
 
 /// How shutdown ends a connection.
-pub const GOING_AWAY: End = End::Close {
-    code: close_code::GOING_AWAY,
-    reason: "relay shutting down",
-};
+pub const GOING_AWAY: End = End::SHUTDOWN;
 
-/// Writes what the outbox receives until the connection is to end; returns how it ended.
-async fn write_outbox<W: AsyncWrite>(
+/// The end of a close: the relay's close frame is sent and its sending side shut down (a
+/// FIN follows the close frame). Now read and discard whatever the client still sends,
+/// until it closes its side too, for at most [`LINGER_TIME`] and [`LINGER_BYTES`].
+///
+/// Closing the socket while unread data is still arriving makes the kernel answer with a
+/// reset, and a reset makes the client's kernel throw away everything it had received but
+/// the application had not read yet, close frame included: a browser that just sent a
+/// frame over the limit would see 1006 instead of 1009. Reading to the end avoids that.
+async fn linger<R: AsyncRead>(stream: &mut ReadHalf<R>) {
+    let mut sink = tokio::io::sink();
+    let mut rest = stream.take(LINGER_BYTES);
+    let _ = tokio::time::timeout(LINGER_TIME, tokio::io::copy(&mut rest, &mut sink)).await;
+}
+
+/// Writes what the send queue receives until the connection is to end; returns how it
+/// ended. A close ends with the close frame and the sending side shut down.
+async fn write_queue<W: AsyncWrite>(
     mut sink: WriteHalf<W>,
-    outbox: &Outbox,
+    queue: &SendQueue,
     settings: SessionSettings,
 ) -> End {
     let mut batch = Vec::new();
     loop {
-        let next = outbox.next_batch(&mut batch).await;
-        if next.ending == Some(End::SLOW_CONSUMER) {
+        let next = queue.next_batch(&mut batch).await;
+        if next.ending == Some(End::Relay(CloseReason::SlowConsumer)) {
             batch.clear();
         }
         let mut controls = Vec::new();
@@ -148,28 +166,28 @@ async fn write_outbox<W: AsyncWrite>(
             // read must not hold the connection (or shutdown's drain) open.
             let finish = async {
                 write_frames(&mut sink, &controls, &batch).await?;
-                if let End::Close { code, reason } = end {
+                if let Some((code, reason)) = end.close_frame() {
                     let close = Control::Close { code, reason };
-                    let _ = write_frames(&mut sink, &[close], &[]).await;
+                    write_frames(&mut sink, &[close], &[]).await?;
+                    sink.shutdown().await?;
                 }
                 Ok::<(), std::io::Error>(())
             };
-            return match Box::pin(tokio::time::timeout(settings.ping_timeout, finish)).await {
-                Ok(Err(_)) => End::Quietly,
-                Ok(Ok(())) | Err(_) => end,
-            };
+            // However the writing went, this is how the connection ended.
+            let _ = Box::pin(tokio::time::timeout(settings.ping_timeout, finish)).await;
+            return end;
         }
         // A client that does not read blocks this write; the heartbeat sweep notices a
         // write stuck too long and ends the connection, which wakes this.
-        outbox.writing(true);
+        queue.writing(true);
         tokio::select! {
             written = write_frames(&mut sink, &controls, &batch) => {
-                outbox.writing(false);
+                queue.writing(false);
                 if written.is_err() {
                     return End::Quietly;
                 }
             }
-            end = outbox.ended() => return end,
+            end = queue.ended() => return end,
         }
         batch.clear();
     }
@@ -183,25 +201,20 @@ async fn read_frames<R: AsyncRead>(
 ) -> End {
     let mut bucket = TokenBucket::new(session.settings.rate, Instant::now());
     while let Some(next) = frames.next(stream).await {
-        session.connection.outbox.heard();
+        session.connection.queue.heard();
         let incoming = match next {
             Ok(incoming) => incoming,
             Err(violation) => return end_for_violation(violation),
         };
         match incoming {
             Incoming::Ping(payload) => {
-                session.connection.outbox.request_pong(payload);
+                session.connection.queue.request_pong(payload);
                 continue;
             }
             Incoming::Pong => continue,
             // The client's close: answer it (echoing its code) and end. If the relay closed
             // first, this is the answer to its close, and the connection is already ending.
-            Incoming::Close(code) => {
-                return End::Close {
-                    code: code.unwrap_or(close_code::NORMAL),
-                    reason: "",
-                };
-            }
+            Incoming::Close(code) => return End::Client(code),
             Incoming::Text(_) | Incoming::Binary => {}
         }
         match bucket.check(Instant::now()) {
@@ -219,12 +232,7 @@ async fn read_frames<R: AsyncRead>(
                 );
                 continue;
             }
-            Verdict::Abuse => {
-                return End::Close {
-                    code: close_code::POLICY_VIOLATION,
-                    reason: "rate limit exceeded",
-                };
-            }
+            Verdict::Abuse => return End::Relay(CloseReason::RateAbuse),
         }
         match incoming {
             Incoming::Text(text) => session.on_text(text).await,
@@ -243,20 +251,11 @@ async fn read_frames<R: AsyncRead>(
 
 /// The close a broken frame deserves (RFC 6455 section 7.4.1).
 fn end_for_violation(violation: Violation) -> End {
-    match violation {
-        Violation::TooBig => End::Close {
-            code: close_code::MESSAGE_TOO_BIG,
-            reason: "message too big",
-        },
-        Violation::InvalidUtf8 => End::Close {
-            code: close_code::INVALID_PAYLOAD,
-            reason: "text frame is not valid UTF-8",
-        },
-        Violation::Protocol(why) => End::Close {
-            code: close_code::PROTOCOL_ERROR,
-            reason: why,
-        },
-    }
+    End::Relay(match violation {
+        Violation::TooBig => CloseReason::MessageTooBig,
+        Violation::InvalidUtf8 => CloseReason::InvalidPayload,
+        Violation::Protocol(why) => CloseReason::ProtocolError(why),
+    })
 }
 
 /// A room this connection is in.
@@ -266,8 +265,10 @@ struct Membership {
     name: Arc<str>,
 }
 
-/// A connection's state as the reader sees it.
-struct Session {
+/// A connection's state as the reader sees it. Opened before the upgrade is answered, so
+/// a plain client is in the lobby by the time its handshake completes; dropping it (when
+/// the connection ends, or if the upgrade never completes) leaves every room it joined.
+pub struct Session {
     relay: Relay,
     connection: Connection,
     settings: SessionSettings,
@@ -277,10 +278,11 @@ struct Session {
 }
 
 impl Session {
-    /// Registers the connection; a typed client is welcomed.
-    fn open(relay: Relay, kind: ClientKind, settings: SessionSettings) -> Self {
+    /// Registers the connection: a typed client is welcomed, a plain client joins the
+    /// lobby.
+    pub async fn open(relay: Relay, kind: ClientKind, settings: SessionSettings) -> Self {
         let connection = relay.connect(kind);
-        let session = Session {
+        let mut session = Session {
             relay,
             connection,
             settings,
@@ -295,16 +297,11 @@ impl Session {
                 default_room: DEFAULT_ROOM.to_owned(),
                 limits: session.relay.settings().limits,
             });
+        } else {
+            let name = format!("guest-{}", session.connection.id);
+            Box::pin(session.enter(DEFAULT_ROOM.to_owned(), &name, None)).await;
         }
         session
-    }
-
-    /// Finishes opening: a plain client joins the lobby.
-    async fn start(&mut self) {
-        if self.connection.kind == ClientKind::Plain {
-            let name = format!("guest-{}", self.connection.id);
-            Box::pin(self.enter(DEFAULT_ROOM.to_owned(), &name, None)).await;
-        }
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) {
@@ -328,8 +325,10 @@ impl Session {
                 room,
                 id,
                 text,
-                resend,
-            } => self.publish(room, id, text, resend),
+                // Resends need no flag any more: the engine recognises every client id the
+                // room still keeps. The field stays in the protocol for old clients.
+                resend: _,
+            } => self.publish(room, id, text),
         }
     }
 
@@ -358,39 +357,25 @@ impl Session {
         Box::pin(self.enter(room, name, since)).await;
     }
 
-    /// Joins a room, reading history from the store (off the async threads, outside every
-    /// lock) when the client's position is older than what the room keeps in memory.
+    /// Joins a room, reading history from the engine (outside every lock) when the client's
+    /// position is older than what the room keeps in memory.
     async fn enter(&mut self, room: String, name: &str, since: Option<&Position>) {
         // One copy of the name, shared by this membership, the room's member list and every
         // message sent under it.
         let name: Arc<str> = Arc::from(name);
-        let (joined, catch_up) = match self.relay.join(&self.connection, &room, &name, since) {
+        let joining = self.relay.join(&self.connection, &room, &name, since).await;
+        let (joined, catch_up) = match joining {
             Ok(joined) => joined,
-            Err(err) => return self.store_failed(&err, room),
+            Err(err) => return self.engine_failed(&err, room),
         };
         if let Some(catch_up) = catch_up {
-            let store = self.relay.store().clone();
-            let (name, after, before) = (room.clone(), catch_up.after, catch_up.before);
-            let read =
-                tokio::task::spawn_blocking(move || store.read_range(&name, after, before)).await;
-            let stored = match read {
-                Ok(Ok(stored)) => Some(stored),
-                Ok(Err(err)) => {
-                    tracing::error!(%err, room, "cannot read history; replaying what is in memory");
-                    None
-                }
-                Err(panicked) => {
-                    tracing::error!(%panicked, "history read panicked");
-                    None
-                }
-            };
-            joined.finish_catch_up(&self.connection.outbox, catch_up, stored);
+            joined.catch_up(&self.connection.queue, catch_up).await;
         }
         let membership = Membership { room: joined, name };
         self.rooms.push(membership);
     }
 
-    fn store_failed(&self, err: &crate::store::StoreError, room: String) {
+    fn engine_failed(&self, err: &crate::engine::EngineError, room: String) {
         tracing::error!(%err, room, "cannot open room");
         let refusal = ProtocolError::new(
             ErrorCode::StoreUnavailable,
@@ -410,7 +395,7 @@ impl Session {
         }
     }
 
-    fn publish(&mut self, room: String, id: String, text: String, resend: bool) {
+    fn publish(&mut self, room: String, id: String, text: String) {
         let max_text_chars = self.relay.settings().limits.max_text_chars;
         let checked = validate_client_id(&id).and_then(|()| validate_text(&text, max_text_chars));
         if let Err(err) = checked {
@@ -426,8 +411,7 @@ impl Session {
             from: membership.name.clone(),
             text: Utf8Bytes::from(text),
             id: Some(id),
-            resend,
-            ack_to: Some(self.connection.outbox.clone()),
+            ack_to: Some(self.connection.queue.clone()),
         });
     }
 
@@ -448,7 +432,6 @@ impl Session {
             from: lobby.name.clone(),
             text,
             id: None,
-            resend: false,
             ack_to: None,
         });
     }
@@ -464,7 +447,7 @@ impl Session {
             }),
             ClientKind::Plain => self
                 .connection
-                .outbox
+                .queue
                 .push(Utf8Bytes::from(format!("relay error {err}"))),
         }
     }
@@ -474,11 +457,13 @@ impl Session {
     }
 
     fn send(&self, message: &ServerMessage) {
-        self.connection.outbox.push(encode(message));
+        self.connection.queue.push(encode(message));
     }
+}
 
+impl Drop for Session {
     /// Leaves every room, telling their members.
-    fn close(mut self) {
+    fn drop(&mut self) {
         for membership in self.rooms.drain(..) {
             self.relay.leave(&self.connection, &membership.room);
         }

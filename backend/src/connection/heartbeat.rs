@@ -2,15 +2,14 @@
 //!
 //! Rather than a timer in each connection's task (memory and timer-wheel work per idle
 //! connection), one sweep runs every half-period over all connections and reads each one's
-//! pulse from its outbox: quiet for `ping_interval` gets a ping; quiet for `ping_interval +
+//! pulse from its queue: quiet for `ping_interval` gets a ping; quiet for `ping_interval +
 //! ping_timeout` is closed (4001); a write stuck for `ping_timeout` on a client that does not
 //! read is closed as a slow consumer (4000).
 
 use std::time::Duration;
 
-use common::close_code;
-
-use super::{End, Relay, SessionSettings, clock};
+use super::{CloseReason, End, SessionSettings, clock};
+use crate::relay::Relay;
 
 /// What a connection's pulse calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +33,11 @@ pub fn pulse(
     let interval = settings.ping_interval.as_millis() as u64;
     let timeout = settings.ping_timeout.as_millis() as u64;
     if writing_since.is_some_and(|since| now.saturating_sub(since) >= timeout) {
-        return Pulse::Dead(End::SLOW_CONSUMER);
+        return Pulse::Dead(End::Relay(CloseReason::SlowConsumer));
     }
     let silence = now.saturating_sub(last_heard);
     if silence >= interval + timeout {
-        Pulse::Dead(End::Close {
-            code: close_code::HEARTBEAT_TIMEOUT,
-            reason: "no answer to pings",
-        })
+        Pulse::Dead(End::Relay(CloseReason::HeartbeatTimeout))
     } else if silence >= interval {
         Pulse::Ping
     } else {
@@ -57,11 +53,11 @@ pub fn sweep_period(settings: &SessionSettings) -> Duration {
 /// Checks every connection's pulse once and acts on it.
 pub fn sweep(relay: &Relay, settings: &SessionSettings) {
     let now = clock::now_ms();
-    relay.for_each_outbox(|outbox| {
-        match pulse(now, outbox.last_heard(), outbox.writing_since(), settings) {
+    relay.for_each_outbox(|queue| {
+        match pulse(now, queue.last_heard(), queue.writing_since(), settings) {
             Pulse::Fine => {}
-            Pulse::Ping => outbox.request_ping(),
-            Pulse::Dead(end) => outbox.end(end),
+            Pulse::Ping => queue.request_ping(),
+            Pulse::Dead(end) => queue.end(end),
         }
     });
 }
@@ -86,10 +82,7 @@ mod tests {
         assert_eq!(pulse(10_000, 8_600, None, &s), Pulse::Ping);
         assert!(matches!(
             pulse(10_000, 8_500, None, &s),
-            Pulse::Dead(End::Close {
-                code: close_code::HEARTBEAT_TIMEOUT,
-                ..
-            })
+            Pulse::Dead(End::Relay(CloseReason::HeartbeatTimeout))
         ));
     }
 
@@ -99,7 +92,7 @@ mod tests {
         assert_eq!(pulse(10_000, 10_000, Some(9_600), &s), Pulse::Fine);
         assert_eq!(
             pulse(10_000, 10_000, Some(9_500), &s),
-            Pulse::Dead(End::SLOW_CONSUMER)
+            Pulse::Dead(End::Relay(CloseReason::SlowConsumer))
         );
     }
 

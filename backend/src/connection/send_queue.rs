@@ -6,7 +6,7 @@
 //! that stops reading overflows it, and its writer then ends the connection (close 4000)
 //! instead of letting the relay's memory grow.
 //!
-//! The outbox also carries the decision to end the connection ([`End`]) from whoever makes
+//! The queue also carries the decision to end the connection ([`End`]) from whoever makes
 //! it (the reader on a protocol error, a push on overflow, the heartbeat sweep, shutdown) to
 //! the writer, which owns the socket's sending half; and the connection's pulse (when the
 //! client was last heard from, whether a write is stuck), which the heartbeat sweep reads.
@@ -23,49 +23,30 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-/// Upper bounds on what may wait in one outbox.
+use super::{CloseReason, End};
+use crate::config::defaults;
+
+/// Upper bounds on what may wait in one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxLimits {
+pub struct SendQueueLimits {
     /// Most frames queued at once.
     pub max_frames: usize,
     /// Most bytes of frame payload queued at once.
     pub max_bytes: usize,
 }
 
-impl Default for OutboxLimits {
+impl Default for SendQueueLimits {
     fn default() -> Self {
-        OutboxLimits {
-            max_frames: 4096,
-            max_bytes: 4 << 20,
+        SendQueueLimits {
+            max_frames: defaults::SEND_QUEUE_FRAMES,
+            max_bytes: defaults::SEND_QUEUE_BYTES,
         }
     }
 }
 
-/// How a connection ends, as decided by the side that noticed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Stop writing; the peer is gone or already closed properly.
-    Quietly,
-    /// Send a close frame with this code and reason, then stop.
-    Close {
-        /// WebSocket close code; see `common::close_code`.
-        code: u16,
-        /// Short explanation for the client.
-        reason: &'static str,
-    },
-}
-
-impl End {
-    /// The end for an outbox that overflowed.
-    pub const SLOW_CONSUMER: End = End::Close {
-        code: common::close_code::SLOW_CONSUMER,
-        reason: "slow consumer: too many unread messages",
-    };
-}
-
 /// A cheap, cloneable handle to one connection's queue.
 #[derive(Debug, Clone)]
-pub struct Outbox {
+pub struct SendQueue {
     shared: Arc<Shared>,
 }
 
@@ -78,7 +59,7 @@ struct Shared {
     /// waiting, so a push that lands between the writer's check and its wait is not missed.
     wake: Notify,
     /// Bounds checked on every push.
-    limits: OutboxLimits,
+    limits: SendQueueLimits,
     /// When the client was last heard from, in [`super::clock`] milliseconds.
     last_heard: AtomicU64,
     /// When the write in progress started, in clock milliseconds; 0 when none is blocked.
@@ -106,20 +87,33 @@ struct Queue {
     /// then on pushes are dropped, and a client cut off this way recovers from its last offset.
     ending: Option<End>,
     /// While set, frames queue but are not handed to the writer: a joining client's live
-    /// messages wait behind its replay, which is still being read from the store.
+    /// messages wait behind its replay, which is still being read from the engine.
     held: bool,
+    /// While held, the replay read so far, which the writer does take. Boxed and only
+    /// there during a catch-up: idle connections pay one pointer for it.
+    replay: Option<Box<Replay>>,
     /// The heartbeat asked for a ping.
     ping_due: bool,
     /// The client pinged; the pong echoes the latest ping's payload.
     pong_due: Option<Bytes>,
 }
 
+/// A catch-up's replay on its way out, page by page.
+#[derive(Debug, Default)]
+struct Replay {
+    /// Frames to write before anything held.
+    frames: VecDeque<Utf8Bytes>,
+    /// Told each time the writer takes frames, so the catch-up reads its next page only
+    /// once the client has taken most of the last one.
+    taken: Arc<Notify>,
+}
+
 impl Queue {
     /// Accounts for `count` more frames of `bytes` bytes if they fit within `limits`. If they
     /// do not, empties the queue and ends the connection as a slow consumer instead.
-    fn make_room(&mut self, limits: OutboxLimits, count: usize, bytes: usize) -> bool {
+    fn make_room(&mut self, limits: SendQueueLimits, count: usize, bytes: usize) -> bool {
         if self.frames.len() + count > limits.max_frames || self.bytes + bytes > limits.max_bytes {
-            self.ending = Some(End::SLOW_CONSUMER);
+            self.ending = Some(End::Relay(CloseReason::SlowConsumer));
             self.frames = VecDeque::new();
             self.bytes = 0;
             return false;
@@ -129,10 +123,10 @@ impl Queue {
     }
 }
 
-impl Outbox {
-    /// An empty outbox with these bounds.
-    pub fn new(limits: OutboxLimits) -> Self {
-        Outbox {
+impl SendQueue {
+    /// An empty queue with these bounds.
+    pub fn new(limits: SendQueueLimits) -> Self {
+        SendQueue {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 wake: Notify::new(),
@@ -143,7 +137,7 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame for writing. Never waits. If the frame would pass a limit, the outbox
+    /// Queues a frame for writing. Never waits. If the frame would pass a limit, the queue
     /// is emptied and its writer woken to end the connection as a slow consumer.
     ///
     /// Only the push that finds the queue empty wakes the writer: the writer takes the whole
@@ -168,9 +162,45 @@ impl Outbox {
         }
     }
 
-    /// Holds back what is queued from now on, until [`Outbox::release`].
+    /// Holds back what is queued from now on, until [`SendQueue::release`]; meanwhile only
+    /// frames given to [`SendQueue::replay`] are written.
     pub fn hold(&self) {
-        self.lock().held = true;
+        let mut queue = self.lock();
+        queue.held = true;
+        queue.replay = Some(Box::default());
+    }
+
+    /// While held, queues `frames` (a page of a catch-up's replay) ahead of everything held
+    /// back. The caller bounds how much it hands over with [`SendQueue::replay_taken`].
+    pub fn replay(&self, frames: Vec<Utf8Bytes>) {
+        let mut queue = self.lock();
+        if queue.ending.is_some() {
+            return;
+        }
+        if let Some(replay) = &mut queue.replay {
+            replay.frames.extend(frames);
+        }
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until at most `backlog` replay frames are still unwritten, or the connection is
+    /// ending (then returns `false`).
+    pub async fn replay_taken(&self, backlog: usize) -> bool {
+        loop {
+            let taken = {
+                let queue = self.lock();
+                if queue.ending.is_some() {
+                    return false;
+                }
+                match &queue.replay {
+                    Some(replay) if replay.frames.len() > backlog => replay.taken.clone(),
+                    _ => return true,
+                }
+            };
+            // `notify_one` leaves a permit if the writer took frames since the check.
+            taken.notified().await;
+        }
     }
 
     /// Puts `first` in front of everything held back and lets it all go to the writer. The
@@ -178,12 +208,21 @@ impl Outbox {
     pub fn release(&self, first: Vec<Utf8Bytes>) {
         let mut queue = self.lock();
         queue.held = false;
+        let unwritten = queue
+            .replay
+            .take()
+            .map(|replay| replay.frames)
+            .unwrap_or_default();
         if queue.ending.is_some() {
             return;
         }
         let added: usize = first.iter().map(|frame| frame.len()).sum();
         if queue.make_room(self.shared.limits, first.len(), added) {
             for frame in first.into_iter().rev() {
+                queue.frames.push_front(frame);
+            }
+            // Still ahead of everything: what the writer had not taken of the replay.
+            for frame in unwritten.into_iter().rev() {
                 queue.frames.push_front(frame);
             }
         }
@@ -222,6 +261,11 @@ impl Outbox {
         if !queue.held {
             batch.extend(queue.frames.drain(..));
             queue.bytes = 0;
+        } else if let Some(replay) = &mut queue.replay
+            && !replay.frames.is_empty()
+        {
+            batch.extend(replay.frames.drain(..));
+            replay.taken.notify_one();
         }
         Next {
             ping: std::mem::take(&mut queue.ping_due),
@@ -303,100 +347,100 @@ mod tests {
 
     #[tokio::test]
     async fn batches_everything_queued_in_order() {
-        let outbox = Outbox::new(OutboxLimits::default());
+        let queue = SendQueue::new(SendQueueLimits::default());
         for text in ["a", "b", "c"] {
-            outbox.push(frame(text));
+            queue.push(frame(text));
         }
         let mut batch = Vec::new();
-        assert_eq!(outbox.next_batch(&mut batch).await, Next::default());
+        assert_eq!(queue.next_batch(&mut batch).await, Next::default());
         let texts: Vec<&str> = batch.iter().map(Utf8Bytes::as_str).collect();
         assert_eq!(texts, ["a", "b", "c"]);
         batch.clear();
-        assert_eq!(outbox.take_queued(&mut batch), Next::default());
+        assert_eq!(queue.take_queued(&mut batch), Next::default());
         assert!(batch.is_empty(), "the batch took everything");
     }
 
     #[tokio::test]
     async fn a_push_wakes_a_waiting_writer() {
-        let outbox = Outbox::new(OutboxLimits::default());
+        let queue = SendQueue::new(SendQueueLimits::default());
         let writer = {
-            let outbox = outbox.clone();
+            let queue = queue.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::new();
-                let next = outbox.next_batch(&mut batch).await;
+                let next = queue.next_batch(&mut batch).await;
                 (next, batch)
             })
         };
         tokio::task::yield_now().await;
-        outbox.push(frame("late"));
+        queue.push(frame("late"));
         let (next, batch) = writer.await.unwrap();
         assert_eq!((next, batch.len()), (Next::default(), 1));
     }
 
     #[tokio::test]
     async fn passing_the_frame_limit_overflows() {
-        let outbox = Outbox::new(OutboxLimits {
+        let queue = SendQueue::new(SendQueueLimits {
             max_frames: 2,
             max_bytes: 1 << 20,
         });
-        outbox.push(frame("1"));
-        outbox.push(frame("2"));
+        queue.push(frame("1"));
+        queue.push(frame("2"));
         let mut batch = Vec::new();
-        assert_eq!(outbox.take_queued(&mut Vec::new()).ending, None);
-        outbox.push(frame("3"));
-        outbox.push(frame("4"));
-        outbox.push(frame("5"));
+        assert_eq!(queue.take_queued(&mut Vec::new()).ending, None);
+        queue.push(frame("3"));
+        queue.push(frame("4"));
+        queue.push(frame("5"));
         assert_eq!(
-            outbox.next_batch(&mut batch).await.ending,
-            Some(End::SLOW_CONSUMER)
+            queue.next_batch(&mut batch).await.ending,
+            Some(End::Relay(CloseReason::SlowConsumer))
         );
         assert!(
             batch.is_empty(),
             "an overflowed queue is dropped, not written"
         );
-        outbox.push(frame("6"));
-        assert!(outbox.take_queued(&mut batch).ending.is_some() && batch.is_empty());
+        queue.push(frame("6"));
+        assert!(queue.take_queued(&mut batch).ending.is_some() && batch.is_empty());
     }
 
     #[tokio::test]
     async fn passing_the_byte_limit_overflows() {
-        let outbox = Outbox::new(OutboxLimits {
+        let queue = SendQueue::new(SendQueueLimits {
             max_frames: 100,
             max_bytes: 10,
         });
-        outbox.push(frame("12345"));
-        outbox.push(frame("67890"));
-        assert_eq!(outbox.take_queued(&mut Vec::new()).ending, None);
-        outbox.push(frame("12345678901"));
+        queue.push(frame("12345"));
+        queue.push(frame("67890"));
+        assert_eq!(queue.take_queued(&mut Vec::new()).ending, None);
+        queue.push(frame("12345678901"));
         assert_eq!(
-            outbox.take_queued(&mut Vec::new()).ending,
-            Some(End::SLOW_CONSUMER)
+            queue.take_queued(&mut Vec::new()).ending,
+            Some(End::Relay(CloseReason::SlowConsumer))
         );
     }
 
     #[tokio::test]
     async fn a_requested_ping_or_pong_wakes_the_writer_once() {
-        let outbox = Outbox::new(OutboxLimits::default());
-        outbox.request_ping();
+        let queue = SendQueue::new(SendQueueLimits::default());
+        queue.request_ping();
         let mut batch = Vec::new();
         assert_eq!(
-            outbox.next_batch(&mut batch).await,
+            queue.next_batch(&mut batch).await,
             Next {
                 ping: true,
                 ..Next::default()
             }
         );
-        outbox.request_pong(Bytes::from_static(b"first"));
-        outbox.request_pong(Bytes::from_static(b"latest"));
+        queue.request_pong(Bytes::from_static(b"first"));
+        queue.request_pong(Bytes::from_static(b"latest"));
         assert_eq!(
-            outbox.next_batch(&mut batch).await,
+            queue.next_batch(&mut batch).await,
             Next {
                 pong: Some(Bytes::from_static(b"latest")),
                 ..Next::default()
             }
         );
         assert_eq!(
-            outbox.take_queued(&mut batch),
+            queue.take_queued(&mut batch),
             Next::default(),
             "asked once, sent once"
         );
@@ -404,31 +448,31 @@ mod tests {
 
     #[tokio::test]
     async fn held_frames_wait_for_the_release_which_goes_first() {
-        let outbox = Outbox::new(OutboxLimits::default());
-        outbox.hold();
-        outbox.push(frame("live 1"));
-        outbox.push(frame("live 2"));
+        let queue = SendQueue::new(SendQueueLimits::default());
+        queue.hold();
+        queue.push(frame("live 1"));
+        queue.push(frame("live 2"));
         let mut batch = Vec::new();
-        assert_eq!(outbox.take_queued(&mut batch), Next::default());
+        assert_eq!(queue.take_queued(&mut batch), Next::default());
         assert!(batch.is_empty(), "nothing leaves while held");
-        outbox.release(vec![frame("joined"), frame("old 1")]);
-        outbox.next_batch(&mut batch).await;
+        queue.release(vec![frame("joined"), frame("old 1")]);
+        queue.next_batch(&mut batch).await;
         let texts: Vec<&str> = batch.iter().map(Utf8Bytes::as_str).collect();
         assert_eq!(texts, ["joined", "old 1", "live 1", "live 2"]);
     }
 
     #[tokio::test]
     async fn a_release_that_passes_the_limits_overflows() {
-        let outbox = Outbox::new(OutboxLimits {
+        let queue = SendQueue::new(SendQueueLimits {
             max_frames: 3,
             max_bytes: 1 << 20,
         });
-        outbox.hold();
-        outbox.push(frame("live"));
-        outbox.release(vec![frame("a"), frame("b"), frame("c")]);
+        queue.hold();
+        queue.push(frame("live"));
+        queue.release(vec![frame("a"), frame("b"), frame("c")]);
         assert_eq!(
-            outbox.take_queued(&mut Vec::new()).ending,
-            Some(End::SLOW_CONSUMER)
+            queue.take_queued(&mut Vec::new()).ending,
+            Some(End::Relay(CloseReason::SlowConsumer))
         );
     }
 
@@ -453,11 +497,11 @@ mod tests {
     proptest::proptest! {
         /// Whatever the order of pushes, takes, holds and releases: frames come out in the
         /// order they went in (a release's frames first), the bounds are never exceeded, and
-        /// once the outbox overflows it stays ended and lets nothing more out.
+        /// once the queue overflows it stays ended and lets nothing more out.
         #[test]
         fn order_and_bounds_hold_for_any_sequence(steps in proptest::collection::vec(step(), 0..80)) {
-            let limits = OutboxLimits { max_frames: 8, max_bytes: 120 };
-            let outbox = Outbox::new(limits);
+            let limits = SendQueueLimits { max_frames: 8, max_bytes: 120 };
+            let queue = SendQueue::new(limits);
             let mut model: VecDeque<String> = VecDeque::new();
             let mut held = false;
             let mut counter = 0;
@@ -474,18 +518,18 @@ mod tests {
                         } else if !ended {
                             model.push_back(text.clone());
                         }
-                        outbox.push(Utf8Bytes::from(text));
+                        queue.push(Utf8Bytes::from(text));
                     }
                     Step::Take => {
                         let mut batch = Vec::new();
-                        let ending = outbox.take_queued(&mut batch).ending;
+                        let ending = queue.take_queued(&mut batch).ending;
                         proptest::prop_assert_eq!(ending.is_some(), ended);
                         let expected: Vec<String> = if held { Vec::new() } else { model.drain(..).collect() };
                         let got: Vec<String> = batch.iter().map(|f| f.as_str().to_owned()).collect();
                         proptest::prop_assert_eq!(got, expected);
                     }
                     Step::Hold => {
-                        outbox.hold();
+                        queue.hold();
                         held = true;
                     }
                     Step::Release(n) => {
@@ -500,7 +544,7 @@ mod tests {
                                 model.push_front(text.clone());
                             }
                         }
-                        outbox.release(first.into_iter().map(Utf8Bytes::from).collect());
+                        queue.release(first.into_iter().map(Utf8Bytes::from).collect());
                     }
                 }
                 proptest::prop_assert!(model.len() <= limits.max_frames);
@@ -510,18 +554,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_end_is_delivered_after_what_was_queued_and_wakes_a_stuck_writer() {
-        let outbox = Outbox::new(OutboxLimits::default());
+        let queue = SendQueue::new(SendQueueLimits::default());
         let watcher = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.ended().await })
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.ended().await })
         };
-        outbox.push(frame("last words"));
-        let protocol_error = End::Close {
-            code: 1002,
-            reason: "bad frame",
-        };
-        outbox.end(protocol_error);
-        outbox.end(End::Quietly);
+        queue.push(frame("last words"));
+        let protocol_error = End::Relay(CloseReason::ProtocolError("bad frame"));
+        queue.end(protocol_error);
+        queue.end(End::Quietly);
         assert_eq!(
             watcher.await.unwrap(),
             protocol_error,
@@ -529,7 +570,7 @@ mod tests {
         );
         let mut batch = Vec::new();
         assert_eq!(
-            outbox.next_batch(&mut batch).await.ending,
+            queue.next_batch(&mut batch).await.ending,
             Some(protocol_error)
         );
         assert_eq!(batch.len(), 1, "queued frames are still written");

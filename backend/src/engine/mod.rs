@@ -1,0 +1,218 @@
+//! Engines: where a room's messages are numbered, de-duplicated and kept.
+//!
+//! An [`Engine`] owns everything about a room's history that must be true on every node and
+//! across restarts: its epoch, the next offset, which client ids are already taken, and the
+//! messages themselves. The relay core (`crate::relay`) owns everything else: members,
+//! delivery order, presence. The seam between them is small on purpose:
+//!
+//! | call | answers |
+//! |---|---|
+//! | [`Engine::open_room`] | the room's epoch, top offset and newest entries (registering a new room) |
+//! | [`Engine::append`] | for each draft: stored at a new offset, or a duplicate of a stored one |
+//! | [`Engine::read`] | stored entries after an offset, oldest first |
+//! | [`Engine::prune`] | drops what retention no longer keeps |
+//!
+//! Every call may be a network round trip (the next engine is Redis, with one atomic script
+//! per append), so reads return futures and appends report through a callback. An append
+//! answers only once its drafts are stored: an entry is never acknowledged or delivered from
+//! a write that could still fail, and a duplicate always names an offset that exists.
+//!
+//! De-duplication is exact within retention: a draft whose client id belongs to any message
+//! the room still keeps is answered [`Appended::Duplicate`] with that message's position,
+//! however many messages came in between.
+//!
+//! Implementations: [`memory::MemoryEngine`] (nothing on disk; a room's history lives while
+//! the room is open) and [`sqlite::SqliteEngine`] (the default: WAL, group commit on a
+//! thread of its own, reads on a small pool of connections on blocking threads).
+
+pub mod memory;
+pub mod sqlite;
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use axum::extract::ws::Utf8Bytes;
+
+pub use sqlite::{DB_FILE, Durability, SqliteEngine};
+
+/// A message to append, before the engine gives it an offset.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Sender's display name.
+    pub from: Arc<str>,
+    /// The text.
+    pub text: Utf8Bytes,
+    /// Client message id (typed senders), unique within the room while the room keeps it.
+    pub client_id: Option<String>,
+    /// Sent by a plain client: relayed to other plain clients byte for byte.
+    pub plain: bool,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in its room: 1, 2, 3, ...
+    pub offset: u64,
+    /// Server time of publication, milliseconds since the Unix epoch; never decreasing
+    /// within a room.
+    pub ts: u64,
+    /// Sender's display name.
+    pub from: Arc<str>,
+    /// The text.
+    pub text: Utf8Bytes,
+    /// Client message id, for typed senders.
+    pub client_id: Option<String>,
+    /// Sent by a plain client.
+    pub plain: bool,
+}
+
+impl Entry {
+    /// The entry a draft becomes at `offset`.
+    pub fn from_draft(draft: Draft, offset: u64, ts: u64) -> Entry {
+        Entry {
+            offset,
+            ts,
+            from: draft.from,
+            text: draft.text,
+            client_id: draft.client_id,
+            plain: draft.plain,
+        }
+    }
+}
+
+/// What became of one draft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored as this entry.
+    Stored(Entry),
+    /// Its client id belongs to a message already stored at `offset`.
+    Duplicate {
+        /// The original's offset.
+        offset: u64,
+        /// The original's time.
+        ts: u64,
+    },
+}
+
+/// A room as its engine knows it when it is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSnapshot {
+    /// Names this history; changes only when the history is lost.
+    pub epoch: String,
+    /// The newest offset stored (0 for a new room).
+    pub top: u64,
+    /// The newest entries, oldest first.
+    pub recent: Vec<Entry>,
+}
+
+/// Retention limits, applied per room by [`Engine::prune`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages kept per room.
+    pub max_messages: u64,
+    /// Oldest message kept.
+    pub max_age: Duration,
+}
+
+/// What can go wrong in an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {cause}")]
+    CreateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// The database could not be opened or read (missing permissions, corrupt file, ...).
+    #[error(
+        "cannot open message store {path}: {cause}. The file was left untouched: repair or \
+         move it, or point --data-dir elsewhere"
+    )]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        cause: rusqlite::Error,
+    },
+    /// The file was written by a newer relay with a schema this one does not know.
+    #[error(
+        "message store {path} has schema version {found}, newer than this relay's {known}; \
+         run a newer relay or point --data-dir elsewhere"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Its schema version.
+        found: usize,
+        /// The newest this relay knows.
+        known: usize,
+    },
+    /// A query failed while running.
+    #[error("message store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The engine has stopped (the relay is shutting down).
+    #[error("the message store has stopped")]
+    Stopped,
+    /// The engine refused or failed the operation for a reason of its own.
+    #[error("message store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A future an engine answers with.
+pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
+
+/// Called once with the outcome of an append: one [`Appended`] per draft, in draft order,
+/// or the error that stored none of them.
+pub type AppendDone = Box<dyn FnOnce(Result<Vec<Appended>, EngineError>) + Send>;
+
+/// A room's numbering, de-duplication and history. See the module docs.
+pub trait Engine: Send + Sync + fmt::Debug + 'static {
+    /// Opens `room` (registering it with a fresh epoch if it is new): its epoch, top offset
+    /// and newest `recent` entries.
+    fn open_room(&self, room: &str, recent: usize) -> EngineFuture<'_, RoomSnapshot>;
+
+    /// The same as [`Engine::open_room`] without waiting, for engines that can answer from
+    /// memory; `None` means "ask `open_room`". The relay opens rooms this way under its
+    /// registry lock, which is what keeps memory-only rooms from being opened twice.
+    fn open_room_now(&self, _room: &str, _recent: usize) -> Option<RoomSnapshot> {
+        None
+    }
+
+    /// Appends `drafts` to `room`, all or nothing, giving each new one the next offset, and
+    /// calls `done` once they are stored (or certainly not stored). `done` runs on whatever
+    /// thread completes the write and must do memory work only. Answers to different calls
+    /// may arrive in any order; offsets within a room are assigned in the order calls reach
+    /// the engine.
+    fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone);
+
+    /// Stored entries of `room` with offsets `after + 1 ..= until`, oldest first. Fewer
+    /// come back when retention removed some.
+    fn read(&self, room: &str, after: u64, until: u64) -> EngineFuture<'_, Vec<Entry>>;
+
+    /// Deletes what `retention` no longer keeps; returns how many messages went.
+    fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64>;
+
+    /// The relay closed `room` (no members, nothing in flight). Called under the relay's
+    /// registry lock, so it must not block: memory-only engines forget the room here.
+    fn close_room(&self, _room: &str) {}
+
+    /// Finishes every append already made, then stops. Blocking; call it off the async
+    /// threads, after the last session ended.
+    fn stop(&self);
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// A short random name for a new history epoch.
+pub fn new_epoch() -> String {
+    format!("{:012x}", rand::random::<u64>() >> 16)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,256 @@
+//! Group commit: the one thread that writes to the database.
+//!
+//! Appenders queue their drafts and move on. The thread takes everything waiting (up to
+//! [`MAX_BATCH`] requests), stores it in one transaction (one fsync for the whole batch):
+//! for each draft, the room's next offset unless its client id is already stored, in which
+//! case the original's position. Only after the commit is each appender told, so nothing is
+//! acknowledged or delivered from a write that could still roll back. Under load, batches
+//! grow by themselves, so throughput rises with load instead of being capped at one fsync
+//! per message, while a lone message waits for just one commit.
+//!
+//! The thread only stores and reports; delivering to room members happens on the async
+//! runtime (see `crate::relay`), so one slow room's fan-out never holds up the disk, and
+//! the rooms' fan-outs run in parallel.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, Receiver, Sender},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{signed, unsigned};
+use crate::engine::{AppendDone, Appended, Draft, EngineError, Entry, new_epoch, now_millis};
+
+/// Most requests stored in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Work for the thread, in the order it must happen.
+enum Request {
+    /// Store these drafts in this room, then call `done`.
+    Append {
+        room: Arc<str>,
+        drafts: Vec<Draft>,
+        done: AppendDone,
+    },
+    /// Register a room with a fresh epoch, unless it exists.
+    CreateRoom {
+        room: String,
+        done: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// Finish what came before, then exit.
+    Stop,
+}
+
+/// Handle to the group-commit thread.
+#[derive(Debug)]
+pub(super) struct GroupCommit {
+    /// Where requests queue.
+    queue: Sender<Request>,
+    /// The thread, joined by [`GroupCommit::stop`].
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl GroupCommit {
+    /// Starts the thread on its own connection.
+    pub(super) fn start(connection: Connection) -> GroupCommit {
+        let (queue, work) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("relay-commit".into())
+            .spawn(move || run(connection, work))
+            .expect("spawn the group-commit thread");
+        GroupCommit {
+            queue,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    pub(super) fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
+        if let Err(returned) = self.queue.send(Request::Append { room, drafts, done }) {
+            // The thread is gone (shutting down): refuse rather than lose it silently.
+            if let Request::Append { done, .. } = returned.0 {
+                done(Err(EngineError::Stopped));
+            }
+        }
+    }
+
+    pub(super) async fn create_room(&self, room: &str) -> Result<(), EngineError> {
+        let (done, created) = oneshot::channel();
+        let room = room.to_owned();
+        self.queue
+            .send(Request::CreateRoom { room, done })
+            .map_err(|_| EngineError::Stopped)?;
+        created.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Stores everything queued so far, then stops the thread and waits for it.
+    pub(super) fn stop(&self) {
+        let _ = self.queue.send(Request::Stop);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the group-commit thread panicked");
+        }
+    }
+}
+
+fn run(mut connection: Connection, work: Receiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = work.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match work.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().any(|request| matches!(request, Request::Stop));
+        let mut stored = write(&mut connection, &batch);
+        if let Err(err) = &stored {
+            // One retry covers a passing lock held by the pruner; anything else fails the
+            // batch, and each appender is told nothing was stored.
+            tracing::warn!(%err, "storing a batch failed; retrying once");
+            std::thread::sleep(Duration::from_millis(100));
+            stored = write(&mut connection, &batch);
+        }
+        match stored {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for request in batch.drain(..) {
+                    match request {
+                        Request::Append { done, .. } => {
+                            done(Ok(results.next().unwrap_or_default()));
+                        }
+                        Request::CreateRoom { done, .. } => {
+                            let _ = done.send(Ok(()));
+                        }
+                        Request::Stop => {}
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, batch = batch.len(), "cannot store messages; refusing them");
+                for request in batch.drain(..) {
+                    match request {
+                        Request::Append { done, .. } => {
+                            done(Err(EngineError::Unavailable(err.to_string())));
+                        }
+                        Request::CreateRoom { done, .. } => {
+                            let _ = done.send(Err(EngineError::Unavailable(err.to_string())));
+                        }
+                        Request::Stop => {}
+                    }
+                }
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// A room's numbering as this batch advances it.
+struct Head {
+    top: u64,
+    last_ts: u64,
+}
+
+/// Stores a batch in one transaction. Returns, for each `Append` in order, what became of
+/// its drafts. Nothing is stored unless everything is.
+fn write(
+    connection: &mut Connection,
+    batch: &[Request],
+) -> Result<Vec<Vec<Appended>>, EngineError> {
+    let transaction = connection.transaction()?;
+    let mut heads: HashMap<&str, Head> = HashMap::new();
+    let mut results = Vec::new();
+    {
+        let mut create = transaction.prepare_cached(
+            "INSERT OR IGNORE INTO rooms (name, epoch, last_offset, last_ts) VALUES (?1, ?2, 0, 0)",
+        )?;
+        let mut head =
+            transaction.prepare_cached("SELECT last_offset, last_ts FROM rooms WHERE name = ?1")?;
+        // A client id already stored makes the insert do nothing: that is the duplicate.
+        let mut insert = transaction.prepare_cached(
+            "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id, plain)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (room, client_id) WHERE client_id IS NOT NULL DO NOTHING",
+        )?;
+        let mut original = transaction.prepare_cached(
+            "SELECT \"offset\", ts FROM messages WHERE room = ?1 AND client_id = ?2",
+        )?;
+        for request in batch {
+            match request {
+                Request::CreateRoom { room, .. } => {
+                    create.execute(params![room, new_epoch()])?;
+                }
+                Request::Append { room, drafts, .. } => {
+                    let room: &str = room;
+                    let state = match heads.entry(room) {
+                        std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(new) => {
+                            create.execute(params![room, new_epoch()])?;
+                            let (top, last_ts) = head.query_row([room], |row| {
+                                Ok((unsigned(row, 0)?, unsigned(row, 1)?))
+                            })?;
+                            new.insert(Head { top, last_ts })
+                        }
+                    };
+                    let mut appended = Vec::with_capacity(drafts.len());
+                    for draft in drafts {
+                        let offset = state.top + 1;
+                        let ts = now_millis().max(state.last_ts);
+                        let inserted = insert.execute(params![
+                            room,
+                            signed(offset),
+                            signed(ts),
+                            &*draft.from,
+                            draft.text.as_str(),
+                            draft.client_id,
+                            draft.plain,
+                        ])?;
+                        if inserted == 1 {
+                            *state = Head {
+                                top: offset,
+                                last_ts: ts,
+                            };
+                            appended.push(Appended::Stored(Entry::from_draft(
+                                draft.clone(),
+                                offset,
+                                ts,
+                            )));
+                        } else {
+                            let (offset, ts) = original
+                                .query_row(params![room, draft.client_id], |row| {
+                                    Ok((unsigned(row, 0)?, unsigned(row, 1)?))
+                                })
+                                .optional()?
+                                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                            appended.push(Appended::Duplicate { offset, ts });
+                        }
+                    }
+                    results.push(appended);
+                }
+                Request::Stop => {}
+            }
+        }
+        let mut advance = transaction
+            .prepare_cached("UPDATE rooms SET last_offset = ?2, last_ts = ?3 WHERE name = ?1")?;
+        for (room, head) in &heads {
+            advance.execute(params![room, signed(head.top), signed(head.last_ts)])?;
+        }
+    }
+    transaction.commit()?;
+    Ok(results)
+}

@@ -1,0 +1,340 @@
+//! The SQLite engine: every accepted message in one file, `relay.db`, under the data
+//! directory.
+//!
+//! - **Appends** go to the group-commit thread ([`commit`]): everything waiting is stored in
+//!   one transaction (one fsync for the whole batch), offsets and de-duplication included,
+//!   and only then is each caller told. A unique index on (room, client id) is what makes
+//!   de-duplication exact.
+//! - **Reads** (opening a room, catch-ups, gap repair) run on a small pool of read
+//!   connections, on tokio's blocking threads: WAL mode lets them read while the writer
+//!   writes, and a long catch-up never holds a lock anyone else needs.
+//! - **Retention** runs on its own connection, one short transaction per room.
+//!
+//! Schema changes are numbered SQL files under `schema/`, applied in order and recorded in
+//! SQLite's `user_version`; a file from a newer relay is refused rather than misread.
+
+mod commit;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::Semaphore;
+
+use super::{AppendDone, Draft, Engine, EngineError, EngineFuture, Entry, Retention, RoomSnapshot};
+use commit::GroupCommit;
+
+/// Schema migrations, in order. Entry `n` brings the schema from version `n` to `n + 1`.
+const MIGRATIONS: [&str; 2] = [
+    include_str!("schema/0001_init.sql"),
+    include_str!("schema/0002_exact_dedup.sql"),
+];
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "relay.db";
+
+/// Read connections: enough for a catch-up and a gap repair to run beside room openings.
+const READERS: usize = 4;
+
+/// How hard a commit works to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged message survives power loss.
+    Full,
+    /// fsync at WAL checkpoints only: survives a relay crash, not a power cut.
+    Normal,
+}
+
+/// History in SQLite. See the module docs.
+#[derive(Debug)]
+pub struct SqliteEngine {
+    /// The database file.
+    path: PathBuf,
+    /// How commits are synced.
+    durability: Durability,
+    /// The group-commit thread.
+    commit: GroupCommit,
+    /// Connections for reads.
+    readers: Arc<ReadPool>,
+}
+
+/// Read connections handed out one per blocking task.
+#[derive(Debug)]
+struct ReadPool {
+    /// Connections not in use. Its lock guards only the `Vec`: taken to pop or push one,
+    /// never held while a query runs.
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per connection: a reader waits here (asynchronously) for a free one.
+    permits: Semaphore,
+}
+
+impl SqliteEngine {
+    /// Opens (creating if needed) the store under `data_dir`, bringing its schema up to
+    /// date, and starts the group-commit thread.
+    pub fn open(data_dir: &Path, durability: Durability) -> Result<SqliteEngine, EngineError> {
+        std::fs::create_dir_all(data_dir).map_err(|cause| EngineError::CreateDir {
+            path: data_dir.to_owned(),
+            cause,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let open_error = |cause| EngineError::Open {
+            path: path.clone(),
+            cause,
+        };
+        let mut writer = connect(&path, durability).map_err(open_error)?;
+        migrate(&mut writer, &path)?;
+        let readers = (0..READERS)
+            .map(|_| connect(&path, durability))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(open_error)?;
+        Ok(SqliteEngine {
+            commit: GroupCommit::start(writer),
+            readers: Arc::new(ReadPool {
+                idle: Mutex::new(readers),
+                permits: Semaphore::new(READERS),
+            }),
+            path,
+            durability,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl ReadPool {
+    /// Runs `query` on a free read connection, on a blocking thread.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        query: impl FnOnce(&Connection) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // The permit guarantees a connection is idle.
+            let connection = pool.idle().pop().ok_or(EngineError::Stopped)?;
+            let result = query(&connection);
+            pool.idle().push(connection);
+            result
+        })
+        .await
+        .map_err(|panicked| EngineError::Unavailable(format!("read panicked: {panicked}")))?
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Connection>> {
+        // Pushes and pops only.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Engine for SqliteEngine {
+    fn open_room(&self, room: &str, recent: usize) -> EngineFuture<'_, RoomSnapshot> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            let name = room.clone();
+            let known = self
+                .readers
+                .run(move |c| snapshot(c, &name, recent))
+                .await?;
+            if let Some(snapshot) = known {
+                return Ok(snapshot);
+            }
+            // A new room: registered by the writer, which owns every write.
+            self.commit.create_room(&room).await?;
+            let name = room.clone();
+            self.readers
+                .run(move |c| snapshot(c, &name, recent))
+                .await?
+                .ok_or_else(|| EngineError::Unavailable(format!("room {room} was not created")))
+        })
+    }
+
+    fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
+        self.commit.append(room, drafts, done);
+    }
+
+    fn read(&self, room: &str, after: u64, until: u64) -> EngineFuture<'_, Vec<Entry>> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            self.readers
+                .run(move |connection| {
+                    query_entries(
+                        connection,
+                        "SELECT \"offset\", ts, sender, text, client_id, plain FROM messages
+                         WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3
+                         ORDER BY \"offset\"",
+                        params![room, signed(after), signed(until)],
+                    )
+                })
+                .await
+        })
+    }
+
+    fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {
+        let (path, durability) = (self.path.clone(), self.durability);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let connection = connect(&path, durability)?;
+                prune(&connection, retention, now_millis)
+            })
+            .await
+            .map_err(|panicked| EngineError::Unavailable(format!("prune panicked: {panicked}")))?
+        })
+    }
+
+    fn stop(&self) {
+        self.commit.stop();
+    }
+}
+
+/// The room's epoch, top and newest `recent` entries, read in one transaction so they agree;
+/// `None` if the room was never registered.
+fn snapshot(
+    connection: &Connection,
+    room: &str,
+    recent: usize,
+) -> Result<Option<RoomSnapshot>, EngineError> {
+    let transaction = connection.unchecked_transaction()?;
+    let head: Option<(String, u64)> = transaction
+        .prepare_cached("SELECT epoch, last_offset FROM rooms WHERE name = ?1")?
+        .query_row([room], |row| Ok((row.get(0)?, unsigned(row, 1)?)))
+        .optional()?;
+    let Some((epoch, top)) = head else {
+        return Ok(None);
+    };
+    let mut recent = query_entries(
+        &transaction,
+        "SELECT \"offset\", ts, sender, text, client_id, plain FROM messages
+         WHERE room = ?1 ORDER BY \"offset\" DESC LIMIT ?2",
+        params![room, recent as i64],
+    )?;
+    recent.reverse();
+    transaction.finish()?;
+    Ok(Some(RoomSnapshot { epoch, top, recent }))
+}
+
+/// Deletes what `retention` no longer keeps, one short transaction per room.
+fn prune(
+    connection: &Connection,
+    retention: Retention,
+    now_millis: u64,
+) -> Result<u64, EngineError> {
+    let oldest_kept_ts = now_millis.saturating_sub(retention.max_age.as_millis() as u64);
+    let rooms: Vec<(String, u64)> = connection
+        .prepare("SELECT name, last_offset FROM rooms")?
+        .query_map([], |row| Ok((row.get(0)?, unsigned(row, 1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut deleted = 0;
+    for (room, last_offset) in rooms {
+        let by_count = last_offset.saturating_sub(retention.max_messages);
+        // Timestamps only grow within a room, so everything before the first message young
+        // enough to keep is too old.
+        let first_young: Option<u64> = connection
+            .prepare_cached(
+                "SELECT \"offset\" FROM messages WHERE room = ?1 AND ts >= ?2
+                 ORDER BY \"offset\" LIMIT 1",
+            )?
+            .query_row(params![room, signed(oldest_kept_ts)], |row| {
+                unsigned(row, 0)
+            })
+            .optional()?;
+        let by_age = first_young.map_or(last_offset, |offset| offset - 1);
+        deleted += connection.execute(
+            "DELETE FROM messages WHERE room = ?1 AND \"offset\" <= ?2",
+            params![room, signed(by_count.max(by_age))],
+        )? as u64;
+    }
+    Ok(deleted)
+}
+
+fn connect(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    // Reading the journal mode is also the first real read of the file: a file that is not a
+    // SQLite database fails here, at start-up, with "file is not a database".
+    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    connection.pragma_update(None, "synchronous", sync)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), EngineError> {
+    let open_error = |cause| EngineError::Open {
+        path: path.to_owned(),
+        cause,
+    };
+    let version: usize = connection
+        .query_row("PRAGMA user_version", [], |row| unsigned(row, 0))
+        .map_err(open_error)? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(EngineError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        let transaction = connection.transaction().map_err(open_error)?;
+        transaction.execute_batch(migration).map_err(open_error)?;
+        transaction
+            .pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(open_error)?;
+        transaction.commit().map_err(open_error)?;
+        tracing::info!(path = %path.display(), version = index + 1, "message store schema updated");
+    }
+    Ok(())
+}
+
+fn query_entries(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Entry>, EngineError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement.query_map(params, |row| {
+        Ok(Entry {
+            offset: unsigned(row, 0)?,
+            ts: unsigned(row, 1)?,
+            from: Arc::from(row.get::<_, String>(2)?),
+            text: row.get::<_, String>(3)?.into(),
+            client_id: row.get(4)?,
+            plain: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// SQLite integers are signed; offsets and times stay far below `i64::MAX`.
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsigned(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(index)?;
+    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, value))
+}
+
+#[cfg(test)]
+mod tests;

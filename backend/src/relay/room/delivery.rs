@@ -1,0 +1,242 @@
+//! Delivery of committed entries: in offset order, each offset once, gaps filled first.
+//!
+//! Whatever the engine reports lands in the room's inbox ([`Room::arrive`]); one drain at a
+//! time per room takes it from there ([`Room::drain`]):
+//!
+//! - a stored entry past `delivered` waits in `pending` until every offset before it is
+//!   delivered; one at or below `delivered` was delivered already and only its sender's
+//!   `ack` is still owed;
+//! - a duplicate is acknowledged once its original is delivered;
+//! - a failed append is refused to its sender (`store_unavailable`), and nothing else moves;
+//! - a gap that none of this room's own appends can fill (they have all reported back) is
+//!   read from the engine. That happens when the engine stored a message this room did not
+//!   publish, as a room opening races a publication, or (with a shared engine) on another
+//!   node.
+//!
+//! The same path serves every engine, so it is tested here without sockets.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use common::{ErrorCode, ServerMessage};
+
+/// Pause before a failed gap read is tried again.
+const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+use super::{Arrival, Origin, Room, RoomState, events};
+use crate::{
+    engine::{Appended, Entry},
+    relay::{ClientKind, encode},
+};
+
+impl Room {
+    /// Takes a report from the engine, from any thread. Starts a drain unless one is running:
+    /// inline when called on the async runtime, otherwise (the engine's own thread) as a
+    /// task, so that thread goes back to the disk at once.
+    pub(super) fn arrive(self: &Arc<Self>, arrival: Arrival) {
+        let start = {
+            let mut inbox = self.inbox();
+            inbox.arrived.push(arrival);
+            !std::mem::replace(&mut inbox.draining, true)
+        };
+        if !start {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.drain();
+        } else {
+            let room = self.clone();
+            self.runtime.spawn(async move { room.drain() });
+        }
+    }
+
+    /// Delivers everything deliverable, until the inbox stays empty.
+    fn drain(self: &Arc<Self>) {
+        loop {
+            let (arrivals, in_flight) = {
+                let mut inbox = self.inbox();
+                if inbox.arrived.is_empty() {
+                    inbox.draining = false;
+                    break;
+                }
+                let arrivals = std::mem::take(&mut inbox.arrived);
+                let answered = arrivals
+                    .iter()
+                    .filter(|a| matches!(a, Arrival::Appended { .. }))
+                    .count();
+                inbox.in_flight -= answered;
+                (arrivals, inbox.in_flight)
+            };
+            let mut state = self.lock();
+            for arrival in arrivals {
+                self.take(&mut state, arrival);
+            }
+            self.deliver_ready(&mut state);
+            if in_flight == 0 {
+                self.repair_gap(&mut state);
+            }
+        }
+        if self.is_idle_and_empty()
+            && let Some(registry) = self.registry.upgrade()
+        {
+            registry.forget_if_idle(self);
+        }
+    }
+
+    fn take(&self, state: &mut RoomState, arrival: Arrival) {
+        match arrival {
+            Arrival::Appended {
+                origin,
+                result: Ok(Appended::Stored(entry)),
+            } => {
+                if entry.offset > state.delivered {
+                    state.pending.insert(entry.offset, (entry, Some(origin)));
+                } else {
+                    // Delivered already (a gap repair got there first): only the ack is owed.
+                    self.acknowledge(&origin, &entry, false);
+                }
+            }
+            Arrival::Appended {
+                origin,
+                result: Ok(Appended::Duplicate { offset, ts }),
+            } => {
+                self.metrics.duplicate();
+                if let (Some(to), Some(id)) = (&origin.ack_to, &origin.id) {
+                    let frame = self.ack_frame(id, offset, ts, true);
+                    if offset <= state.delivered {
+                        to.push(frame);
+                    } else {
+                        state.acks_waiting.push((offset, to.clone(), frame));
+                    }
+                }
+            }
+            Arrival::Appended {
+                origin,
+                result: Err(err),
+            } => {
+                tracing::warn!(%err, room = %self.name, "a message could not be stored");
+                self.refuse(origin);
+            }
+            Arrival::Repaired { entries, until } => {
+                state.repairing = false;
+                for entry in entries {
+                    if entry.offset > state.delivered {
+                        state.pending.entry(entry.offset).or_insert((entry, None));
+                    }
+                }
+                // Whatever is still missing up to `until` is gone from the engine
+                // (retention): skip it rather than hold the room forever.
+                if let Some(&first) = state.pending.keys().next()
+                    && first > state.delivered + 1
+                    && first <= until + 1
+                {
+                    tracing::warn!(
+                        room = %self.name,
+                        from = state.delivered + 1,
+                        to = first - 1,
+                        "messages missing from the engine were skipped"
+                    );
+                    state.delivered = first - 1;
+                }
+            }
+            Arrival::RepairFailed => state.repairing = false,
+        }
+    }
+
+    /// Delivers `pending` from `delivered + 1` on for as long as offsets follow each other.
+    fn deliver_ready(&self, state: &mut RoomState) {
+        while let Some(entry) = state.pending.first_entry() {
+            if *entry.key() != state.delivered + 1 {
+                break;
+            }
+            let (entry, origin) = entry.remove();
+            self.deliver(state, &entry, origin.as_ref());
+        }
+        if !state.acks_waiting.is_empty() {
+            let delivered = state.delivered;
+            state.acks_waiting.retain(|(offset, to, frame)| {
+                let due = *offset <= delivered;
+                if due {
+                    to.push(frame.clone());
+                }
+                !due
+            });
+        }
+    }
+
+    /// Delivers one entry: to every typed member as JSON (the sender too, so its other tabs
+    /// and its own log stay in offset order), to plain members as text except a plain
+    /// sender, who never hears itself; then the sender's ack. Each form is encoded once and
+    /// shared by all its recipients.
+    fn deliver(&self, state: &mut RoomState, entry: &Entry, origin: Option<&Origin>) {
+        let frame = events::MessageEvent::of(&self.name, &self.epoch, entry).encode();
+        let plain_sender = origin
+            .filter(|origin| origin.kind == ClientKind::Plain)
+            .map(|origin| origin.connection);
+        let mut plain_frame: Option<Utf8Bytes> = None;
+        for member in &state.members {
+            match member.kind {
+                ClientKind::Typed => member.queue.push(frame.clone()),
+                ClientKind::Plain if Some(member.connection) == plain_sender => {}
+                ClientKind::Plain => {
+                    let plain = plain_frame.get_or_insert_with(|| events::plain_form(entry));
+                    member.queue.push(plain.clone());
+                }
+            }
+        }
+        self.metrics.published(state.members.len());
+        state.delivered = entry.offset;
+        state.remember(entry, frame, self.history_len);
+        if let Some(origin) = origin {
+            self.acknowledge(origin, entry, false);
+        }
+    }
+
+    fn acknowledge(&self, origin: &Origin, entry: &Entry, duplicate: bool) {
+        if let (Some(to), Some(id)) = (&origin.ack_to, &origin.id) {
+            to.push(self.ack_frame(id, entry.offset, entry.ts, duplicate));
+        }
+    }
+
+    /// Tells the sender its message could not be stored, so it was not published.
+    fn refuse(&self, origin: Origin) {
+        self.metrics.store_failed();
+        if let Some(to) = origin.ack_to {
+            to.push(encode(&ServerMessage::Error {
+                code: ErrorCode::StoreUnavailable,
+                message: "the relay could not store the message, so it was not published; \
+                          try again"
+                    .into(),
+                id: origin.id,
+                room: Some(self.name.to_string()),
+            }));
+        }
+    }
+
+    /// With entries waiting behind a gap and none of this room's appends out, reads the gap
+    /// from the engine (once at a time); the entries come back as an arrival.
+    fn repair_gap(self: &Arc<Self>, state: &mut RoomState) {
+        let Some(&first) = state.pending.keys().next() else {
+            return;
+        };
+        if first == state.delivered + 1 || state.repairing {
+            return;
+        }
+        state.repairing = true;
+        let (room, after, until) = (self.clone(), state.delivered, first - 1);
+        self.runtime.spawn(async move {
+            let arrival = match room.engine.read(&room.name, after, until).await {
+                Ok(entries) => Arrival::Repaired { entries, until },
+                Err(err) => {
+                    tracing::warn!(%err, room = %room.name, "cannot read a gap; retrying");
+                    tokio::time::sleep(REPAIR_RETRY).await;
+                    Arrival::RepairFailed
+                }
+            };
+            room.arrive(arrival);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

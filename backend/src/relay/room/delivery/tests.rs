@@ -1,0 +1,259 @@
+//! Delivery of committed entries without sockets: order, duplicates, gaps, failures.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::Utf8Bytes;
+use common::ServerMessage;
+
+use super::*;
+use crate::{
+    connection::SendQueue,
+    engine::{Draft, EngineError, Entry, tests::append},
+    relay::{Connection, Publication, Relay, RelaySettings},
+};
+
+/// A relay with the memory engine, one typed member in room `r`, and the room.
+async fn room_with_member() -> (Relay, Connection, Arc<Room>) {
+    let relay = Relay::in_memory(RelaySettings::default());
+    let member = relay.connect(ClientKind::Typed);
+    let (room, catch_up) = relay
+        .join(&member, "r", &Arc::from("M"), None)
+        .await
+        .unwrap();
+    assert!(catch_up.is_none());
+    let mut joined = Vec::new();
+    member.queue.take_queued(&mut joined);
+    assert_eq!(joined.len(), 1, "just `joined`");
+    (relay, member, room)
+}
+
+fn entry(offset: u64, id: Option<&str>) -> Entry {
+    Entry {
+        offset,
+        ts: 1000 + offset,
+        from: Arc::from("S"),
+        text: format!("m{offset}").into(),
+        client_id: id.map(Into::into),
+        plain: false,
+    }
+}
+
+fn origin(id: &str, ack_to: &SendQueue) -> Origin {
+    Origin {
+        connection: 99,
+        kind: ClientKind::Typed,
+        id: Some(id.into()),
+        ack_to: Some(ack_to.clone()),
+    }
+}
+
+/// Reports `result` as if an append of this room came back.
+fn report(room: &Arc<Room>, origin: Origin, result: Result<Appended, EngineError>) {
+    room.arrive(Arrival::Appended { origin, result });
+}
+
+/// Announces `count` appends in flight, as `publish` would.
+fn in_flight(room: &Room, count: usize) {
+    room.inbox().in_flight += count;
+}
+
+/// What the queue holds, decoded: `m<offset>` for messages, `ack <offset> <duplicate>`,
+/// `error <code>`.
+fn received(queue: &SendQueue) -> Vec<String> {
+    let mut frames: Vec<Utf8Bytes> = Vec::new();
+    queue.take_queued(&mut frames);
+    frames
+        .iter()
+        .map(|frame| match serde_json::from_str(frame).unwrap() {
+            ServerMessage::Message(message) => format!("m{}", message.offset),
+            ServerMessage::Ack {
+                offset, duplicate, ..
+            } => format!("ack {offset} {duplicate}"),
+            ServerMessage::Error { code, .. } => format!("error {code}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn entries_reported_out_of_order_are_delivered_in_order_each_with_its_ack() {
+    let (_relay, member, room) = room_with_member().await;
+    in_flight(&room, 3);
+    report(
+        &room,
+        origin("c", &member.queue),
+        Ok(Appended::Stored(entry(3, Some("c")))),
+    );
+    report(
+        &room,
+        origin("b", &member.queue),
+        Ok(Appended::Stored(entry(2, Some("b")))),
+    );
+    assert!(received(&member.queue).is_empty(), "1 is still on its way");
+    report(
+        &room,
+        origin("a", &member.queue),
+        Ok(Appended::Stored(entry(1, Some("a")))),
+    );
+    assert_eq!(
+        received(&member.queue),
+        [
+            "m1",
+            "ack 1 false",
+            "m2",
+            "ack 2 false",
+            "m3",
+            "ack 3 false"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_offset_is_delivered_once_however_often_it_is_reported() {
+    let (_relay, member, room) = room_with_member().await;
+    in_flight(&room, 2);
+    report(
+        &room,
+        origin("a", &member.queue),
+        Ok(Appended::Stored(entry(1, Some("a")))),
+    );
+    report(
+        &room,
+        origin("a", &member.queue),
+        Ok(Appended::Stored(entry(1, Some("a")))),
+    );
+    assert_eq!(
+        received(&member.queue),
+        ["m1", "ack 1 false", "ack 1 false"]
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_is_acknowledged_only_after_its_original_is_delivered() {
+    let (_relay, member, room) = room_with_member().await;
+    in_flight(&room, 2);
+    report(
+        &room,
+        origin("a", &member.queue),
+        Ok(Appended::Duplicate {
+            offset: 1,
+            ts: 1001,
+        }),
+    );
+    assert!(received(&member.queue).is_empty());
+    report(
+        &room,
+        origin("a", &member.queue),
+        Ok(Appended::Stored(entry(1, Some("a")))),
+    );
+    assert_eq!(received(&member.queue), ["m1", "ack 1 false", "ack 1 true"]);
+}
+
+#[tokio::test]
+async fn a_failed_append_is_refused_to_its_sender_and_nothing_else_moves() {
+    let (_relay, member, room) = room_with_member().await;
+    in_flight(&room, 2);
+    report(
+        &room,
+        origin("a", &member.queue),
+        Err(EngineError::Unavailable("disk full".into())),
+    );
+    report(
+        &room,
+        origin("b", &member.queue),
+        Ok(Appended::Stored(entry(1, Some("b")))),
+    );
+    assert_eq!(
+        received(&member.queue),
+        ["error store_unavailable", "m1", "ack 1 false"]
+    );
+}
+
+#[tokio::test]
+async fn a_gap_nobody_here_can_fill_is_read_from_the_engine_before_what_follows() {
+    let (relay, member, room) = room_with_member().await;
+    // Another publisher (another node, say) stored 1..=3 without this room knowing.
+    let drafts = (1..=4)
+        .map(|n| Draft {
+            from: Arc::from("S"),
+            text: format!("m{n}").into(),
+            client_id: None,
+            plain: false,
+        })
+        .collect();
+    let stored = append(&**relay.engine(), "r", drafts).await.unwrap();
+    let Appended::Stored(fourth) = stored[3].clone() else {
+        panic!("{stored:?}")
+    };
+    in_flight(&room, 1);
+    report(
+        &room,
+        origin("d", &member.queue),
+        Ok(Appended::Stored(fourth)),
+    );
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.len() < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        seen.extend(received(&member.queue));
+    }
+    assert_eq!(seen, ["m1", "m2", "m3", "m4", "ack 4 false"]);
+}
+
+#[tokio::test]
+async fn a_member_joining_between_deliveries_gets_each_offset_once() {
+    let (relay, member, room) = room_with_member().await;
+    in_flight(&room, 2);
+    report(
+        &room,
+        origin("a", &member.queue),
+        Ok(Appended::Stored(entry(1, Some("a")))),
+    );
+    let late = relay.connect(ClientKind::Typed);
+    relay.join(&late, "r", &Arc::from("L"), None).await.unwrap();
+    report(
+        &room,
+        origin("b", &member.queue),
+        Ok(Appended::Stored(entry(2, Some("b")))),
+    );
+    let frames = received(&late.queue);
+    let messages: Vec<&String> = frames.iter().filter(|f| f.starts_with('m')).collect();
+    assert_eq!(messages, ["m1", "m2"], "{frames:?}");
+}
+
+#[tokio::test]
+async fn the_engine_is_what_recognises_an_old_client_id() {
+    // The room's own memory of ids is only a shortcut: with a window of 2, an id from far
+    // back still comes back as a duplicate, from the engine.
+    let relay = Relay::in_memory(RelaySettings {
+        dedup_window: 2,
+        ..RelaySettings::default()
+    });
+    let member = relay.connect(ClientKind::Typed);
+    let (room, _) = relay
+        .join(&member, "r", &Arc::from("M"), None)
+        .await
+        .unwrap();
+    let publish = |id: &str| {
+        room.publish(Publication {
+            origin: member.id,
+            origin_kind: ClientKind::Typed,
+            from: Arc::from("M"),
+            text: "t".into(),
+            id: Some(id.into()),
+            ack_to: Some(member.queue.clone()),
+        })
+    };
+    member.queue.take_queued(&mut Vec::new());
+    for n in 0..10 {
+        publish(&format!("id-{n}"));
+    }
+    publish("id-0");
+    let frames = received(&member.queue);
+    assert_eq!(
+        frames.last().map(String::as_str),
+        Some("ack 1 true"),
+        "{frames:?}"
+    );
+    assert_eq!(frames.iter().filter(|f| f.starts_with('m')).count(), 10);
+}

@@ -1,0 +1,500 @@
+//! One room: its members, and the in-order delivery of what its engine stored.
+//!
+//! A message's life: [`Room::publish`] hands it to the engine, which numbers, de-duplicates
+//! and stores it, then reports back ([`Arrival`]). Arrivals land in the room's inbox, a
+//! short lock that the engine's thread only ever touches for a push; a drain on the async
+//! runtime then delivers them ([`delivery`]): in offset order, each offset once, a gap
+//! filled from the engine before anything after it, then each sender's `ack`. Rooms drain
+//! independently, so different rooms fan out in parallel.
+//!
+//! Everything that every member must see in the same order (deliveries, joins, leaves)
+//! happens under the room's state lock. Pushing into a send queue never waits, so that
+//! lock is held for microseconds and never across I/O. Holding it is what makes the join
+//! "seam" exact: a joiner is replayed everything delivered up to offset N and registered in
+//! the same critical section, so every later delivery (N + 1, ...) reaches it live.
+//!
+//! Lock order: the relay's registry, then a room's state, then its inbox.
+
+mod catch_up;
+mod delivery;
+mod events;
+pub mod recovery;
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, Weak},
+};
+
+use axum::extract::ws::Utf8Bytes;
+use common::{Member, Position, Recovery, ServerMessage};
+
+use super::{ClientKind, Connection, Registry, RelaySettings, encode};
+use crate::{
+    connection::SendQueue,
+    engine::{Appended, Draft, Engine, EngineError, Entry, RoomSnapshot},
+    metrics::Metrics,
+};
+use events::{AckEvent, MessageEvent};
+use recovery::Plan;
+
+/// A room and everything it holds.
+#[derive(Debug)]
+pub struct Room {
+    /// The room's name, as clients spell it; shared with every append.
+    name: Arc<str>,
+    /// Names this history. It changes only if the history is lost, so a client's old
+    /// position is recognisably stale instead of silently wrong.
+    epoch: String,
+    /// How many recent messages to keep in memory for replay.
+    history_len: usize,
+    /// Longest gap a recovering client is replayed.
+    max_replay: u64,
+    /// Where messages are numbered and stored.
+    engine: Arc<dyn Engine>,
+    /// Runs drains that arrive from threads outside the runtime (the engine's).
+    runtime: tokio::runtime::Handle,
+    /// The registry that holds this room, told when the room falls idle and empty.
+    registry: Weak<Registry>,
+    /// The relay's counters.
+    metrics: Arc<Metrics>,
+    /// What the engine reported and the room has not delivered yet.
+    inbox: Mutex<Inbox>,
+    /// Members, delivery position and history. A `std` mutex: never held across an
+    /// `.await`.
+    state: Mutex<RoomState>,
+}
+
+/// Reports from the engine, waiting for the next drain.
+#[derive(Debug, Default)]
+struct Inbox {
+    /// In arrival order (which need not be offset order).
+    arrived: Vec<Arrival>,
+    /// Appends made through this room and not yet reported back. While any are out, a gap
+    /// is probably one of them on its way; with none out, it is read from the engine.
+    in_flight: usize,
+    /// A drain is running or scheduled; it takes everything that arrives until it ends.
+    draining: bool,
+}
+
+/// One report from the engine.
+#[derive(Debug)]
+enum Arrival {
+    /// What became of a message published here.
+    Appended {
+        origin: Origin,
+        result: Result<Appended, EngineError>,
+    },
+    /// Stored entries read to fill a gap up to `until`.
+    Repaired { entries: Vec<Entry>, until: u64 },
+    /// The read to fill a gap failed (and paused): the drain tries again.
+    RepairFailed,
+}
+
+/// Who published a message, for its `ack` and so a plain sender does not hear itself.
+#[derive(Debug)]
+struct Origin {
+    /// Connection that sent it.
+    connection: u64,
+    /// Kind of that connection.
+    kind: ClientKind,
+    /// Client message id, echoed in the `ack`.
+    id: Option<String>,
+    /// Where the `ack` (or refusal) goes; `None` for plain senders, who get none.
+    ack_to: Option<SendQueue>,
+}
+
+#[derive(Debug)]
+struct RoomState {
+    /// The newest offset delivered to the members. Offsets `1 ..= delivered` have all been
+    /// delivered exactly once, in order.
+    delivered: u64,
+    /// Stored entries past `delivered`, waiting for the ones before them.
+    pending: BTreeMap<u64, (Entry, Option<Origin>)>,
+    /// Acks of duplicates whose original is not delivered yet: `(offset, to, frame)`.
+    acks_waiting: Vec<(u64, SendQueue, Utf8Bytes)>,
+    /// A read to fill a gap is under way.
+    repairing: bool,
+    /// Everyone in the room. A `Vec`: fan-out iterates it on every message, joins and leaves
+    /// are rare.
+    members: Vec<RoomMember>,
+    /// The newest delivered messages as encoded frames, oldest first.
+    recent: VecDeque<Recent>,
+    /// Client ids of the newest delivered messages, to answer resends without asking the
+    /// engine (the engine's own check is the exact one).
+    ids: RecentIds,
+}
+
+#[derive(Debug)]
+struct RoomMember {
+    /// Connection id, which is also the id other members see.
+    connection: u64,
+    /// Display name in this room.
+    name: Arc<str>,
+    /// Decides which form of a message the member is sent.
+    kind: ClientKind,
+    /// Where its frames go.
+    queue: SendQueue,
+}
+
+#[derive(Debug)]
+struct Recent {
+    offset: u64,
+    frame: Utf8Bytes,
+}
+
+/// The newest client ids with their positions, bounded, oldest forgotten first.
+#[derive(Debug, Default)]
+struct RecentIds {
+    order: VecDeque<String>,
+    positions: HashMap<String, (u64, u64)>,
+    capacity: usize,
+}
+
+/// A message to publish.
+#[derive(Debug)]
+pub struct Publication {
+    /// Connection that sent it.
+    pub origin: u64,
+    /// Kind of that connection: a plain sender is never sent its own message back.
+    pub origin_kind: ClientKind,
+    /// Sender's display name.
+    pub from: Arc<str>,
+    /// The text. For a plain sender, the frame as received, relayed to plain clients as is.
+    pub text: Utf8Bytes,
+    /// Client message id, for typed senders.
+    pub id: Option<String>,
+    /// Where the `ack` (or refusal) goes; `None` for plain senders, who get none.
+    pub ack_to: Option<SendQueue>,
+}
+
+/// A join still waiting for history from the engine; see [`Room::catch_up`].
+#[derive(Debug)]
+pub struct CatchUp {
+    /// Last offset the client saw.
+    pub after: u64,
+    /// First offset the room had in memory at the join: read `after + 1 .. before`.
+    pub before: u64,
+    /// The `joined` answer as of the join.
+    joined: JoinedAt,
+    /// The room's in-memory history at the join: offsets `before ..`, encoded.
+    recent: Vec<Utf8Bytes>,
+}
+
+/// The parts of `joined` fixed at the moment of joining.
+#[derive(Debug)]
+struct JoinedAt {
+    offset: u64,
+    members: Vec<Member>,
+}
+
+impl Room {
+    /// A room as its engine reported it.
+    pub(super) fn open(
+        name: &str,
+        snapshot: RoomSnapshot,
+        settings: &RelaySettings,
+        engine: Arc<dyn Engine>,
+        runtime: tokio::runtime::Handle,
+        registry: Weak<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Room {
+        let room = Room {
+            name: Arc::from(name),
+            epoch: snapshot.epoch,
+            history_len: settings.history_len,
+            max_replay: settings.max_replay,
+            engine,
+            runtime,
+            registry,
+            metrics,
+            inbox: Mutex::default(),
+            state: Mutex::new(RoomState {
+                delivered: snapshot.top,
+                pending: BTreeMap::new(),
+                acks_waiting: Vec::new(),
+                repairing: false,
+                members: Vec::new(),
+                recent: VecDeque::new(),
+                ids: RecentIds {
+                    capacity: settings.dedup_window,
+                    ..RecentIds::default()
+                },
+            }),
+        };
+        let mut state = room.lock();
+        for entry in &snapshot.recent {
+            let frame = MessageEvent::of(&room.name, &room.epoch, entry).encode();
+            state.remember(entry, frame, room.history_len);
+        }
+        drop(state);
+        room
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The room's history epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Tells the engine the relay closed this room. Under the registry lock.
+    pub(super) fn close_in_engine(&self) {
+        self.engine.close_room(&self.name);
+    }
+
+    /// True when nobody is in the room and nothing is on its way through it: it can be
+    /// dropped from memory and reopened from the engine later without losing anything.
+    pub(super) fn is_idle_and_empty(&self) -> bool {
+        let state = self.lock();
+        let settled = state.pending.is_empty() && state.acks_waiting.is_empty();
+        if !(state.members.is_empty() && settled && !state.repairing) {
+            return false;
+        }
+        let inbox = self.inbox();
+        inbox.in_flight == 0 && inbox.arrived.is_empty() && !inbox.draining
+    }
+
+    /// Adds a member. A typed member is sent `joined` and its replay; the other typed members
+    /// are told someone joined. All under the lock, so no message slips between replay and
+    /// live messages.
+    ///
+    /// When the member's position lies before what the room keeps in memory, the replay is
+    /// only partly known here: the member is registered with its send queue on hold (live
+    /// messages queue behind the hold) and a [`CatchUp`] is returned. Read the missing range
+    /// from the engine, outside any lock, with [`Room::catch_up`], which puts `joined` and
+    /// the replay in front of the held messages and lets them all go.
+    pub(super) fn add_member(
+        &self,
+        connection: &Connection,
+        name: &Arc<str>,
+        since: Option<&Position>,
+    ) -> Option<CatchUp> {
+        let mut state = self.lock();
+        state.push_to_typed(&ServerMessage::MemberJoined {
+            room: self.name.to_string(),
+            member: Member {
+                connection: connection.id,
+                name: name.to_string(),
+            },
+        });
+        state.members.push(RoomMember {
+            connection: connection.id,
+            name: name.clone(),
+            kind: connection.kind,
+            queue: connection.queue.clone(),
+        });
+        if connection.kind != ClientKind::Typed {
+            return None;
+        }
+        let joined = JoinedAt {
+            offset: state.delivered,
+            members: state.member_list(),
+        };
+        let oldest_in_memory = state
+            .recent
+            .front()
+            .map_or(state.delivered + 1, |r| r.offset);
+        let recent_after = |after: u64| -> Vec<Utf8Bytes> {
+            state
+                .recent
+                .iter()
+                .filter(|r| r.offset > after)
+                .map(|r| r.frame.clone())
+                .collect()
+        };
+        match recovery::plan(
+            since,
+            &self.epoch,
+            state.delivered,
+            oldest_in_memory,
+            self.max_replay,
+        ) {
+            Plan::FromMemory { recovery, after } => {
+                // Still under the lock: a delivery racing this join queues behind the replay.
+                connection.queue.push(self.joined_frame(joined, recovery));
+                for frame in recent_after(after) {
+                    connection.queue.push(frame);
+                }
+                None
+            }
+            Plan::FromEngine { after, before } => {
+                connection.queue.hold();
+                Some(CatchUp {
+                    after,
+                    before,
+                    joined,
+                    recent: recent_after(0),
+                })
+            }
+        }
+    }
+
+    fn joined_frame(&self, joined: JoinedAt, recovery: Recovery) -> Utf8Bytes {
+        encode(&ServerMessage::Joined {
+            room: self.name.to_string(),
+            epoch: self.epoch.clone(),
+            offset: joined.offset,
+            members: joined.members,
+            recovery,
+        })
+    }
+
+    /// Removes a member and tells the typed members left behind.
+    pub(super) fn remove_member(&self, connection: u64) {
+        let mut state = self.lock();
+        if let Some(index) = state
+            .members
+            .iter()
+            .position(|m| m.connection == connection)
+        {
+            let gone = state.members.swap_remove(index);
+            state.push_to_typed(&ServerMessage::MemberLeft {
+                room: self.name.to_string(),
+                member: Member {
+                    connection: gone.connection,
+                    name: gone.name.to_string(),
+                },
+            });
+        }
+    }
+
+    /// Publishes a message: the engine stores it (or recognises its client id as one it
+    /// already stored), then the room delivers it and acknowledges it. A resend the room
+    /// remembers delivering is acknowledged again as a duplicate without a round trip.
+    pub fn publish(self: &Arc<Self>, publication: Publication) {
+        let Publication {
+            origin,
+            origin_kind,
+            from,
+            text,
+            id,
+            ack_to,
+        } = publication;
+        if let Some(id) = &id {
+            let remembered = self.lock().ids.get(id);
+            if let Some((offset, ts)) = remembered {
+                self.metrics.duplicate();
+                if let Some(to) = &ack_to {
+                    to.push(self.ack_frame(id, offset, ts, true));
+                }
+                return;
+            }
+        }
+        let draft = Draft {
+            from,
+            text,
+            client_id: id.clone(),
+            plain: origin_kind == ClientKind::Plain,
+        };
+        let origin = Origin {
+            connection: origin,
+            kind: origin_kind,
+            id,
+            ack_to,
+        };
+        self.inbox().in_flight += 1;
+        let room = self.clone();
+        self.engine.append(
+            self.name.clone(),
+            vec![draft],
+            Box::new(move |result| {
+                let result = result.and_then(|mut appended| {
+                    appended
+                        .pop()
+                        .ok_or_else(|| EngineError::Unavailable("no answer for a draft".into()))
+                });
+                room.arrive(Arrival::Appended { origin, result });
+            }),
+        );
+    }
+
+    fn ack_frame(&self, id: &str, offset: u64, ts: u64, duplicate: bool) -> Utf8Bytes {
+        AckEvent {
+            kind: "ack",
+            id,
+            room: &self.name,
+            epoch: &self.epoch,
+            offset,
+            ts,
+            duplicate,
+        }
+        .encode()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // Every update under this lock is completed before any call that could panic, so a
+        // poisoned lock still guards consistent state.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // Pushes, takes and counters only.
+        self.inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RoomState {
+    /// Encodes `message` once and queues it for every typed member.
+    fn push_to_typed(&self, message: &ServerMessage) {
+        let mut frame = None;
+        for member in self.members.iter().filter(|m| m.kind == ClientKind::Typed) {
+            member
+                .queue
+                .push(frame.get_or_insert_with(|| encode(message)).clone());
+        }
+    }
+
+    fn member_list(&self) -> Vec<Member> {
+        self.members
+            .iter()
+            .map(|m| Member {
+                connection: m.connection,
+                name: m.name.to_string(),
+            })
+            .collect()
+    }
+
+    /// Adds a delivered message to the in-memory history (the newest `capacity`) and its
+    /// client id to the ids remembered.
+    fn remember(&mut self, entry: &Entry, frame: Utf8Bytes, capacity: usize) {
+        if let Some(id) = &entry.client_id {
+            self.ids.insert(id.clone(), entry.offset, entry.ts);
+        }
+        if capacity == 0 {
+            return;
+        }
+        if self.recent.len() == capacity {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent {
+            offset: entry.offset,
+            frame,
+        });
+    }
+}
+
+impl RecentIds {
+    fn get(&self, id: &str) -> Option<(u64, u64)> {
+        self.positions.get(id).copied()
+    }
+
+    fn insert(&mut self, id: String, offset: u64, ts: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.positions.remove(&oldest);
+        }
+        self.order.push_back(id.clone());
+        self.positions.insert(id, (offset, ts));
+    }
+}
