@@ -5,6 +5,11 @@
 #
 #   bench/run.sh                 every scenario at full scale (a few minutes)
 #   bench/run.sh fanout storm    only those scenarios
+#   bench/run.sh churn           relay only, not in the default list: memory under 100,000
+#                                short connections over 5,000 rooms, SQLite store then memory
+#                                (about 2.5 minutes)
+#   bench/run.sh catchup         relay only, not in the default list: live latency without and
+#                                with clients recovering 10,000 messages (about a minute)
 #
 # Besides the side-by-side scenarios, the relay alone runs two more: its typed JSON
 # endpoint against its plain one at the same fixed load, and 19,000 idle connections. The
@@ -42,12 +47,13 @@ wait_for_port() {
   fail "nothing listens on port $1"
 }
 
+# start_relay [ARGS...]: a fresh relay, with ARGS added to its flags.
 start_relay() {
   rm -rf "$work/data"
   # Real costs included: SQLite with fsync, limits on (only set high enough for a push load).
   taskset -c 0 target/release/relay --listen 127.0.0.1:18080 --data-dir "$work/data" \
     --static-dir /nonexistent --rate-per-sec 1000000 --rate-burst 1000000 \
-    --max-connections 19500 >"$work/relay.log" 2>&1 &
+    --max-connections 19500 "$@" >"$work/relay.log" 2>&1 &
   server_pid=$!
   wait_for_port 18080
   url=ws://127.0.0.1:18080/
@@ -114,6 +120,25 @@ for scenario in "${scenarios[@]}"; do
       bench relay-hold idle --connections 19000 --url "$url"
       stop_server
       ;;
+    churn)
+      # 100,000 connections, 500 at a time, each joining one of 5,000 rooms, sending one
+      # message and closing: does memory grow with room churn? Once with the SQLite store,
+      # once with nothing on disk.
+      for store in sqlite memory; do
+        start_relay --store "$store"
+        step "churn: 100,000 short connections over 5,000 rooms, $store store"
+        bench "relay-churn-$store" churn --url "${url}ws"
+        stop_server
+      done
+      ;;
+    catchup)
+      # Default settings: each catch-up is replayed 9,950 messages from the store (a page at
+      # a time, at the client's pace) and the last 50 from memory.
+      start_relay
+      step "catchup: live latency without and with clients recovering 10,000 messages"
+      bench relay-catchup catchup --url "${url}ws"
+      stop_server
+      ;;
     *)
       servers=(relay peer)
       [ "$scenario" = latency ] && servers+=(floor)
@@ -162,6 +187,17 @@ if (plain.length && plain.length === typed.length) {
     const same = typed.map((t, i) => t / sameBytes[i]);
     console.log(`typed /ws vs plain / with frames of the same size: typed is ${pct(same)} (median ${pct([median(same)])})`);
   }
+}
+for (const r of rows.filter(r => r.scenario === 'churn')) {
+  const mib = b => (b / 1048576).toFixed(1);
+  const slope = r.bytes_per_connection_after_warmup;
+  console.log(`churn, ${r.server.replace('relay-churn-', '')} store: ${r.completed.toLocaleString('en')} connections over ${r.rooms.toLocaleString('en')} rooms in ${r.wall_s.toFixed(0)} s; server RSS ${r.rss_warm ? mib(r.rss_warm.rss) : '?'} MiB after warm-up (${r.rss_warm ? r.rss_warm.connections.toLocaleString('en') : '?'}) -> ${mib(r.rss_end.rss)} MiB at the end: ${slope == null ? '?' : slope.toFixed(1)} bytes per connection; ${r.failures} failures`);
+}
+const catchup = rows.find(r => r.scenario === 'catchup');
+if (catchup) {
+  const c = catchup.catchups;
+  const f = v => (v == null ? '?' : v.toFixed(2));
+  console.log(`catch-ups of ${catchup.gap.toLocaleString('en')} messages every ${catchup.catchup_every_ms} ms beside ${catchup.rooms} rooms x ${catchup.subscribers} subscribers at ${catchup.rate} msg/s: live p99 ${f(catchup.p99_without_ms)} ms without, ${f(catchup.p99_with_ms)} ms with (${f(catchup.p99_ratio)}x; medians of ${catchup.rounds}); ${c.started} catch-ups, ${c.complete} complete (median ${f(c.median_ms)} ms), ${catchup.failures} failed`);
 }
 const hold = rows.find(r => r.server === 'relay-hold');
 if (hold) {

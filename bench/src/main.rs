@@ -1,8 +1,10 @@
 //! `relay-bench`: a load generator for the relay, or any WebSocket server that relays each
 //! text message to every other client (the protocol of the server the relay replaces).
 //!
-//! Each scenario prints a readable line and then one JSON line; server CPU time and memory
-//! are read from `/proc/<pid>`. Loopback only, and every loop is bounded in time and count.
+//! Each scenario prints a readable line and then one JSON line; server CPU time (in total and
+//! per thread name) and memory are read from `/proc/<pid>`. Loopback only, and every loop is
+//! bounded in time and count. Two scenarios, `churn` and `catchup`, need this relay's typed
+//! protocol (rooms and history), so their `--url` is its `/ws` endpoint.
 //! `bench/run.sh` runs the relay and the Node `ws` peer side by side and reports ratios.
 
 // A load generator reports on stdout; that is its whole point.
@@ -14,7 +16,7 @@ mod server;
 
 use clap::{Parser, Subcommand};
 use client::Target;
-use scenarios::{fanout, idle, latency, storm};
+use scenarios::{catchup, churn, fanout, idle, latency, storm};
 use server::Server;
 
 #[derive(Debug, Parser)]
@@ -23,7 +25,9 @@ use server::Server;
     about = "Load generator for broadcast WebSocket servers"
 )]
 struct Cli {
-    /// WebSocket URL of the server's broadcast endpoint (loopback only).
+    /// WebSocket URL of the server's broadcast endpoint (loopback only). `churn` and
+    /// `catchup` speak the relay's typed protocol and need its `/ws` endpoint, e.g.
+    /// `ws://127.0.0.1:18080/ws`.
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/")]
     url: String,
     /// PID of the server process, for its CPU time and memory.
@@ -50,8 +54,15 @@ enum Scenario {
     Idle(idle::Options),
     /// Many clients connect at once and each sends one message to all the others.
     Storm(storm::Options),
+    /// Memory soak: many short typed connections over many rooms, server memory sampled as
+    /// they go by (--url must be the relay's `/ws`).
+    Churn(churn::Options),
+    /// Live delivery latency without and with clients recovering a long history alongside
+    /// (--url must be the relay's `/ws`).
+    Catchup(catchup::Options),
     /// A few seconds of every scenario at a small scale, failing on any lost, repeated or
-    /// misdirected message: keeps the tool and the relay honest in CI.
+    /// misdirected message or failed connection: keeps the tool and the relay honest in CI.
+    /// `churn` and `catchup` talk to `/ws` on the same host and port as --url.
     Smoke,
 }
 
@@ -68,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Latency(options) => vec![latency::run(&target, server, options).await?],
         Scenario::Idle(options) => vec![idle::run(&target, server, options).await?],
         Scenario::Storm(options) => vec![storm::run(&target, server, options).await?],
+        Scenario::Churn(options) => vec![churn::run(&target, server, options).await?],
+        Scenario::Catchup(options) => vec![catchup::run(&target, server, options).await?],
         Scenario::Smoke => smoke(&target, server).await?,
     };
     let mut clean = true;
@@ -76,10 +89,15 @@ async fn main() -> anyhow::Result<()> {
         for problem in ["lost", "repeats", "gaps", "echoes"] {
             clean &= integrity[problem].as_u64().unwrap_or(0) == 0;
         }
+        // Connections of `churn` and catch-ups of `catchup` that did not go as they should.
+        clean &= result["failures"].as_u64().unwrap_or(0) == 0;
         result["server"] = cli.label.clone().into();
         println!("{result}");
     }
-    anyhow::ensure!(clean, "messages were lost, repeated, reordered or echoed");
+    anyhow::ensure!(
+        clean,
+        "messages were lost, repeated, reordered or echoed, or connections failed"
+    );
     Ok(())
 }
 
@@ -98,6 +116,32 @@ async fn smoke(target: &Target, server: Server) -> anyhow::Result<Vec<serde_json
         seconds: 1.0,
         size: 64,
     };
+    // The typed scenarios, a second or so each on a debug build. The catch-ups recover 1,000
+    // messages, 950 of them from the store: within the relay's default limits.
+    let typed = Target::parse(
+        &format!("ws://{}/ws", target.address),
+        scenarios::Protocol::Typed,
+    )?;
+    let churn = churn::Options {
+        connections: 200,
+        parallel: 20,
+        rooms: 20,
+        size: 64,
+        sample_every: 50,
+        deadline_secs: 60.0,
+    };
+    let catchup = catchup::Options {
+        rooms: 2,
+        subscribers: 3,
+        rate: 50,
+        seconds: 0.5,
+        rounds: 1,
+        size: 64,
+        history: 1_050,
+        gap: 1_000,
+        window: 500,
+        catchup_every_ms: 100,
+    };
     Ok(vec![
         fanout::run(target, server, fanout).await?,
         latency::run(target, server, latency).await?,
@@ -111,5 +155,7 @@ async fn smoke(target: &Target, server: Server) -> anyhow::Result<Vec<serde_json
             },
         )
         .await?,
+        churn::run(&typed, server, churn).await?,
+        catchup::run(&typed, server, catchup).await?,
     ])
 }

@@ -20,6 +20,7 @@
 //! | `leave` | `room` | leave `room` |
 //! | `ping`  | | ask for a `pong` (a liveness check browsers can make) |
 //! | `send`  | `room`, `id`, `text`, optional `resend` | publish `text` to `room`; `id` is chosen by the client, echoed in the `ack` and used to drop resends |
+//! | `rename` | `name` | change this connection's display name in every room it is in; see [`ClientMessage::Rename`] |
 //!
 //! # Server → client
 //!
@@ -33,6 +34,7 @@
 //! | `ack`           | `id`, `room`, `epoch`, `offset`, `ts`, `duplicate` | your `send` with this `id` was accepted |
 //! | `member_joined` | `room`, `member` | someone joined a room you are in |
 //! | `member_left`   | `room`, `member` | someone left a room you are in |
+//! | `member_renamed` | `room`, `member`, `previous` | someone in a room you are in (you included) changed their display name |
 //! | `error`         | `code`, `message`, optional `id`, optional `room` | a request was refused; nothing else changed |
 //!
 //! # Positions: epoch and offset
@@ -126,6 +128,19 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "is_false")]
         resend: bool,
     },
+    /// Change this connection's display name in every room it is in, at once. Each of those
+    /// rooms tells its members (the renamer included) with one `member_renamed` (no
+    /// `member_left`/`member_joined`), and messages sent afterwards carry the new name;
+    /// messages already published keep the name they were sent under.
+    ///
+    /// An invalid name is refused with `invalid_name`, and a connection in no room with
+    /// `not_joined` (a name is given with each `join`; there is no name outside rooms). A
+    /// refusal changes nothing. In a room where the connection already has this name,
+    /// nothing happens and nothing is sent.
+    Rename {
+        /// The new display name; see [`validate_name`].
+        name: String,
+    },
 }
 
 fn is_false(value: &bool) -> bool {
@@ -209,6 +224,16 @@ pub enum ServerMessage {
         room: String,
         /// Who left.
         member: Member,
+    },
+    /// Someone in a room this connection is in changed their display name (the answer to
+    /// a `rename`, which the renamer gets too). They stayed in the room throughout.
+    MemberRenamed {
+        /// The room.
+        room: String,
+        /// Who it is, under the new name.
+        member: Member,
+        /// The name they had in this room before.
+        previous: String,
     },
     /// A request was refused. The connection stays open and nothing else changed.
     Error {
@@ -467,7 +492,7 @@ impl std::fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// The `type` values a client may send.
-const CLIENT_TYPES: [&str; 4] = ["join", "leave", "ping", "send"];
+const CLIENT_TYPES: [&str; 5] = ["join", "leave", "ping", "send", "rename"];
 
 /// Parses one text frame from a client, telling apart broken JSON, an unknown `type` and a
 /// known type with bad fields. Field values are not validated here; see [`validate_text`],
@@ -491,11 +516,17 @@ fn classify_parse_error(frame: &str, err: &serde_json::Error) -> ProtocolError {
     match object.get("type").and_then(|t| t.as_str()) {
         None => ProtocolError::new(
             ErrorCode::UnknownType,
-            "missing string field `type` (one of: join, leave, ping, send)",
+            format!(
+                "missing string field `type` (one of: {})",
+                CLIENT_TYPES.join(", ")
+            ),
         ),
         Some(kind) if !CLIENT_TYPES.contains(&kind) => ProtocolError::new(
             ErrorCode::UnknownType,
-            format!("unknown message type `{kind}` (expected one of: join, leave, ping, send)"),
+            format!(
+                "unknown message type `{kind}` (expected one of: {})",
+                CLIENT_TYPES.join(", ")
+            ),
         ),
         Some(kind) => ProtocolError::new(ErrorCode::InvalidMessage, format!("bad `{kind}`: {err}")),
     }

@@ -17,6 +17,7 @@ fn any_client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(room, name, since)| ClientMessage::Join { room, name, since }),
         ".{0,40}".prop_map(|room| ClientMessage::Leave { room }),
         Just(ClientMessage::Ping),
+        ".{0,40}".prop_map(|name| ClientMessage::Rename { name }),
         (".{0,40}", ".{0,70}", ".{0,200}", any::<bool>()).prop_map(|(room, id, text, resend)| {
             ClientMessage::Send {
                 room,
@@ -47,6 +48,7 @@ fn protocol_like_frame() -> impl Strategy<Value = String> {
         Just("\"send\"".to_owned()),
         Just("\"leave\"".to_owned()),
         Just("\"ping\"".to_owned()),
+        Just("\"rename\"".to_owned()),
         Just("null".to_owned()),
         Just("true".to_owned()),
         any::<i64>().prop_map(|n| n.to_string()),

@@ -72,6 +72,26 @@ fn leave_and_send_wire_format() {
 }
 
 #[test]
+fn rename_wire_format() {
+    assert_client_wire(
+        ClientMessage::Rename { name: "Y".into() },
+        json!({"type": "rename", "name": "Y"}),
+    );
+    assert_server_wire(
+        ServerMessage::MemberRenamed {
+            room: "r".into(),
+            member: Member {
+                connection: 7,
+                name: "Y".into(),
+            },
+            previous: "X".into(),
+        },
+        json!({"type": "member_renamed", "room": "r",
+               "member": {"connection": 7, "name": "Y"}, "previous": "X"}),
+    );
+}
+
+#[test]
 fn ping_and_pong_wire_format() {
     assert_client_wire(ClientMessage::Ping, json!({"type": "ping"}));
     assert_server_wire(ServerMessage::Pong, json!({"type": "pong"}));
@@ -293,6 +313,12 @@ fn parser_tells_bad_json_from_unknown_type_from_bad_fields() {
         refusal(r#"{"type":"leave","room":"a","extra":true}"#),
         ErrorCode::InvalidMessage
     );
+    assert_eq!(refusal(r#"{"type":"rename"}"#), ErrorCode::InvalidMessage);
+    assert_eq!(
+        refusal(r#"{"type":"rename","name":"Y","room":"lobby"}"#),
+        ErrorCode::InvalidMessage,
+        "rename applies to every room: it names none"
+    );
     assert_eq!(refusal("[1,2]"), ErrorCode::InvalidMessage);
     assert_eq!(refusal("\"send\""), ErrorCode::InvalidMessage);
 }
@@ -303,6 +329,7 @@ fn refusals_name_the_problem() {
     assert!(err.message.contains("text"), "{err}");
     let err = parse_client_message(r#"{"type":"shout"}"#).unwrap_err();
     assert!(err.message.contains("shout"), "{err}");
+    assert!(err.message.contains("rename"), "lists every type: {err}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! also charges each frame to the connection's rate limit, records that the client is
 //! alive, and turns WebSocket protocol errors into the right close code. The writer drains
 //! the queue to the socket, a whole batch framed into one buffer per `send` (see
-//! [`crate::websocket`]), with a ping when the heartbeat sweep asks for one and a pong when
+//! [`super::framing`]), with a ping when the heartbeat sweep asks for one and a pong when
 //! the client pinged, until someone decides the connection ends. When either half ends the other gets a moment to
 //! finish (send its close frame, or receive the client's).
 //!
@@ -261,7 +261,8 @@ fn end_for_violation(violation: Violation) -> End {
 /// A room this connection is in.
 struct Membership {
     room: Arc<Room>,
-    /// The display name the connection joined under, shared with every message it sends.
+    /// The display name the connection joined under (or was renamed to since), shared with
+    /// every message it sends.
     name: Arc<str>,
 }
 
@@ -329,6 +330,7 @@ impl Session {
                 // room still keeps. The field stays in the protocol for old clients.
                 resend: _,
             } => self.publish(room, id, text),
+            ClientMessage::Rename { name } => self.rename(&name),
         }
     }
 
@@ -413,6 +415,31 @@ impl Session {
             id: Some(id),
             ack_to: Some(self.connection.queue.clone()),
         });
+    }
+
+    /// Renames this connection in every room it is in: each room updates its member list
+    /// and tells its typed members (this connection included) with `member_renamed`; later
+    /// messages carry the new name. Nothing changes on a refusal: an invalid name, or no
+    /// room to be renamed in (names are per room, given with `join`).
+    fn rename(&mut self, name: &str) {
+        let max_name_chars = self.relay.settings().limits.max_name_chars;
+        if let Err(err) = validate_name(name, max_name_chars) {
+            return self.refuse(err, None, None);
+        }
+        if self.rooms.is_empty() {
+            let err = ProtocolError::new(
+                ErrorCode::NotJoined,
+                "join a room first: a name is given with each join, and rename changes it \
+                 in every room joined",
+            );
+            return self.refuse(err, None, None);
+        }
+        // One copy of the new name, shared as at a join.
+        let name: Arc<str> = Arc::from(name);
+        for membership in &mut self.rooms {
+            membership.room.rename_member(self.connection.id, &name);
+            membership.name = name.clone();
+        }
     }
 
     /// A plain client's frame: relayed as is, after the same checks typed text gets. Refusals

@@ -248,7 +248,7 @@ impl Relay {
     /// The connection is sent `joined` and its replay before any live message of the room,
     /// and the other members are told. When `since` lies before what the room keeps in
     /// memory, the replay needs the engine: a [`CatchUp`] comes back, to complete with
-    /// [`Room::finish_catch_up`] once the range is read (outside every lock).
+    /// [`Room::catch_up`], which reads the range outside every lock.
     pub async fn join(
         &self,
         connection: &Connection,

@@ -15,7 +15,7 @@ use backend::{
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-fn app(static_dir: &std::path::Path) -> axum::Router {
+pub fn app(static_dir: &std::path::Path) -> axum::Router {
     let config = Config {
         static_dir: static_dir.to_owned(),
         ..Config::default()

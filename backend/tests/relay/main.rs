@@ -12,6 +12,8 @@ mod limits;
 mod plain;
 mod properties;
 mod readme;
+mod rename;
 mod restart;
 mod shutdown;
 mod typed;
+mod web_client;

@@ -12,7 +12,10 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Integrity, RunClock, connect_all, drain, payload, sync};
-use crate::{client::Target, server::Server};
+use crate::{
+    client::Target,
+    server::{Server, threads_json, threads_summary},
+};
 
 /// Fan-out settings.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -70,6 +73,7 @@ pub async fn run(
         };
         rounds * from as u64
     };
+    let threads_before = server.threads()?;
     let cpu_before = server.cpu()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
@@ -102,7 +106,7 @@ pub async fn run(
         for client in &mut clients[..senders] {
             let text = payload(client.index, rounds, micros, size);
             let id = format!("{}-{rounds}", client.index);
-            let frame = client.protocol.frame(&text, &id);
+            let frame = client.frame(&text, &id);
             client.sender.feed(Message::text(frame)).await?;
         }
         rounds += 1;
@@ -118,15 +122,17 @@ pub async fn run(
     let expected = |c: &super::Client| expected_after(c.index, rounds);
     let finished = drain(&clients, expected, Duration::from_secs(5)).await;
     let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
+    let threads = server.threads()?.since(&threads_before);
     let wall = finished.duration_since(started).as_secs_f64();
     let integrity = Integrity::of(&clients, expected);
     let deliveries = integrity.received;
     println!(
         "fanout   {:?}, {subscribers} subscribers + {senders} senders, {size} B ({:.0} B frames): \
-         {deliveries} deliveries in {wall:.2} s, server CPU {cpu:.2} s -> {:.0} deliveries per \
-         CPU-second ({:.0}/s wall); {}",
+         {deliveries} deliveries in {wall:.2} s, server CPU {cpu:.2} s ({}) -> {:.0} deliveries \
+         per CPU-second ({:.0}/s wall); {}",
         target.protocol,
         integrity.bytes_per_delivery(),
+        threads_summary(&threads),
         deliveries as f64 / cpu.max(1e-9),
         deliveries as f64 / wall,
         integrity.summary()
@@ -138,5 +144,6 @@ pub async fn run(
         "deliveries": deliveries, "wall_s": wall,
         "server_cpu_s": cpu, "deliveries_per_cpu_s": deliveries as f64 / cpu.max(1e-9),
         "deliveries_per_s": deliveries as f64 / wall, "integrity": integrity.json(),
+        "threads": threads_json(&threads),
     }))
 }

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::{RunClock, connect_all};
-use crate::{client::Target, server::Server};
+use crate::{
+    client::Target,
+    server::{Server, threads_json},
+};
 
 /// Idle settings.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -35,6 +38,7 @@ pub async fn run(
 ) -> anyhow::Result<serde_json::Value> {
     let connections = options.connections;
     let before = settled_rss(server)?;
+    let threads_before = server.threads()?;
     let clock = RunClock::new();
     let started = Instant::now();
     let clients = connect_all(target, connections, 0, 512, &clock, false).await?;
@@ -42,6 +46,7 @@ pub async fn run(
     // Let the server finish setting the connections up while the clients keep reading.
     let settle = tokio::task::spawn_blocking(move || settled_rss(server));
     let after = settle.await??;
+    let threads = server.threads()?.since(&threads_before);
     let per_connection = after.saturating_sub(before) as f64 / connections as f64;
     println!(
         "idle     {connections} connections (opened in {connect_s:.2} s): server RSS \
@@ -53,5 +58,6 @@ pub async fn run(
     Ok(serde_json::json!({
         "scenario": "idle", "connections": connections, "connect_s": connect_s,
         "rss_before": before, "rss_after": after, "bytes_per_connection": per_connection,
+        "threads": threads_json(&threads),
     }))
 }

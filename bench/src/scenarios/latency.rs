@@ -7,7 +7,10 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Integrity, RunClock, connect_all, drain, payload, sync};
-use crate::{client::Target, server::Server};
+use crate::{
+    client::Target,
+    server::{Server, threads_json},
+};
 
 /// Latency settings.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -42,21 +45,23 @@ pub async fn run(
     sync(&mut clients).await?;
     clock.latencies.lock().unwrap().reset();
 
+    let threads_before = server.threads()?;
     let cpu_before = server.cpu()?;
     let count = (f64::from(rate) * seconds) as u64;
     let interval = Duration::from_secs(1) / rate.max(1);
     let start = tokio::time::Instant::now();
     let protocol = target.protocol;
-    let sender = &mut clients[0].sender;
+    let first = &mut clients[0];
     for seq in 0..count {
         tokio::time::sleep_until(start + interval * seq as u32).await;
-        let frame = protocol.frame(&payload(0, seq, clock.micros(), size), &format!("0-{seq}"));
-        sender.send(Message::text(frame)).await?;
+        let frame = first.frame(&payload(0, seq, clock.micros(), size), &format!("0-{seq}"));
+        first.sender.send(Message::text(frame)).await?;
     }
     let echoes = protocol.echoes();
     let expected = |c: &super::Client| if c.index == 0 && !echoes { 0 } else { count };
     drain(&clients, expected, Duration::from_secs(5)).await;
     let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
+    let threads = server.threads()?.since(&threads_before);
     let integrity = Integrity::of(&clients, expected);
     let histogram = clock.latencies.lock().unwrap().clone();
     let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
@@ -74,6 +79,6 @@ pub async fn run(
         "scenario": "latency", "subscribers": subscribers, "rate": rate, "size": size,
         "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
         "max_ms": histogram.max() as f64 / 1000.0, "samples": histogram.len(),
-        "server_cpu_s": cpu, "integrity": integrity.json(),
+        "server_cpu_s": cpu, "integrity": integrity.json(), "threads": threads_json(&threads),
     }))
 }

@@ -12,11 +12,18 @@
 //! With [`Protocol::Typed`], the same messages travel over this relay's JSON protocol
 //! instead (`/ws`: join a room, `send`, receive `message` events), to compare its cost with
 //! the plain endpoint's.
+//!
+//! Two scenarios exist only for this relay's typed protocol, with rooms and history:
+//! `churn` (memory under many short connections over many rooms) and `catchup` (live latency
+//! while clients recover long histories); see [`typed`] for the client side they share.
 
+pub mod catchup;
+pub mod churn;
 pub mod fanout;
 pub mod idle;
 pub mod latency;
 pub mod storm;
+pub mod typed;
 
 use std::{
     borrow::Cow,
@@ -49,15 +56,16 @@ pub enum Protocol {
 }
 
 /// The room typed clients meet in.
-const ROOM: &str = "bench";
+pub const ROOM: &str = "bench";
 
 impl Protocol {
-    /// The frame that publishes `text` (which needs no JSON escaping: digits, `:` and `x`).
-    pub fn frame(self, text: &str, id: &str) -> String {
+    /// The frame that publishes `text` in `room` (neither needs JSON escaping: room names are
+    /// `a-z`, digits and `-`; texts digits, `:` and `x`). Plain frames have no room.
+    pub fn frame(self, room: &str, text: &str, id: &str) -> String {
         match self {
             Protocol::Plain => text.to_owned(),
             Protocol::Typed => {
-                format!(r#"{{"type":"send","room":"{ROOM}","id":"{id}","text":"{text}"}}"#)
+                format!(r#"{{"type":"send","room":"{room}","id":"{id}","text":"{text}"}}"#)
             }
         }
     }
@@ -92,6 +100,23 @@ struct TypedEvent<'a> {
     kind: &'a str,
     #[serde(borrow)]
     text: Option<Cow<'a, str>>,
+}
+
+/// A name for this run of the load generator, for message ids that no earlier run on the
+/// same relay (and its stored history) has used: the relay acknowledges a known id as a
+/// duplicate and does not publish it again.
+pub fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{:x}{:x}",
+            since_epoch.as_millis() % (1 << 40),
+            std::process::id()
+        )
+    })
 }
 
 /// A client's sending half.
@@ -137,6 +162,8 @@ pub struct Seen {
 pub struct Client {
     pub index: usize,
     pub protocol: Protocol,
+    /// The room it is in (typed protocol).
+    pub room: String,
     pub sender: Sender,
     pub seen: Arc<Seen>,
     reader: JoinHandle<()>,
@@ -145,6 +172,13 @@ pub struct Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+impl Client {
+    /// The frame that publishes `text` from this client.
+    pub fn frame(&self, text: &str, id: &str) -> String {
+        self.protocol.frame(&self.room, text, id)
     }
 }
 
@@ -168,9 +202,23 @@ impl RunClock {
     }
 }
 
-/// Connects client `index` (joining the room, with the typed protocol) and starts its reader.
+/// Connects client `index` (joining the room [`ROOM`], with the typed protocol) and starts
+/// its reader.
 pub async fn connect(
     target: &Target,
+    index: usize,
+    senders: usize,
+    clock: Arc<RunClock>,
+    record_latency: bool,
+) -> anyhow::Result<Client> {
+    connect_to(target, ROOM, index, senders, clock, record_latency).await
+}
+
+/// Connects client `index`, joining `room` with the typed protocol, and starts its reader.
+/// Senders' indexes (in the message text) must be below `senders`.
+pub async fn connect_to(
+    target: &Target,
+    room: &str,
     index: usize,
     senders: usize,
     clock: Arc<RunClock>,
@@ -182,7 +230,7 @@ pub async fn connect(
         .with_context(|| format!("connecting client {index}"))?;
     let (mut sender, stream) = socket.split();
     if target.protocol == Protocol::Typed {
-        let join = format!(r#"{{"type":"join","room":"{ROOM}","name":"c{index}"}}"#);
+        let join = format!(r#"{{"type":"join","room":"{room}","name":"c{index}"}}"#);
         sender.send(Message::text(join)).await?;
     }
     let seen = Arc::new(Seen::default());
@@ -197,6 +245,7 @@ pub async fn connect(
     Ok(Client {
         index,
         protocol: target.protocol,
+        room: room.to_owned(),
         sender,
         seen,
         reader,
@@ -279,6 +328,9 @@ pub async fn sync(clients: &mut [Client]) -> anyhow::Result<()> {
     let Some((first, others)) = clients.split_first_mut() else {
         return Ok(());
     };
+    // Each sync frame needs its own id: the relay drops a resent id as a duplicate, so
+    // repeating one id would reach nobody who joined after the first.
+    let mut attempt = 0u32;
     loop {
         if others.iter().all(|c| c.seen.synced.load(Ordering::Relaxed)) {
             return Ok(());
@@ -290,7 +342,8 @@ pub async fn sync(clients: &mut [Client]) -> anyhow::Result<()> {
                 .count();
             bail!("{missing} clients never joined the broadcast");
         }
-        let sync = first.protocol.frame(SYNC, "sync");
+        attempt += 1;
+        let sync = first.frame(SYNC, &format!("sync-{}-{attempt}", run_id()));
         first.sender.send(Message::text(sync)).await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -8,7 +8,10 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Integrity, RunClock, connect_all, drain, payload, sync};
-use crate::{client::Target, server::Server};
+use crate::{
+    client::Target,
+    server::{Server, threads_json},
+};
 
 /// Storm settings.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -31,6 +34,7 @@ pub async fn run(
         size,
     } = options;
     let clock = RunClock::new();
+    let threads_before = server.threads()?;
     let cpu_before = server.cpu()?;
     let started = Instant::now();
     let mut clients = connect_all(target, count, count, count, &clock, false).await?;
@@ -40,7 +44,7 @@ pub async fn run(
     let sending = Instant::now();
     for client in &mut clients {
         let text = payload(client.index, 0, clock.micros(), size);
-        let frame = client.protocol.frame(&text, &format!("{}-0", client.index));
+        let frame = client.frame(&text, &format!("{}-0", client.index));
         client.sender.send(Message::text(frame)).await?;
     }
     let from_others = if target.protocol.echoes() { 0 } else { 1 };
@@ -48,6 +52,7 @@ pub async fn run(
     let finished = drain(&clients, expected, Duration::from_secs(10)).await;
     let deliver = finished.duration_since(sending);
     let cpu = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
+    let threads = server.threads()?.since(&threads_before);
     let integrity = Integrity::of(&clients, expected);
     let total = connect + deliver;
     println!(
@@ -62,6 +67,6 @@ pub async fn run(
     Ok(serde_json::json!({
         "scenario": "storm", "clients": count, "connect_s": connect.as_secs_f64(),
         "deliver_s": deliver.as_secs_f64(), "total_s": total.as_secs_f64(),
-        "server_cpu_s": cpu, "integrity": integrity.json(),
+        "server_cpu_s": cpu, "integrity": integrity.json(), "threads": threads_json(&threads),
     }))
 }

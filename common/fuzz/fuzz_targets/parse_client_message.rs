@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
                     let _ = validate_room(room);
                 }
                 ClientMessage::Ping => {}
+                ClientMessage::Rename { name } => {
+                    let _ = validate_name(name, 32);
+                }
                 ClientMessage::Send { room, id, text, .. } => {
                     let _ = validate_room(room);
                     let _ = validate_client_id(id);

@@ -1,31 +1,32 @@
 //! The SQLite engine: every accepted message in one file, `relay.db`, under the data
 //! directory.
 //!
-//! - **Appends** go to the group-commit thread ([`commit`]): everything waiting is stored in
+//! - **Appends** go to the group-commit thread (`commit.rs`): everything waiting is stored in
 //!   one transaction (one fsync for the whole batch), offsets and de-duplication included,
 //!   and only then is each caller told. A unique index on (room, client id) is what makes
 //!   de-duplication exact.
 //! - **Reads** (opening a room, catch-ups, gap repair) run on a small pool of read
-//!   connections, on tokio's blocking threads: WAL mode lets them read while the writer
-//!   writes, and a long catch-up never holds a lock anyone else needs.
+//!   connections, each on a thread of its own (`read_pool.rs`): WAL mode lets them read while
+//!   the writer writes, and a long catch-up never holds a lock anyone else needs.
 //! - **Retention** runs on its own connection, one short transaction per room.
 //!
 //! Schema changes are numbered SQL files under `schema/`, applied in order and recorded in
 //! SQLite's `user_version`; a file from a newer relay is refused rather than misread.
 
 mod commit;
+mod read_pool;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::Semaphore;
 
 use super::{AppendDone, Draft, Engine, EngineError, EngineFuture, Entry, Retention, RoomSnapshot};
 use commit::GroupCommit;
+use read_pool::ReadPool;
 
 /// Schema migrations, in order. Entry `n` brings the schema from version `n` to `n + 1`.
 const MIGRATIONS: [&str; 2] = [
@@ -57,18 +58,8 @@ pub struct SqliteEngine {
     durability: Durability,
     /// The group-commit thread.
     commit: GroupCommit,
-    /// Connections for reads.
-    readers: Arc<ReadPool>,
-}
-
-/// Read connections handed out one per blocking task.
-#[derive(Debug)]
-struct ReadPool {
-    /// Connections not in use. Its lock guards only the `Vec`: taken to pop or push one,
-    /// never held while a query runs.
-    idle: Mutex<Vec<Connection>>,
-    /// One permit per connection: a reader waits here (asynchronously) for a free one.
-    permits: Semaphore,
+    /// Connections for reads, each on a thread of its own.
+    readers: ReadPool,
 }
 
 impl SqliteEngine {
@@ -87,15 +78,12 @@ impl SqliteEngine {
         let mut writer = connect(&path, durability).map_err(open_error)?;
         migrate(&mut writer, &path)?;
         let readers = (0..READERS)
-            .map(|_| connect(&path, durability))
+            .map(|_| connect_reader(&path, durability))
             .collect::<Result<Vec<_>, _>>()
             .map_err(open_error)?;
         Ok(SqliteEngine {
             commit: GroupCommit::start(writer),
-            readers: Arc::new(ReadPool {
-                idle: Mutex::new(readers),
-                permits: Semaphore::new(READERS),
-            }),
+            readers: ReadPool::start(readers),
             path,
             durability,
         })
@@ -104,37 +92,6 @@ impl SqliteEngine {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-impl ReadPool {
-    /// Runs `query` on a free read connection, on a blocking thread.
-    async fn run<T: Send + 'static>(
-        self: &Arc<Self>,
-        query: impl FnOnce(&Connection) -> Result<T, EngineError> + Send + 'static,
-    ) -> Result<T, EngineError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            // The permit guarantees a connection is idle.
-            let connection = pool.idle().pop().ok_or(EngineError::Stopped)?;
-            let result = query(&connection);
-            pool.idle().push(connection);
-            result
-        })
-        .await
-        .map_err(|panicked| EngineError::Unavailable(format!("read panicked: {panicked}")))?
-    }
-
-    fn idle(&self) -> MutexGuard<'_, Vec<Connection>> {
-        // Pushes and pops only.
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -185,7 +142,7 @@ impl Engine for SqliteEngine {
         let (path, durability) = (self.path.clone(), self.durability);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let connection = connect(&path, durability)?;
+                let connection = connect_reader(&path, durability)?;
                 prune(&connection, retention, now_millis)
             })
             .await
@@ -195,6 +152,7 @@ impl Engine for SqliteEngine {
 
     fn stop(&self) {
         self.commit.stop();
+        self.readers.stop();
     }
 }
 
@@ -258,7 +216,26 @@ fn prune(
     Ok(deleted)
 }
 
+/// Page cache of the writer's connection, in KiB (SQLite's default is about 2 MiB).
+const WRITER_CACHE_KIB: i64 = 2048;
+/// Page cache of each read connection, in KiB. Small: the operating system caches the file
+/// anyway, and five connections each filling SQLite's default 2 MiB would look like a leak
+/// (the relay's memory would grow by 10 MiB as the database grows).
+const READER_CACHE_KIB: i64 = 256;
+
 fn connect(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    connect_with_cache(path, durability, WRITER_CACHE_KIB)
+}
+
+fn connect_reader(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    connect_with_cache(path, durability, READER_CACHE_KIB)
+}
+
+fn connect_with_cache(
+    path: &Path,
+    durability: Durability,
+    cache_kib: i64,
+) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -277,6 +254,8 @@ fn connect(path: &Path, durability: Durability) -> rusqlite::Result<Connection> 
         Durability::Normal => "NORMAL",
     };
     connection.pragma_update(None, "synchronous", sync)?;
+    // Negative: a size in KiB rather than in pages.
+    connection.pragma_update(None, "cache_size", -cache_kib)?;
     Ok(connection)
 }
 

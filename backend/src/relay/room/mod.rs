@@ -1,9 +1,9 @@
 //! One room: its members, and the in-order delivery of what its engine stored.
 //!
 //! A message's life: [`Room::publish`] hands it to the engine, which numbers, de-duplicates
-//! and stores it, then reports back ([`Arrival`]). Arrivals land in the room's inbox, a
+//! and stores it, then reports back (an arrival). Arrivals land in the room's inbox, a
 //! short lock that the engine's thread only ever touches for a push; a drain on the async
-//! runtime then delivers them ([`delivery`]): in offset order, each offset once, a gap
+//! runtime then delivers them (`delivery.rs`): in offset order, each offset once, a gap
 //! filled from the engine before anything after it, then each sender's `ack`. Rooms drain
 //! independently, so different rooms fan out in parallel.
 //!
@@ -437,6 +437,31 @@ impl Room {
         self.inbox
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Gives a member a new display name and tells the typed members (the renamer
+    /// included) with one `member_renamed`, under the lock like joins and leaves, so every
+    /// member sees it in the same order relative to messages and presence. Returns the
+    /// previous name, or `None` when nothing changed (not a member, or the same name).
+    pub fn rename_member(&self, connection: u64, name: &Arc<str>) -> Option<Arc<str>> {
+        let mut state = self.lock();
+        let member = state
+            .members
+            .iter_mut()
+            .find(|m| m.connection == connection)?;
+        if member.name == *name {
+            return None;
+        }
+        let previous = std::mem::replace(&mut member.name, name.clone());
+        state.push_to_typed(&ServerMessage::MemberRenamed {
+            room: self.name.to_string(),
+            member: Member {
+                connection,
+                name: name.to_string(),
+            },
+            previous: previous.to_string(),
+        });
+        Some(previous)
     }
 }
 
