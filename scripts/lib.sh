@@ -28,3 +28,16 @@ apt_install() {
     "${apt[@]}" install -y --no-install-recommends "$@"
   fi
 }
+
+# build_web_client: the release build of the web client into dist/, then a brotli and a gzip
+# copy of each file next to it, which the relay serves to browsers that accept them (see
+# backend/src/http/web_client.rs): compressed once here, never per request. Every step
+# checks its own result, since callers may run it where `set -e` does not apply.
+build_web_client() {
+  trunk build --release || return
+  local file
+  while IFS= read -r -d '' file; do
+    gzip -9 -n -k -f "$file" && brotli -q 11 -k -f "$file" || return
+  done < <(find dist -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' \
+    -o -name '*.html' -o -name '*.svg' -o -name '*.json' \) -print0)
+}

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/lib.sh
-step "building the web client (release)"
-trunk build --release
+step "building the web client (release, precompressed)"
+build_web_client
 step "starting the relay on http://localhost:8080 (Ctrl-C to stop)"
 exec cargo run --release -p backend --bin relay -- "$@"

@@ -2,8 +2,10 @@
 # Installs what building, running and testing the relay needs, skipping whatever is already
 # present at the right version. Safe to run again and again.
 #
-#   scripts/setup.sh          tools to build and run: wasm32 target, trunk, wasm-bindgen, wasm-opt
-#   scripts/setup.sh --test   also what the tests need: Chromium and ChromeDriver
+#   scripts/setup.sh          tools to build and run: wasm32 target, trunk, wasm-bindgen, wasm-opt,
+#                             brotli (the web client is served precompressed)
+#   scripts/setup.sh --test   also what the tests need: Chromium, ChromeDriver, and axe-core
+#                             (accessibility checks in the end-to-end test) in .tools/
 #
 # Versions are pinned on purpose; see docs/toolchain.md for why (trunk 0.22 needs a newer
 # rustc, Debian's binaryen 108 silently breaks the page, wasm-bindgen must match the crate).
@@ -14,6 +16,7 @@ source scripts/lib.sh
 TRUNK_VERSION=0.21.14
 WASM_BINDGEN_VERSION=0.2.129
 BINARYEN_VERSION=132.0.0
+AXE_CORE_VERSION=4.14.1
 
 with_test_tools=false
 for arg in "$@"; do
@@ -62,11 +65,28 @@ else
   npm install --prefix .tools --no-audit --no-fund --loglevel=error "binaryen@$BINARYEN_VERSION"
 fi
 
+# brotli and gzip compress the built web client once (scripts/lib.sh's build_web_client).
+if command -v brotli >/dev/null && command -v gzip >/dev/null; then
+  ok "brotli and gzip present"
+else
+  apt_install brotli gzip
+fi
+
 if $with_test_tools; then
   if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     ok "chromium and chromedriver present"
   else
     apt_install chromium chromium-driver
+  fi
+  # axe-core, injected into the page by the end-to-end test, kept inside the project too.
+  axe_package=.tools/node_modules/axe-core/package.json
+  if [ -f "$axe_package" ] && grep -q "\"version\": \"$AXE_CORE_VERSION\"" "$axe_package"; then
+    ok "axe-core $AXE_CORE_VERSION present"
+  else
+    command -v npm >/dev/null || apt_install nodejs npm
+    step "installing axe-core $AXE_CORE_VERSION into .tools/"
+    mkdir -p .tools
+    npm install --prefix .tools --no-audit --no-fund --loglevel=error "axe-core@$AXE_CORE_VERSION"
   fi
 fi
 ok "setup complete"

@@ -4,10 +4,11 @@
 #   1. formatting              cargo fmt --check
 #   2. lints                   clippy -D warnings, native and wasm32; rustdoc -D warnings
 #   3. unit + integration      cargo test (protocol, relay against real sockets, UI state)
-#   4. web client build        trunk build --release (also what the end-to-end test serves),
-#                              failing over the wasm size budget
+#   4. web client build        trunk build --release, precompressed (also what the end-to-end
+#                              test serves), failing over the wasm size budget
 #   5. browser tests           wasm-bindgen-test in headless Chromium against a live relay
-#   6. end to end              two Chromium sessions + a plain client over WebDriver
+#   6. end to end              two Chromium sessions + a plain client over WebDriver; axe-core
+#                              accessibility checks of the page's main states
 #   7. benchmark smoke         a few seconds of every bench scenario, failing on any lost message
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +48,7 @@ layer "clippy (wasm32)" cargo clippy -p common -p frontend --target wasm32-unkno
   --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" layer "docs (broken links)" cargo doc --workspace --no-deps
 MIN_TESTS=75 layer "unit + integration" cargo test --workspace
-layer "web client build" trunk build --release
+layer "web client build" build_web_client
 # Issue 5's size budget. Sizes are deterministic (locked dependencies, pinned tools), so
 # going over is a regression to look at, not noise.
 WASM_GZIP_BUDGET=100000

@@ -77,21 +77,38 @@ impl Drop for ChromeDriver {
     }
 }
 
+/// WebDriver's codes for Shift, Control, Tab, Escape and "release the modifiers".
+const SHIFT: &str = "\u{E008}";
+const CONTROL: &str = "\u{E009}";
+const TAB: &str = "\u{E004}";
+const ESCAPE: &str = "\u{E00C}";
+const RELEASE: &str = "\u{E000}";
+
 /// A new WebDriver session of headless Chromium with its own profile directory.
 async fn session(driver: &ChromeDriver, profile: &Path) -> Client {
+    session_sized(driver, profile, (1100, 800)).await
+}
+
+/// A new session whose window is `size` (width, height) CSS pixels.
+async fn session_sized(driver: &ChromeDriver, profile: &Path, size: (u32, u32)) -> Client {
     let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
+    // Headless windows are at least 500 px wide: narrower sizes are emulated.
+    let mobile = serde_json::json!({
+        "deviceMetrics": {"width": size.0, "height": size.1, "pixelRatio": 1.0, "touch": false}
+    });
+    let mut options = serde_json::json!({
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--disable-quic", "--no-first-run",
-                "--window-size=1100,800",
+                format!("--window-size={},{}", size.0, size.1),
                 format!("--user-data-dir={}", profile.display()),
             ]
-        }),
-    );
+    });
+    if size.0 < 500 {
+        options["mobileEmulation"] = mobile;
+    }
+    capabilities.insert("goog:chromeOptions".into(), options);
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(capabilities)
         .connect(&driver.url)
@@ -107,8 +124,12 @@ struct Browser {
 
 impl Browser {
     async fn open(driver: &ChromeDriver, page: &str) -> Browser {
+        Browser::open_sized(driver, page, (1100, 800)).await
+    }
+
+    async fn open_sized(driver: &ChromeDriver, page: &str, size: (u32, u32)) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let client = session(driver, profile.path()).await;
+        let client = session_sized(driver, profile.path(), size).await;
         client.goto(page).await.unwrap();
         let browser = Browser {
             client,
@@ -152,7 +173,7 @@ impl Browser {
 
     async fn field(&self, label: &str) -> fantoccini::elements::Element {
         self.client
-            .find(Locator::Css(&format!("input[aria-label='{label}']")))
+            .find(Locator::Css(&format!("[aria-label='{label}']")))
             .await
             .unwrap_or_else(|err| panic!("no field {label}: {err}"))
     }
@@ -179,6 +200,59 @@ impl Browser {
             .await
             .unwrap();
         button.click().await.unwrap();
+    }
+
+    /// Runs `script` (a function body) in the page and returns its result.
+    async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|err| panic!("script failed: {err}\n{script}"))
+    }
+
+    /// Whether the focused element matches `selector`.
+    async fn focus_is_on(&self, selector: &str) -> bool {
+        let script = format!(
+            "return document.activeElement !== null && document.activeElement.matches({:?});",
+            selector
+        );
+        self.eval(&script).await == true
+    }
+
+    async fn assert_focus_on(&self, selector: &str, step: &str) {
+        let focused = self
+            .eval("const e = document.activeElement; return e ? e.outerHTML.slice(0, 120) : null;")
+            .await;
+        assert!(
+            self.focus_is_on(selector).await,
+            "{step}: focus should be on {selector}, is on {focused}"
+        );
+    }
+
+    /// Types `keys` into whatever has the focus, as a keyboard would.
+    async fn keys(&self, keys: &str) {
+        self.client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(keys)
+            .await
+            .unwrap();
+    }
+
+    /// Presses Tab (Shift+Tab when `backwards`) until the focus is on `selector`.
+    async fn tab_to(&self, selector: &str, backwards: bool) {
+        for _ in 0..40 {
+            if self.focus_is_on(selector).await {
+                return;
+            }
+            if backwards {
+                self.keys(&format!("{SHIFT}{TAB}{RELEASE}")).await;
+            } else {
+                self.keys(TAB).await;
+            }
+        }
+        panic!("Tab never reached {selector}");
     }
 
     async fn save_screenshot(&self, name: &str) {
@@ -592,3 +666,502 @@ chat.socket.onmessage = (event) => {
   }
 };
 "#;
+
+/// axe-core's browser build, installed into `.tools/` by `scripts/setup.sh --test`.
+fn axe_source() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../.tools/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|err| {
+        panic!(
+            "cannot read {}: {err} (run `scripts/setup.sh --test`)",
+            path.display()
+        )
+    })
+}
+
+/// Loads axe-core into the page (once per page load), as a script element so that it
+/// runs in the page's global scope.
+const INJECT_AXE: &str = r#"
+if (!window.axe) {
+  const script = document.createElement('script');
+  script.textContent = arguments[0];
+  document.head.appendChild(script);
+}
+return typeof window.axe;
+"#;
+
+/// Runs axe-core on the whole page; answers its violations, each with its id, impact, help
+/// and the nodes involved (selector, what is wrong, the element's HTML).
+const RUN_AXE: &str = r#"
+const done = arguments[arguments.length - 1];
+axe.run(document, { resultTypes: ['violations'] })
+  .then((results) => done(results.violations.map((v) => ({
+    id: v.id,
+    impact: v.impact,
+    help: v.help,
+    nodes: v.nodes.map((n) => ({
+      target: n.target.join(' '),
+      summary: n.failureSummary,
+      html: n.html,
+    })),
+  }))))
+  .catch((err) => done({ error: String(err) }));
+"#;
+
+/// A Chrome DevTools Protocol command sent through chromedriver's `goog/cdp/execute`, for
+/// what WebDriver itself cannot do (emulating `prefers-color-scheme`).
+#[derive(Debug)]
+struct DevTools {
+    method: &'static str,
+    params: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.expect("a DevTools command needs a session");
+        base_url.join(&format!("session/{session}/goog/cdp/execute"))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = serde_json::json!({ "cmd": self.method, "params": self.params });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// Makes the page see `prefers-color-scheme: dark` (or light), as a system setting would.
+async fn emulate_color_scheme(browser: &Browser, scheme: &str) {
+    browser
+        .client
+        .issue_cmd(DevTools {
+            method: "Emulation.setEmulatedMedia",
+            params: serde_json::json!({
+                "features": [{ "name": "prefers-color-scheme", "value": scheme }]
+            }),
+        })
+        .await
+        .expect("Chromium emulates the color scheme");
+    let query = format!("return matchMedia('(prefers-color-scheme: {scheme})').matches;");
+    let applied = browser.client.execute(&query, Vec::new()).await.unwrap();
+    assert_eq!(
+        applied, true,
+        "the page sees prefers-color-scheme: {scheme}"
+    );
+}
+
+/// What axe found in each state of the page.
+#[derive(Default)]
+struct AccessibilityReport {
+    /// One line per violation (and one per node under it), for the log.
+    lines: Vec<String>,
+    /// The `serious` and `critical` ones, as `state: id`.
+    blocking: Vec<String>,
+}
+
+impl AccessibilityReport {
+    /// Runs axe on the page as it is now, recording what it finds under `state`.
+    async fn check(&mut self, browser: &Browser, axe: &str, state: &str) {
+        // Let transitions (theme, banners) settle, or colours are measured half-way.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let client = &browser.client;
+        let loaded = client
+            .execute(INJECT_AXE, vec![axe.into()])
+            .await
+            .expect("axe-core loads");
+        assert_eq!(loaded, "object", "axe-core did not load");
+        let violations = client
+            .execute_async(RUN_AXE, Vec::new())
+            .await
+            .expect("axe-core runs");
+        let violations = violations
+            .as_array()
+            .unwrap_or_else(|| panic!("axe-core failed in state {state}: {violations}"));
+        browser
+            .save_screenshot(&format!("axe-{}", state.replace(' ', "-")))
+            .await;
+        for violation in violations {
+            let (id, impact) = (&violation["id"], &violation["impact"]);
+            let (id, impact) = (id.as_str().unwrap_or("?"), impact.as_str().unwrap_or("?"));
+            self.lines.push(format!(
+                "[{state}] {id} ({impact}): {}",
+                violation["help"].as_str().unwrap_or_default()
+            ));
+            for node in violation["nodes"].as_array().into_iter().flatten() {
+                self.lines.push(format!(
+                    "    {}  {}\n      {}",
+                    node["target"].as_str().unwrap_or_default(),
+                    node["html"].as_str().unwrap_or_default(),
+                    node["summary"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .replace('\n', "\n      ")
+                ));
+            }
+            if matches!(impact, "serious" | "critical") {
+                self.blocking.push(format!("{state}: {id} ({impact})"));
+            }
+        }
+    }
+}
+
+/// axe-core finds no `serious` or `critical` violation in the page's main states: connected,
+/// with two rooms joined, in dark mode, and offline (with a message waiting to be sent), in
+/// light and dark. Every violation found, minor ones included, is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_has_no_serious_accessibility_violations_in_its_main_states() {
+    let axe = axe_source();
+    let data = tempfile::tempdir().unwrap();
+    let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
+    let driver = ChromeDriver::start().await;
+    let browser = Browser::open(&driver, &format!("http://{}/", relay.address)).await;
+    let mut report = AccessibilityReport::default();
+    let outcome = std::panic::AssertUnwindSafe(async {
+        // index.html's loading state is gone once the app is up.
+        let loading = "return getComputedStyle(document.getElementById('loading')).display;";
+        let display = browser.client.execute(loading, Vec::new()).await.unwrap();
+        assert_eq!(
+            display, "none",
+            "the loading state still shows over the app"
+        );
+        browser.rename("Ada").await;
+        browser.send_with_enter("hello, checked by axe").await;
+        browser
+            .wait_for_text("[role=log] .msg.own:not(.pending)", "hello, checked by axe")
+            .await;
+        report.check(&browser, &axe, "connected").await;
+
+        let room = browser.field("Room to join").await;
+        room.send_keys(&format!("ops{ENTER}")).await.unwrap();
+        browser.wait_for_text(".rooms", "ops").await;
+        browser.wait_for_text(".room-title", "#ops").await;
+        report.check(&browser, &axe, "two rooms").await;
+
+        emulate_color_scheme(&browser, "dark").await;
+        report.check(&browser, &axe, "two rooms dark").await;
+
+        relay.stop().await;
+        browser.wait_for_text("[role=status]", "Offline").await;
+        browser.send_with_enter("waiting to be sent").await;
+        browser
+            .wait_for_text("[role=log] .msg.pending", "waiting to be sent")
+            .await;
+        report.check(&browser, &axe, "offline dark").await;
+        emulate_color_scheme(&browser, "light").await;
+        report.check(&browser, &axe, "offline").await;
+    })
+    .catch_unwind()
+    .await;
+    eprintln!(
+        "axe-core {} violation(s):\n{}",
+        report.lines.iter().filter(|l| l.starts_with('[')).count(),
+        report.lines.join("\n")
+    );
+    finish(vec![("e2e-axe", browser)], outcome).await;
+    assert!(
+        report.blocking.is_empty(),
+        "serious or critical accessibility violations (details above):\n  {}",
+        report.blocking.join("\n  ")
+    );
+}
+
+/// Sends `texts` to `room` through a typed WebSocket client named `name`, and waits until
+/// the relay has acknowledged every one of them.
+async fn post(address: SocketAddr, room: &str, name: &str, texts: &[String]) {
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+        .await
+        .unwrap();
+    let join = serde_json::json!({"type": "join", "room": room, "name": name});
+    client.send(Message::text(join.to_string())).await.unwrap();
+    for (n, text) in texts.iter().enumerate() {
+        let send = serde_json::json!({
+            "type": "send", "room": room, "id": format!("{name}-{n}"), "text": text,
+        });
+        client.send(Message::text(send.to_string())).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < texts.len() {
+        let frame = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("acks in time")
+            .unwrap()
+            .unwrap();
+        if frame.to_text().unwrap().contains(r#""type":"ack""#) {
+            acked += 1;
+        }
+    }
+}
+
+/// What the phone layout test measures in the page.
+const PHONE_LAYOUT_SCRIPT: &str = r#"
+const [text] = arguments;
+const box = (e) => e ? e.getBoundingClientRect() : null;
+const rows = [...document.querySelectorAll('[role=log] .msg')];
+const newest = rows.find((row) => row.textContent.includes(text)) || null;
+const inside = (r) => r !== null && r.top >= 0 && r.bottom <= innerHeight + 0.5
+  && r.left >= 0 && r.right <= innerWidth + 0.5;
+const log = box(document.querySelector('[role=log]'));
+const bars = ['.topbar', '.room-bar', '.composer']
+  .map((s) => box(document.querySelector(s)).height)
+  .reduce((a, b) => a + b, 0);
+return {
+  innerWidth, innerHeight,
+  scrollHeight: document.scrollingElement.scrollHeight,
+  scrollWidth: document.scrollingElement.scrollWidth,
+  newestInside: inside(box(newest)) && box(newest).top >= log.top - 0.5
+    && box(newest).bottom <= log.bottom + 0.5,
+  composerInside: inside(box(document.querySelector('textarea[aria-label=Message]')))
+    && inside(box(document.querySelector('.composer button'))),
+  bars,
+};
+"#;
+
+/// Issue 10: on a 390×844 phone, after 50 messages of history and then 10 more, the newest
+/// message and the composer are on screen, only the message list scrolls (the page itself
+/// does not), and the three bars take less than a fifth of the height; at 320 px wide
+/// nothing is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_newest_message_and_the_composer_stay_in_view() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
+    let address = relay.address;
+    let history: Vec<String> = (1..=50)
+        .map(|n| format!("history message {n} with a few words to wrap on a phone"))
+        .collect();
+    post(address, "lobby", "Historian", &history).await;
+    let driver = ChromeDriver::start().await;
+    let phone = Browser::open_sized(&driver, &format!("http://{address}/"), (390, 844)).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        let check = |newest: String| {
+            let phone = &phone;
+            async move {
+                phone.wait_for_text("[role=log]", &newest).await;
+                // Give the log a moment to follow the last rows.
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let layout = phone
+                        .client
+                        .execute(PHONE_LAYOUT_SCRIPT, vec![newest.clone().into()])
+                        .await
+                        .unwrap();
+                    let ok = layout["newestInside"] == true
+                        && layout["composerInside"] == true
+                        && layout["scrollHeight"].as_f64() <= layout["innerHeight"].as_f64()
+                        && layout["scrollWidth"].as_f64() <= layout["innerWidth"].as_f64()
+                        && layout["bars"].as_f64().unwrap()
+                            < layout["innerHeight"].as_f64().unwrap() / 5.0;
+                    if ok {
+                        return layout;
+                    }
+                    assert!(Instant::now() < deadline, "phone layout: {layout}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let layout = check(history[49].clone()).await;
+        eprintln!("phone layout after history: {layout}");
+        phone.assert_focus_on("textarea[aria-label=Message]", "on load").await;
+
+        let more: Vec<String> = (51..=60).map(|n| format!("live message {n}")).collect();
+        post(address, "lobby", "Live", &more).await;
+        check(more[9].clone()).await;
+
+        // Rooms and people are one tap away, in a drawer.
+        phone.client.find(Locator::Css("button.menu")).await.unwrap().click().await.unwrap();
+        phone.wait_for_text(".sidebar .rooms", "lobby").await;
+        let deadline = Instant::now() + WAIT;
+        while phone
+            .eval("const r = document.querySelector('.sidebar').getBoundingClientRect(); return r.left >= 0 && r.right <= innerWidth;")
+            .await
+            != true
+        {
+            assert!(Instant::now() < deadline, "the drawer slides on screen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        phone.save_screenshot("e2e-phone-drawer").await;
+        phone.keys(ESCAPE).await;
+
+        // 320 px wide: nothing cut off either.
+        let narrow =
+            Browser::open_sized(&driver, &format!("http://{address}/"), (320, 640)).await;
+        let layout = narrow
+            .client
+            .execute(PHONE_LAYOUT_SCRIPT, vec![more[9].clone().into()])
+            .await
+            .unwrap();
+        narrow.save_screenshot("e2e-phone-320").await;
+        let _ = narrow.client.close().await;
+        assert!(
+            layout["scrollWidth"].as_f64() <= layout["innerWidth"].as_f64()
+                && layout["scrollHeight"].as_f64() <= layout["innerHeight"].as_f64()
+                && layout["composerInside"] == true,
+            "320 px: {layout}"
+        );
+    })
+    .catch_unwind()
+    .await;
+    finish(vec![("e2e-phone", phone)], outcome).await;
+    relay.stop().await;
+}
+
+/// Issue 10: load, type, Enter, switch rooms with Enter, rename, and back, with the keyboard
+/// only; the focus is where it should be after every step, also when an unread count
+/// changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyboard_only_session_keeps_the_focus_where_it_belongs() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
+    let address = relay.address;
+    let driver = ChromeDriver::start().await;
+    let browser = Browser::open(&driver, &format!("http://{address}/")).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        const COMPOSER: &str = "textarea[aria-label=Message]";
+        browser.assert_focus_on(COMPOSER, "on load").await;
+
+        browser.keys(&format!("typed with keys{ENTER}")).await;
+        browser
+            .wait_for_text("[role=log] .msg.own:not(.pending)", "typed with keys")
+            .await;
+        browser.assert_focus_on(COMPOSER, "after Enter").await;
+
+        // Join a second room from the keyboard: a name that is not valid is offered in
+        // its valid form, and Enter again takes it.
+        browser.tab_to("[aria-label='Room to join']", true).await;
+        browser.keys(&format!("Side Room{ENTER}")).await;
+        browser
+            .wait_for_text(".rooms .form-problem", "side-room")
+            .await;
+        browser.keys(ENTER).await;
+        browser.wait_for_text(".room-title", "#side-room").await;
+        browser
+            .assert_focus_on("[aria-label='Room to join']", "after joining")
+            .await;
+
+        // Back to the lobby with Enter on its button: the focus stays on that button.
+        const LOBBY: &str = "button.room-name[aria-label^=lobby]";
+        browser.tab_to(LOBBY, true).await;
+        browser.keys(ENTER).await;
+        browser.wait_for_text(".room-title", "#lobby").await;
+        browser
+            .assert_focus_on(LOBBY, "after Enter on the room")
+            .await;
+        assert_eq!(
+            browser
+                .eval("return document.activeElement.getAttribute('aria-current');")
+                .await,
+            "true"
+        );
+
+        // A message in the other room changes its unread badge, not the focus.
+        post(address, "side-room", "Someone", &["ping".to_owned()]).await;
+        let side = browser
+            .client
+            .find(Locator::Css("button.room-name[aria-label^=side-room]"))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while side.attr("aria-label").await.unwrap().as_deref() != Some("side-room, 1 unread") {
+            assert!(
+                Instant::now() < deadline,
+                "the unread count in the room's name"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        browser
+            .assert_focus_on(LOBBY, "after an unread count changed")
+            .await;
+
+        // Rename: Escape cancels, a refused name stays with its reason, Enter saves.
+        const NAME: &str = "[aria-label='Display name']";
+        browser.tab_to(NAME, true).await;
+        let field = browser.field("Display name").await;
+        let before = field.prop("value").await.unwrap().unwrap();
+        browser
+            .keys(&format!("{CONTROL}a{RELEASE}Scratch{ESCAPE}"))
+            .await;
+        assert_eq!(field.prop("value").await.unwrap().unwrap(), before);
+        let too_long = "K".repeat(100);
+        browser
+            .keys(&format!("{CONTROL}a{RELEASE}{too_long}{ENTER}"))
+            .await;
+        browser
+            .wait_for_text(".name-editor .form-problem", "name")
+            .await;
+        assert_eq!(
+            field.prop("value").await.unwrap().as_deref(),
+            Some(too_long.as_str()),
+            "a refused name stays in the field"
+        );
+        browser
+            .keys(&format!("{CONTROL}a{RELEASE}Keyboard Kim"))
+            .await;
+        browser
+            .wait_for_absence(".name-editor .form-problem:not([hidden])")
+            .await;
+        browser.keys(ENTER).await;
+        browser
+            .wait_for_text(".members li.me", "Keyboard Kim")
+            .await;
+        browser
+            .wait_for_text("[role=log]", &format!("{before} is now Keyboard Kim"))
+            .await;
+        browser.assert_focus_on(NAME, "after renaming").await;
+
+        // And back to writing.
+        browser.tab_to(COMPOSER, false).await;
+        browser.keys(&format!("back again{ENTER}")).await;
+        browser.wait_for_text("[role=log]", "back again").await;
+        browser.wait_for_absence("[role=log] .msg.pending").await;
+        browser
+            .assert_focus_on(COMPOSER, "after sending again")
+            .await;
+    })
+    .catch_unwind()
+    .await;
+    finish(vec![("e2e-keyboard", browser)], outcome).await;
+    relay.stop().await;
+}
+
+/// Issue 10: Shift+Enter starts a new line; the message arrives in another browser with its
+/// line breaks, shown as lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_line_message_arrives_with_its_line_breaks() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
+    let page = format!("http://{}/", relay.address);
+    let driver = ChromeDriver::start().await;
+    let alice = Browser::open(&driver, &page).await;
+    let bob = Browser::open(&driver, &page).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        let field = alice.field("Message").await;
+        field
+            .send_keys(&format!(
+                "first line{SHIFT}{ENTER}{RELEASE}second line{SHIFT}{ENTER}{RELEASE}third{ENTER}"
+            ))
+            .await
+            .unwrap();
+        bob.wait_for_text("[role=log]", "third").await;
+        let shown = bob
+            .eval(
+                "const rows = [...document.querySelectorAll('[role=log] .msg .text')];
+                 const p = rows.find((p) => p.textContent.includes('third'));
+                 return { text: p.textContent, lines: Math.round(p.getBoundingClientRect().height
+                   / parseFloat(getComputedStyle(p).lineHeight)),
+                   whiteSpace: getComputedStyle(p).whiteSpace };",
+            )
+            .await;
+        assert_eq!(shown["text"], "first line\nsecond line\nthird", "{shown}");
+        assert_eq!(shown["whiteSpace"], "pre-wrap");
+        assert_eq!(shown["lines"], 3, "shown on three lines: {shown}");
+    })
+    .catch_unwind()
+    .await;
+    finish(
+        vec![("e2e-lines-alice", alice), ("e2e-lines-bob", bob)],
+        outcome,
+    )
+    .await;
+    relay.stop().await;
+}

@@ -4,6 +4,7 @@
 //!
 //! - [`state`]: the chat state and every rule for changing it (pure; tested natively).
 //! - [`backoff`]: the reconnect schedule (pure).
+//! - [`format`]: links, days and room-name suggestions for the page (pure).
 //! - [`identity`]: generated display name and message-id keys, kept in `localStorage`.
 //! - [`outbox_store`]: unacknowledged messages kept in `localStorage` across reloads.
 //! - [`storage`]: `localStorage` access that tolerates its absence.
@@ -14,6 +15,7 @@
 pub mod app;
 pub mod backoff;
 pub mod components;
+pub mod format;
 pub mod identity;
 pub mod outbox_store;
 pub mod state;

@@ -7,6 +7,7 @@
 //! re-joins every room (with the last position seen, so the relay replays what was missed)
 //! and resends every unacknowledged message after a reconnect; nothing special-cases it.
 
+use crate::format::{GROUP_WINDOW_MS, local_day};
 use common::{
     ChatMessage, ClientMessage, DEFAULT_ROOM, ErrorCode, Limits, Member, Position, ProtocolError,
     Recovery, ServerMessage, validate_name, validate_room, validate_text,
@@ -46,6 +47,16 @@ pub struct ChatState {
     pub limits: Limits,
     /// Our connection id on the relay, once welcomed.
     pub connection: Option<u64>,
+    /// The relay was lost and is not back yet (the outage banner shows while this is set).
+    pub outage: bool,
+    /// The page is hidden (another tab is in front): messages in the room on screen count
+    /// as unread too.
+    pub away: bool,
+    /// Minutes the browser's time zone is ahead of UTC, for day separators.
+    pub utc_offset_min: i32,
+    /// The relay answered `rename` with `unknown_type` (an older relay): renames re-join
+    /// every room instead.
+    legacy_rename: bool,
     /// Prefix shared by every tab of this browser: messages whose id starts with it are ours.
     browser_key: String,
     /// Prefix for this tab's message ids, unique per tab.
@@ -93,6 +104,11 @@ pub enum EntryKind {
         ts: u64,
         /// Sent from this browser (any tab).
         own: bool,
+        /// Follows a message by the same sender, on the same day and within
+        /// [`GROUP_WINDOW_MS`]: shown as part of that message's group.
+        grouped: bool,
+        /// The first message of its (local) day in this log: a day separator goes before it.
+        new_day: bool,
     },
     /// Something that happened: a join, a leave, a gap, an error.
     Notice {
@@ -165,6 +181,8 @@ pub struct Link {
     joined: Vec<(String, String)>,
     /// Message ids already sent on this connection (and still in the outbox).
     sent: Vec<String>,
+    /// A `rename` was sent on this connection.
+    renamed: bool,
 }
 
 impl Link {
@@ -188,6 +206,10 @@ impl ChatState {
             status: ConnectionStatus::Connecting,
             limits: Limits::default(),
             connection: None,
+            outage: false,
+            away: false,
+            utc_offset_min: 0,
+            legacy_rename: false,
             browser_key: browser_key.to_owned(),
             id_prefix: format!("{browser_key}{tab_key}-"),
             next_id: 1,
@@ -263,7 +285,27 @@ impl ChatState {
         }
     }
 
-    /// Closes a room (never the last one), dropping its unsent messages.
+    /// Messages in the outbox for `room`: closing it would drop them.
+    pub fn unsent_in(&self, room: &str) -> usize {
+        self.outbox.iter().filter(|p| p.room == room).count()
+    }
+
+    /// Unread messages over all rooms, for the tab title.
+    pub fn total_unread(&self) -> u32 {
+        self.rooms.iter().map(|r| r.unread).sum()
+    }
+
+    /// The page was hidden (`true`) or shown again: coming back reads the room on screen.
+    pub fn set_away(&mut self, away: bool) {
+        self.away = away;
+        if !away {
+            let room = self.active_room.clone();
+            self.show_room(&room);
+        }
+    }
+
+    /// Closes a room (never the last one), dropping its unsent messages (the page asks
+    /// first, see [`ChatState::unsent_in`]).
     pub fn close_room(&mut self, room: &str) {
         if self.rooms.len() <= 1 {
             return;
@@ -275,9 +317,15 @@ impl ChatState {
         }
     }
 
-    /// Changes the display name; rooms are re-joined under it.
+    /// Checks a display name against the relay's limits.
+    pub fn check_name(&self, name: &str) -> Result<(), ProtocolError> {
+        validate_name(name, self.limits.max_name_chars)
+    }
+
+    /// Changes the display name in every open room: one `rename` to the relay (or, with a
+    /// relay that does not know it, leaving and re-joining each room).
     pub fn rename(&mut self, name: &str) -> Result<(), ProtocolError> {
-        validate_name(name, self.limits.max_name_chars)?;
+        self.check_name(name)?;
         self.name = name.to_owned();
         Ok(())
     }
@@ -301,6 +349,20 @@ impl ChatState {
     /// open ones (re-joining under a new name), then send messages not yet sent on this link.
     pub fn sync(&mut self, link: &mut Link) -> Vec<ClientMessage> {
         let mut frames = Vec::new();
+        let renamed = link.joined.iter().any(|(_, name)| *name != self.name);
+        if self.legacy_rename && link.renamed {
+            // The relay refused the `rename`: re-join under the new name instead.
+            link.renamed = false;
+            link.joined.iter_mut().for_each(|(_, name)| name.clear());
+        } else if renamed && !self.legacy_rename {
+            link.renamed = true;
+            link.joined
+                .iter_mut()
+                .for_each(|(_, name)| name.clone_from(&self.name));
+            frames.push(ClientMessage::Rename {
+                name: self.name.clone(),
+            });
+        }
         let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut link.joined)
             .into_iter()
             .partition(|(room, name)| self.room(room).is_some() && *name == self.name);
@@ -337,13 +399,12 @@ impl ChatState {
         frames
     }
 
-    /// The connection dropped; the next attempt is in `retry_in_ms`. Presence is cleared,
-    /// since nobody can be seen while offline (the relay sends fresh lists on re-join).
+    /// The connection dropped; the next attempt is in `retry_in_ms`. The member lists are
+    /// kept as the last known ones (shown as such while offline); the relay sends fresh
+    /// lists on re-join.
     pub fn disconnected(&mut self, retry_in_ms: u32) {
         self.status = ConnectionStatus::Offline { retry_in_ms };
-        for room in &mut self.rooms {
-            room.members.clear();
-        }
+        self.outage = true;
     }
 
     /// Applies one event from the relay.
@@ -355,6 +416,7 @@ impl ChatState {
                 self.connection = Some(connection);
                 self.limits = limits;
                 self.status = ConnectionStatus::Online;
+                self.outage = false;
             }
             ServerMessage::Joined {
                 room,
@@ -379,6 +441,30 @@ impl ChatState {
                     view.members.retain(|m| m.connection != member.connection);
                 }
                 self.notice(&room, format!("{} left", member.name), NoticeLevel::Info);
+            }
+            ServerMessage::MemberRenamed {
+                room,
+                member,
+                previous,
+            } => {
+                let text = format!("{previous} is now {}", member.name);
+                if let Some(view) = self.room_mut(&room)
+                    && let Some(known) = view
+                        .members
+                        .iter_mut()
+                        .find(|m| m.connection == member.connection)
+                {
+                    *known = member;
+                }
+                self.notice(&room, text, NoticeLevel::Info);
+            }
+            ServerMessage::Error {
+                code: ErrorCode::UnknownType,
+                id: None,
+                ..
+            } if !self.legacy_rename => {
+                // Only `rename` is newer than every relay this client talks to.
+                self.legacy_rename = true;
             }
             ServerMessage::Error {
                 code,
@@ -416,7 +502,8 @@ impl ChatState {
             .id
             .as_deref()
             .is_some_and(|id| id.starts_with(&self.browser_key));
-        let shown = self.active_room == message.room;
+        let shown = self.active_room == message.room && !self.away;
+        let offset = self.utc_offset_min;
         let key = self.next_key;
         let Some(view) = self.room_mut(&message.room) else {
             return;
@@ -435,6 +522,15 @@ impl ChatState {
         if !shown {
             view.unread += 1;
         }
+        let day = local_day(message.ts, offset);
+        let previous = view.entries.iter().rev().find_map(|e| match &e.kind {
+            EntryKind::Message { from, ts, .. } => Some((from, *ts)),
+            EntryKind::Notice { .. } => None,
+        });
+        let new_day = previous.is_none_or(|(_, ts)| local_day(ts, offset) != day);
+        let grouped = !new_day
+            && matches!(view.entries.last(), Some(Entry { kind: EntryKind::Message { from, ts, .. }, .. })
+                if *from == message.from && message.ts.saturating_sub(*ts) <= GROUP_WINDOW_MS);
         view.push(Entry {
             key,
             kind: EntryKind::Message {
@@ -442,6 +538,8 @@ impl ChatState {
                 text: message.text,
                 ts: message.ts,
                 own,
+                grouped,
+                new_day,
             },
         });
         self.next_key += 1;

@@ -120,6 +120,11 @@ pub fn decode(text: &str) -> Result<ServerMessage, String> {
             room: room()?,
             member: fields.object("member")?.member()?,
         },
+        "member_renamed" => ServerMessage::MemberRenamed {
+            room: room()?,
+            member: fields.object("member")?.member()?,
+            previous: fields.string("previous")?,
+        },
         "error" => {
             let code = fields.string("code")?;
             ServerMessage::Error {
@@ -178,6 +183,7 @@ pub fn encode(message: &ClientMessage) -> String {
         }
         ClientMessage::Leave { room } => Builder::new("leave").set("room", room.as_str()),
         ClientMessage::Ping => Builder::new("ping"),
+        ClientMessage::Rename { name } => Builder::new("rename").set("name", name.as_str()),
         ClientMessage::Send {
             room,
             id,

@@ -32,6 +32,8 @@ use common::{ClientMessage, ProtocolError, ServerMessage};
 pub struct ChatClient {
     /// Everything the UI shows.
     pub state: RwSignal<ChatState>,
+    /// Whole seconds until the next reconnect attempt while offline (counts down).
+    pub retry_in: RwSignal<u32>,
     /// The connection. Owned by the app's reactive scope: when the app is unmounted the
     /// driver is dropped, which closes the socket and cancels its timers.
     driver: StoredValue<Rc<Driver>, LocalStorage>,
@@ -46,16 +48,20 @@ impl ChatClient {
         let state = RwSignal::new(initial);
         let outbox = Memo::new(move |_| state.with(|s| s.outbox.clone()));
         Effect::new(move |_| outbox.with(|pending| outbox_store::save(&tab_key, pending)));
+        let retry_in = RwSignal::new(0);
         let driver = Rc::new(Driver {
             url,
             state,
+            retry_in,
             backoff: Backoff::default(),
             heartbeat: Heartbeat::default(),
             inner: RefCell::default(),
         });
         driver.connect();
+        driver.listen();
         ChatClient {
             state,
+            retry_in,
             driver: StoredValue::new_local(driver),
         }
     }
@@ -73,6 +79,11 @@ impl ChatClient {
     /// Shows an already open room.
     pub fn show_room(&self, room: &str) {
         self.state.update(|state| state.show_room(room));
+    }
+
+    /// Reconnects now instead of waiting for the next attempt (does nothing while connected).
+    pub fn retry_now(&self) {
+        self.driver.with_value(|driver| driver.retry_now());
     }
 
     /// Closes a room.
@@ -123,6 +134,7 @@ const PULSE_CHECK_MS: u32 = 1_000;
 struct Driver {
     url: String,
     state: RwSignal<ChatState>,
+    retry_in: RwSignal<u32>,
     backoff: Backoff,
     heartbeat: Heartbeat,
     inner: RefCell<DriverState>,
@@ -134,8 +146,24 @@ struct DriverState {
     socket: Option<Socket>,
     /// Connection attempts that failed before `welcome`, for the backoff schedule.
     failures: u32,
-    /// The pending reconnect while offline.
-    retry: Option<Timeout>,
+    /// The pending reconnect while offline, and the countdown to it.
+    retry: Option<(Timeout, Interval)>,
+    /// Called by the window's `online` and `visibilitychange` events.
+    on_wake: Option<Closure<dyn FnMut()>>,
+}
+
+/// Window events after which an offline page reconnects at once.
+const WAKE_EVENTS: [&str; 2] = ["online", "visibilitychange"];
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let (Some(window), Some(on_wake)) = (web_sys::window(), &self.inner.get_mut().on_wake) {
+            for event in WAKE_EVENTS {
+                let _ = window
+                    .remove_event_listener_with_callback(event, on_wake.as_ref().unchecked_ref());
+            }
+        }
+    }
 }
 
 /// One socket and what it has been told.
@@ -201,6 +229,35 @@ impl Driver {
             _on_close: on_close,
             _pulse_check: pulse_check,
         });
+    }
+
+    /// Reconnects at once when the browser is back online or the page is shown again, and
+    /// tells the state whether the page is hidden (for unread counts).
+    fn listen(self: &Rc<Self>) {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let wake = self.weakly(|driver, ()| {
+            let hidden = web_sys::window()
+                .and_then(|w| w.document())
+                .is_some_and(|d| d.hidden());
+            if driver.state.try_update(|s| s.set_away(hidden)).is_some() && !hidden {
+                driver.retry_now();
+            }
+        });
+        let on_wake = Closure::<dyn FnMut()>::new(move || wake(()));
+        for event in WAKE_EVENTS {
+            let _ =
+                window.add_event_listener_with_callback(event, on_wake.as_ref().unchecked_ref());
+        }
+        self.inner.borrow_mut().on_wake = Some(on_wake);
+    }
+
+    /// Connects now if the page is offline and waiting for its next attempt.
+    fn retry_now(self: &Rc<Self>) {
+        if self.inner.borrow().retry.is_some() {
+            self.connect();
+        }
     }
 
     /// `handle`, called only while this driver still exists: browser callbacks and timers
@@ -308,6 +365,11 @@ impl Driver {
         }
         let reconnect = self.weakly(|driver, ()| driver.connect());
         let retry = Timeout::new(delay, move || reconnect(()));
-        self.inner.borrow_mut().retry = Some(retry);
+        self.retry_in.set(delay.div_ceil(1000));
+        let retry_in = self.retry_in;
+        let countdown = Interval::new(1000, move || {
+            retry_in.try_update(|seconds| *seconds = seconds.saturating_sub(1));
+        });
+        self.inner.borrow_mut().retry = Some((retry, countdown));
     }
 }

@@ -17,7 +17,7 @@ use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
-use web_sys::{Element, HtmlButtonElement, HtmlElement, HtmlInputElement};
+use web_sys::{Element, HtmlButtonElement, HtmlElement, HtmlTextAreaElement};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -105,8 +105,9 @@ async fn wait_until_connected(app: &Element) {
 }
 
 /// Types `text` into the message box the way a user would: set the value, fire `input`.
-fn type_message(app: &Element, text: &str) -> HtmlInputElement {
-    let input: HtmlInputElement = find(app, "input[aria-label=Message]").expect("message input");
+fn type_message(app: &Element, text: &str) -> HtmlTextAreaElement {
+    let input: HtmlTextAreaElement =
+        find(app, "textarea[aria-label=Message]").expect("message box");
     input.set_value(text);
     let init = web_sys::EventInit::new();
     init.set_bubbles(true);

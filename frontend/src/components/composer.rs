@@ -1,17 +1,18 @@
 //! The message box and its Send button.
 
-use leptos::prelude::*;
+use leptos::{html, prelude::*};
 
-use super::{FormProblem, TextField};
+use super::FormProblem;
 use crate::ws::ChatClient;
 
-/// A message input (`aria-label="Message"`) and a Send button. Enter sends too. Send is
-/// disabled while the draft is blank or too long; what is sent while offline waits in the
-/// outbox and goes out after reconnecting.
+/// A growing message box (`aria-label="Message"`, focused on load) and a Send button. Enter
+/// sends, Shift+Enter starts a new line. Send is disabled while the draft is blank or too
+/// long; what is sent while offline waits in the outbox and goes out after reconnecting.
 #[component]
 pub fn Composer() -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let draft = RwSignal::new(String::new());
+    let field = NodeRef::<html::Textarea>::new();
     let problem = Memo::new(move |_| {
         draft.with(|text| {
             if text.is_empty() {
@@ -22,16 +23,39 @@ pub fn Composer() -> impl IntoView {
         })
     });
     let cannot_send = move || draft.with(|text| text.trim().is_empty()) || problem.get().is_some();
-    let submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
+    let submit = move || {
         if client.send(&draft.get_untracked()).is_ok() {
             draft.set(String::new());
         }
     };
+    Effect::new(move |_| {
+        if let Some(field) = field.get() {
+            let _ = field.focus();
+        }
+    });
 
     view! {
-        <form class="composer" on:submit=submit>
-            <TextField label="Message" placeholder="Write a message…" value=draft/>
+        <form
+            class="composer"
+            on:submit=move |ev| {
+                ev.prevent_default();
+                submit();
+            }
+        >
+            <textarea
+                aria-label="Message"
+                placeholder="Write a message…"
+                rows="1"
+                node_ref=field
+                prop:value=move || draft.get()
+                on:input=move |ev| draft.set(event_target_value(&ev))
+                on:keydown=move |ev| {
+                    if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                        ev.prevent_default();
+                        submit();
+                    }
+                }
+            ></textarea>
             <button type="submit" disabled=cannot_send>"Send"</button>
         </form>
         <FormProblem problem=Signal::derive(move || problem.get().map(|p| p.message))/>

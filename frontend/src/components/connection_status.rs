@@ -1,22 +1,18 @@
-//! The connection badge in the header.
+//! The connection badge in the header, and the banner shown while the relay is unreachable.
 
 use leptos::prelude::*;
 
 use crate::{state, ws::ChatClient};
 
-/// Shows whether the relay is reachable, and when the next attempt is if not.
+/// Says whether the relay is reachable (a polite live region: "Connected", "Offline").
 #[component]
 pub fn ConnectionStatus() -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let status = move || client.state.with(|s| s.status);
     let label = move || match status() {
-        state::ConnectionStatus::Connecting => "Connecting…".to_owned(),
-        state::ConnectionStatus::Online => "Connected".to_owned(),
-        state::ConnectionStatus::Offline { retry_in_ms } => {
-            // Whole numbers only: formatting a float would pull float printing into the wasm.
-            let tenths = retry_in_ms.div_ceil(100);
-            format!("Offline · retrying in {}.{} s", tenths / 10, tenths % 10)
-        }
+        state::ConnectionStatus::Connecting => "Connecting…",
+        state::ConnectionStatus::Online => "Connected",
+        state::ConnectionStatus::Offline { .. } => "Offline",
     };
     let class = move || match status() {
         state::ConnectionStatus::Connecting => "status connecting",
@@ -28,5 +24,34 @@ pub fn ConnectionStatus() -> impl IntoView {
             <span class="dot" aria-hidden="true"></span>
             {label}
         </span>
+    }
+}
+
+/// While the relay is unreachable: what that means for the user, a live countdown to the
+/// next attempt and a "Retry now" button.
+#[component]
+pub fn OutageBanner() -> impl IntoView {
+    let client = expect_context::<ChatClient>();
+    let countdown = move || {
+        if client
+            .state
+            .with(|s| s.status == state::ConnectionStatus::Connecting)
+        {
+            "reconnecting…".to_owned()
+        } else {
+            format!("retrying in {} s", client.retry_in.get())
+        }
+    };
+    view! {
+        <div class="outage" hidden=move || !client.state.with(|s| s.outage)>
+            <span>
+                <strong>"Can't reach the chat server."</strong>
+                " Messages you send will wait. "
+                <span class="countdown">{countdown}</span>
+            </span>
+            <button type="button" on:click=move |_| client.retry_now()>
+                "Retry now"
+            </button>
+        </div>
     }
 }

@@ -4,7 +4,8 @@ use leptos::prelude::*;
 
 use crate::ws::ChatClient;
 
-/// The members of the active room, as the relay reports them.
+/// The members of the active room, as the relay reports them; while offline, the last
+/// known list, marked as such.
 #[component]
 pub fn MemberList() -> impl IntoView {
     let client = expect_context::<ChatClient>();
@@ -16,9 +17,10 @@ pub fn MemberList() -> impl IntoView {
         })
     };
     let me = move || client.state.with(|s| s.connection);
+    let stale = move || client.state.with(|s| s.outage);
     view! {
-        <section class="members" aria-label="People here">
-            <h2>"Here now"</h2>
+        <section class="members" class:stale=stale aria-label="People here">
+            <h2>{move || if stale() { "Last seen (offline)" } else { "Here now" }}</h2>
             <ul>
                 <For
                     each=members

@@ -1,8 +1,10 @@
 //! The conversation: messages and notices of the room on screen, then pending sends.
 
 use leptos::{html, prelude::*};
+use wasm_bindgen::JsValue;
 
 use crate::{
+    format::{day_label, linkify_html, local_day},
     state::{ChatState, Entry, EntryKind, LogRow, NoticeLevel, PendingMessage},
     ws::ChatClient,
 };
@@ -10,13 +12,15 @@ use crate::{
 /// How close to the bottom (in pixels) still counts as "reading the newest messages".
 const STICK_DISTANCE: i32 = 48;
 
-/// The message log (`role="log"`). Follows new messages while the reader is at the bottom,
-/// and stays put while they scroll back through history.
+/// The message log (`role="log"`, focusable, so the keyboard scrolls it). Follows new
+/// messages while the reader is at the bottom; while they scroll back through history it
+/// stays put and a "New messages" button appears when messages arrive.
 #[component]
 pub fn MessageList() -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let log = NodeRef::<html::Div>::new();
     let follow = StoredValue::new(true);
+    let missed = RwSignal::new(false);
     let rows = move || client.state.with(ChatState::log_rows);
     let nothing_to_show = move || {
         client.state.with(|s| {
@@ -24,27 +28,50 @@ pub fn MessageList() -> impl IntoView {
                 && s.pending_in_active().next().is_none()
         })
     };
+    let to_bottom = move || {
+        // After the browser has laid out the new rows.
+        request_animation_frame(move || {
+            if let Some(log) = log.get_untracked() {
+                log.set_scroll_top(log.scroll_height());
+            }
+        });
+    };
 
-    Effect::new(move |_| {
-        client.state.track();
-        if follow.get_value() {
-            // After the browser has laid out the new rows.
-            request_animation_frame(move || {
-                if let Some(log) = log.get_untracked() {
-                    log.set_scroll_top(log.scroll_height());
-                }
-            });
+    Effect::new(move |seen: Option<(String, usize)>| {
+        let now = client.state.with(|s| {
+            let rows = s.active().map_or(0, |r| r.entries.len()) + s.pending_in_active().count();
+            (s.active_room.clone(), rows)
+        });
+        if seen.as_ref().is_some_and(|(room, _)| *room != now.0) {
+            follow.set_value(true);
+            missed.set(false);
         }
+        if follow.get_value() {
+            to_bottom();
+        } else if seen.as_ref().is_some_and(|(_, rows)| *rows != now.1) {
+            missed.set(true);
+        }
+        now
     });
     let on_scroll = move |_| {
         if let Some(log) = log.get_untracked() {
             let distance = log.scroll_height() - log.scroll_top() - log.client_height();
             follow.set_value(distance < STICK_DISTANCE);
+            if distance < STICK_DISTANCE {
+                missed.set(false);
+            }
         }
     };
 
     view! {
-        <div class="log" role="log" aria-label="Messages" node_ref=log on:scroll=on_scroll>
+        <div
+            class="log"
+            role="log"
+            aria-label="Messages"
+            tabindex="0"
+            node_ref=log
+            on:scroll=on_scroll
+        >
             <p class="empty" hidden=move || !nothing_to_show()>"No messages yet. Say hello!"</p>
             <For
                 each=rows
@@ -54,6 +81,18 @@ pub fn MessageList() -> impl IntoView {
                     LogRow::Pending(pending) => view! { <PendingRow pending/> }.into_any(),
                 }
             />
+            <button
+                type="button"
+                class="jump"
+                hidden=move || !missed.get()
+                on:click=move |_| {
+                    follow.set_value(true);
+                    missed.set(false);
+                    to_bottom();
+                }
+            >
+                "New messages ↓"
+            </button>
         </div>
     }
 }
@@ -67,17 +106,40 @@ fn EntryRow(entry: Entry) -> impl IntoView {
             text,
             ts,
             own,
-        } => view! {
-            <article class="msg" class:own=own>
-                <header class="meta">
-                    <span class="from">{from}</span>
-                    <time>{clock(ts)}</time>
-                </header>
-                // A text node: markup in messages is shown, never interpreted.
-                <p class="text">{text}</p>
-            </article>
+            grouped,
+            new_day,
+        } => {
+            let date = js_sys::Date::new(&JsValue::from_f64(ts as f64));
+            let day = new_day.then(|| {
+                let offset = -(date.get_timezone_offset() as i32);
+                let today = local_day(js_sys::Date::now() as u64, offset);
+                let label = match day_label(local_day(ts, offset), today) {
+                    Some(label) => label.to_owned(),
+                    None => String::from(date.to_date_string()),
+                };
+                view! { <h3 class="day">{label}</h3> }
+            });
+            view! {
+                {day}
+                <article
+                    class="msg"
+                    class:own=own
+                    class:grouped=grouped
+                    title=String::from(date.to_locale_string("default", &JsValue::UNDEFINED))
+                >
+                    <header class="meta">
+                        <span class="from">{from}</span>
+                        <time datetime=String::from(date.to_iso_string())>
+                            {format!("{:02}:{:02}", date.get_hours(), date.get_minutes())}
+                        </time>
+                    </header>
+                    // Escaped HTML with safe links only: markup in messages is shown, never
+                    // interpreted (see `format::linkify_html`).
+                    <p class="text" inner_html=linkify_html(&text)></p>
+                </article>
+            }
+            .into_any()
         }
-        .into_any(),
         EntryKind::Notice { text, level } => {
             let class = match level {
                 NoticeLevel::Info => "notice",
@@ -89,22 +151,21 @@ fn EntryRow(entry: Entry) -> impl IntoView {
     }
 }
 
-/// A message of ours the relay has not acknowledged yet.
+/// A message of ours the relay has not acknowledged yet: clearly marked, and saying whether
+/// it is on its way or waiting for the connection.
 #[component]
 fn PendingRow(pending: PendingMessage) -> impl IntoView {
+    let client = expect_context::<ChatClient>();
+    let waiting = move || client.state.with(|s| s.outage);
     view! {
         <article class="msg own pending">
             <header class="meta">
                 <span class="from">"You"</span>
-                <time>"sending…"</time>
+                <span class="sending">
+                    {move || if waiting() { "Not sent yet · will send when back online" } else { "sending…" }}
+                </span>
             </header>
             <p class="text">{pending.text}</p>
         </article>
     }
-}
-
-/// `HH:MM` in the browser's time zone.
-fn clock(ts: u64) -> String {
-    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts as f64));
-    format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
 }

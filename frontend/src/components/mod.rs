@@ -11,7 +11,7 @@ mod room_list;
 mod text_field;
 
 pub use composer::Composer;
-pub use connection_status::ConnectionStatus;
+pub use connection_status::{ConnectionStatus, OutageBanner};
 pub use form_problem::FormProblem;
 pub use member_list::MemberList;
 pub use message_list::MessageList;

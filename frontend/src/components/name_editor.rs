@@ -1,12 +1,13 @@
-//! The display-name field in the header.
+//! The display-name field.
 
 use leptos::prelude::*;
 
 use super::{FormProblem, TextField};
 use crate::ws::ChatClient;
 
-/// Shows the display name and lets the user change it. A new name re-joins the open rooms
-/// under it and is remembered for the next visit.
+/// Shows the display name and lets the user change it (Enter saves, Escape cancels). A
+/// refused name stays in the field with the reason below it until it is fixed. The new name
+/// applies in every open room and is remembered for the next visit.
 #[component]
 pub fn NameEditor() -> impl IntoView {
     let client = expect_context::<ChatClient>();
@@ -14,17 +15,33 @@ pub fn NameEditor() -> impl IntoView {
     let draft = RwSignal::new(client.state.with_untracked(|s| s.name.clone()));
     let (problem, set_problem) = signal(None::<String>);
     let unchanged = move || draft.with(|d| *d == current());
+    // Once a name was refused, the reason goes away as soon as the draft is fixed.
+    Effect::new(move |_| {
+        let check = draft.with(|d| client.state.with_untracked(|s| s.check_name(d.trim())));
+        if problem.get_untracked().is_some() {
+            set_problem.set(check.err().map(|err| err.message));
+        }
+    });
     let save = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = draft.get_untracked();
-        set_problem.set(client.rename(name.trim()).err().map(|err| err.message));
-        draft.set(client.state.with_untracked(|s| s.name.clone()));
+        match client.rename(name.trim()) {
+            Ok(()) => draft.set(client.state.with_untracked(|s| s.name.clone())),
+            Err(err) => set_problem.set(Some(err.message)),
+        }
+    };
+    let cancel = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" && !unchanged() {
+            ev.prevent_default();
+            set_problem.set(None);
+            draft.set(current());
+        }
     };
 
     view! {
-        <form class="name-editor" on:submit=save>
+        <form class="name-editor" on:submit=save on:keydown=cancel>
             <label>
-                <span class="label">"Name"</span>
+                <span class="label">"Your name"</span>
                 <TextField label="Display name" value=draft/>
             </label>
             <button type="submit" hidden=unchanged>"Rename"</button>

@@ -3,17 +3,25 @@
 use leptos::prelude::*;
 
 use super::{FormProblem, TextField};
-use crate::ws::ChatClient;
+use crate::{format::suggest_room, ws::ChatClient};
 
-/// Open rooms with unread counts; click to show one, × to leave it, or join a new one by name.
+/// Open rooms with unread counts; click to show one, × to leave it (asking first when it
+/// has unsent messages), or join a new one by name. A name that is not valid is offered in
+/// its valid form ("Random Stuff" → `random-stuff`).
+///
+/// Rows are keyed by room name alone, so an unread count or the active room changing
+/// updates a row in place and never takes the focus away from its button.
 #[component]
-pub fn RoomList() -> impl IntoView {
+pub fn RoomList(
+    /// Called after a room was chosen (the phone layout closes its drawer).
+    on_choose: Callback<()>,
+) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let rooms = move || {
         client.state.with(|s| {
             s.rooms
                 .iter()
-                .map(|room| (room.name.clone(), room.unread, room.name == s.active_room))
+                .map(|room| room.name.clone())
                 .collect::<Vec<_>>()
         })
     };
@@ -22,13 +30,24 @@ pub fn RoomList() -> impl IntoView {
     let (problem, set_problem) = signal(None::<String>);
     let join = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let room = draft.get_untracked().trim().to_lowercase();
-        match client.open_room(&room) {
+        let typed = draft.get_untracked();
+        match client.open_room(typed.trim()) {
             Ok(()) => {
                 draft.set(String::new());
                 set_problem.set(None);
+                on_choose.run(());
             }
-            Err(err) => set_problem.set(Some(err.message)),
+            Err(err) => {
+                let suggestion = suggest_room(&typed);
+                if suggestion.is_empty() {
+                    set_problem.set(Some(err.message));
+                } else {
+                    set_problem.set(Some(format!(
+                        "Room names use a-z, 0-9, - and _. Join “{suggestion}” instead?"
+                    )));
+                    draft.set(suggestion);
+                }
+            }
         }
     };
 
@@ -38,38 +57,66 @@ pub fn RoomList() -> impl IntoView {
             <ul>
                 <For
                     each=rooms
-                    key=|room| room.clone()
-                    children=move |(name, unread, active)| {
+                    key=String::clone
+                    children=move |name| {
+                        let unread = {
+                            let name = name.clone();
+                            move || client.state.with(|s| s.room(&name).map_or(0, |r| r.unread))
+                        };
+                        let active = {
+                            let name = name.clone();
+                            move || client.state.with(|s| s.active_room == name)
+                        };
+                        let label = {
+                            let name = name.clone();
+                            let unread = unread.clone();
+                            move || match unread() {
+                                0 => name.clone(),
+                                n => format!("{name}, {n} unread"),
+                            }
+                        };
                         let show = name.clone();
                         let close = name.clone();
                         view! {
                             <li class="room" class:active=active>
                                 <button
                                     class="room-name"
-                                    aria-current=move || active.then_some("true")
-                                    on:click=move |_| client.show_room(&show)
+                                    aria-current={
+                                        let active = active.clone();
+                                        move || active().then_some("true")
+                                    }
+                                    aria-label=label
+                                    on:click=move |_| {
+                                        client.show_room(&show);
+                                        on_choose.run(());
+                                    }
                                 >
                                     "#"
                                     {name.clone()}
-                                    {(unread > 0)
-                                        .then(|| {
-                                            view! {
-                                                <span class="unread" aria-label="unread">{unread}</span>
-                                            }
-                                        })}
+                                    <span class="unread" aria-hidden="true" hidden=move || unread.clone()() == 0>
+                                        {unread.clone()}
+                                    </span>
                                 </button>
                                 <button
-                                        class="room-close"
-                                        hidden=move || !can_close()
-                                        aria-label=format!("Leave {name}")
-                                        title="Leave room"
-                                        on:click={
-                                            let close = close.clone();
-                                            move |_| client.close_room(&close)
+                                    class="room-close"
+                                    hidden=move || !can_close()
+                                    aria-label=format!("Leave {name}")
+                                    title="Leave room"
+                                    on:click=move |_| {
+                                        let unsent = client.state.with_untracked(|s| s.unsent_in(&close));
+                                        let sure = unsent == 0
+                                            || window()
+                                                .confirm_with_message(&format!(
+                                                    "#{close} has {unsent} unsent message(s). Leave it and discard them?"
+                                                ))
+                                                .unwrap_or(false);
+                                        if sure {
+                                            client.close_room(&close);
                                         }
-                                    >
-                                        "×"
-                                    </button>
+                                    }
+                                >
+                                    "×"
+                                </button>
                             </li>
                         }
                     }

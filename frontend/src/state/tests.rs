@@ -307,13 +307,85 @@ fn presence_updates_members_and_adds_notices() {
 }
 
 #[test]
-fn renaming_rejoins_every_room_from_its_position() {
+fn renaming_sends_one_rename_for_every_room() {
+    let mut state = state();
+    let mut link = Link::default();
+    let _ = state.sync(&mut link);
+    state.open_room("ops").unwrap();
+    let _ = state.sync(&mut link);
+    state.rename("Grace").unwrap();
+    assert_eq!(
+        state.sync(&mut link),
+        [ClientMessage::Rename {
+            name: "Grace".into()
+        }]
+    );
+    assert_eq!(state.sync(&mut link), [], "sent once");
+    // A link opened later joins under the new name directly.
+    let mut fresh = Link::default();
+    assert!(
+        state
+            .sync(&mut fresh)
+            .iter()
+            .all(|frame| matches!(frame, ClientMessage::Join { name, .. } if name == "Grace"))
+    );
+    assert_eq!(state.rename(" ").unwrap_err().code, ErrorCode::InvalidName);
+    assert_eq!(
+        state.check_name("Grace Hopper"),
+        Ok(()),
+        "the name field's check"
+    );
+}
+
+#[test]
+fn a_rename_is_one_notice_and_updates_the_member_list() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.apply(ServerMessage::MemberRenamed {
+        room: "lobby".into(),
+        member: Member {
+            connection: 1,
+            name: "Grace".into(),
+        },
+        previous: "Ada".into(),
+    });
+    assert_eq!(texts(&state, "lobby"), ["* Ada is now Grace"]);
+    let members = &state.room("lobby").unwrap().members;
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].name, "Grace");
+    // A rename in a room that is not open is ignored.
+    state.apply(ServerMessage::MemberRenamed {
+        room: "elsewhere".into(),
+        member: Member {
+            connection: 1,
+            name: "Grace".into(),
+        },
+        previous: "Ada".into(),
+    });
+    assert_eq!(texts(&state, "lobby"), ["* Ada is now Grace"]);
+}
+
+#[test]
+fn a_relay_without_rename_gets_the_rooms_rejoined_from_their_position() {
     let mut state = state();
     let mut link = Link::default();
     let _ = state.sync(&mut link);
     state.apply(joined("lobby", "e1", Recovery::NotRequested));
     state.apply(message("lobby", "e1", 3, "Bo", "hi", None));
     state.rename("Grace").unwrap();
+    assert_eq!(
+        state.sync(&mut link),
+        [ClientMessage::Rename {
+            name: "Grace".into()
+        }]
+    );
+    state.apply(ServerMessage::Error {
+        code: ErrorCode::UnknownType,
+        message: "unknown message type `rename`".into(),
+        id: None,
+        room: None,
+    });
+    assert_eq!(texts(&state, "lobby"), ["Bo: hi"], "no error notice");
     assert_eq!(
         state.sync(&mut link),
         [
@@ -418,12 +490,137 @@ fn welcome_brings_the_connection_online_with_the_relays_limits() {
 }
 
 #[test]
-fn going_offline_clears_presence_but_keeps_messages() {
+fn going_offline_keeps_messages_and_the_last_known_members() {
     let mut state = state();
     state.apply(joined("lobby", "e1", Recovery::NotRequested));
     state.apply(message("lobby", "e1", 1, "Bo", "hi", None));
     state.disconnected(750);
     assert_eq!(state.status, ConnectionStatus::Offline { retry_in_ms: 750 });
-    assert!(state.room("lobby").unwrap().members.is_empty());
+    assert!(state.outage);
+    assert_eq!(
+        state.room("lobby").unwrap().members.len(),
+        1,
+        "the last known list stays, shown as stale"
+    );
     assert_eq!(texts(&state, "lobby"), ["Bo: hi"]);
+    // Re-joining replaces it with the relay's fresh list.
+    state.apply(ServerMessage::Joined {
+        room: "lobby".into(),
+        epoch: "e1".into(),
+        offset: 1,
+        members: Vec::new(),
+        recovery: Recovery::Recovered,
+    });
+    assert!(state.room("lobby").unwrap().members.is_empty());
+    state.apply(ServerMessage::Welcome {
+        protocol: 1,
+        server: "relay/test".into(),
+        connection: 43,
+        default_room: "lobby".into(),
+        limits: Limits::default(),
+    });
+    assert!(!state.outage);
+}
+
+fn message_at(from: &str, offset: u64, ts: u64) -> ServerMessage {
+    ServerMessage::Message(ChatMessage {
+        room: "lobby".into(),
+        epoch: "e1".into(),
+        offset,
+        from: from.into(),
+        text: format!("m{offset}"),
+        ts,
+        id: None,
+    })
+}
+
+/// `(grouped, new_day)` of each message in the lobby.
+fn layout(state: &ChatState) -> Vec<(bool, bool)> {
+    state
+        .room("lobby")
+        .unwrap()
+        .entries
+        .iter()
+        .filter_map(|entry| match entry.kind {
+            EntryKind::Message {
+                grouped, new_day, ..
+            } => Some((grouped, new_day)),
+            EntryKind::Notice { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn consecutive_messages_by_one_sender_within_five_minutes_are_grouped() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    let minute = 60_000;
+    let start = 20_000 * 86_400_000 + 9 * 60 * minute; // 09:00 UTC
+    state.apply(message_at("Bo", 1, start));
+    state.apply(message_at("Bo", 2, start + minute));
+    state.apply(message_at("Bo", 3, start + 6 * minute)); // 5 minutes after the previous
+    state.apply(message_at("Bo", 4, start + 12 * minute)); // 6 minutes later: a new group
+    state.apply(message_at("Cy", 5, start + 12 * minute)); // another sender
+    state.apply(ServerMessage::MemberJoined {
+        room: "lobby".into(),
+        member: Member {
+            connection: 9,
+            name: "Di".into(),
+        },
+    });
+    state.apply(message_at("Cy", 6, start + 13 * minute)); // after a notice
+    state.apply(message_at("Cy", 7, start + 13 * minute));
+    assert_eq!(
+        layout(&state),
+        [
+            (false, true),
+            (true, false),
+            (true, false),
+            (false, false),
+            (false, false),
+            (false, false),
+            (true, false),
+        ]
+    );
+}
+
+#[test]
+fn the_first_message_of_each_local_day_starts_a_new_day() {
+    let mut state = state();
+    state.utc_offset_min = 120; // UTC+2
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    let hour = 3_600_000;
+    let midnight_utc = 20_000 * 24 * hour;
+    state.apply(message_at("Bo", 1, midnight_utc - 2 * hour - 180_000)); // 23:57 local
+    state.apply(message_at("Bo", 2, midnight_utc - 2 * hour - 60_000)); // 23:59 local
+    state.apply(message_at("Bo", 3, midnight_utc - 2 * hour)); // 00:00 local: next day
+    state.apply(message_at("Bo", 4, midnight_utc + 50 * hour)); // two days later
+    assert_eq!(
+        layout(&state),
+        [(false, true), (true, false), (false, true), (false, true)],
+        "a new day also ends a group"
+    );
+}
+
+#[test]
+fn unread_counts_cover_other_rooms_and_a_hidden_page() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    state.open_room("ops").unwrap();
+    state.apply(joined("ops", "e2", Recovery::NotRequested));
+    state.apply(message("lobby", "e1", 1, "Bo", "elsewhere", None));
+    assert_eq!(state.total_unread(), 1);
+    state.set_away(true);
+    state.apply(message("ops", "e2", 1, "Bo", "while hidden", None));
+    assert_eq!(state.room("ops").unwrap().unread, 1);
+    assert_eq!(state.total_unread(), 2);
+    state.set_away(false);
+    assert_eq!(
+        state.total_unread(),
+        1,
+        "coming back reads the room on screen"
+    );
+    state.queue_message("unsent").unwrap();
+    assert_eq!(state.unsent_in("ops"), 1);
+    assert_eq!(state.unsent_in("lobby"), 0);
 }
