@@ -158,11 +158,7 @@ async fn a_client_further_behind_than_its_send_queue_holds_is_replayed_page_by_p
     // must go out at the client's pace, not all at once (which would close it as slow).
     let (mut config, data) = test_config();
     config.send_queue.max_frames = 1000;
-    config.session.rate = backend::connection::RateLimit {
-        per_second: 1e9,
-        burst: u32::MAX,
-        abuse_after: u32::MAX,
-    };
+    crate::helpers::unthrottled(&mut config);
     let relay = spawn_relay_with(config, data).await;
     let mut sender = relay.member("far", "S").await;
     // In steps the sender's own queue (its messages and acks come back to it) can hold.

@@ -24,11 +24,7 @@ use crate::helpers::{Client, TestRelay, spawn_relay_on, spawn_relay_with, test_c
 async fn relay_with_window(dedup_window: usize) -> TestRelay {
     let (mut config, data) = test_config();
     config.dedup_window = dedup_window;
-    config.session.rate = backend::connection::RateLimit {
-        per_second: 1e9,
-        burst: u32::MAX,
-        abuse_after: u32::MAX,
-    };
+    crate::helpers::unthrottled(&mut config);
     spawn_relay_with(config, data).await
 }
 

@@ -36,14 +36,19 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
     (config, data)
 }
 
-/// A relay for tests that publish as fast as they can: no rate limit.
-pub async fn spawn_unthrottled_relay() -> TestRelay {
-    let (mut config, data) = test_config();
+/// Lifts the rate limit, for tests that publish as fast as they can.
+pub fn unthrottled(config: &mut Config) {
     config.session.rate = backend::connection::RateLimit {
         per_second: 1e9,
         burst: u32::MAX,
         abuse_after: u32::MAX,
     };
+}
+
+/// A relay for tests that publish as fast as they can: no rate limit.
+pub async fn spawn_unthrottled_relay() -> TestRelay {
+    let (mut config, data) = test_config();
+    unthrottled(&mut config);
     spawn_relay_with(config, data).await
 }
 
