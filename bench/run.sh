@@ -8,6 +8,9 @@
 #   bench/run.sh churn           relay only, not in the default list: memory under 100,000
 #                                short connections over 5,000 rooms, SQLite store then memory
 #                                (about 2.5 minutes)
+#   bench/run.sh durability      relay only, not in the default list: latency with SQLite next
+#                                to the memory engine, on this disk and on one 30 ms slower per
+#                                sync; and this disk's fdatasync latency
 #   bench/run.sh catchup         relay only, not in the default list: live latency without and
 #                                with clients recovering 10,000 messages (about a minute)
 #
@@ -131,6 +134,29 @@ for scenario in "${scenarios[@]}"; do
         stop_server
       done
       ;;
+    durability)
+      # Issue 11: delivery latency with the default durability (SQLite, fsync before the
+      # ack) next to the memory engine, three alternating rounds each, on this disk and on a
+      # disk whose every sync takes 30 ms longer (an LD_PRELOAD shim, bench/slow-sync), so
+      # the result does not depend on the disk's mood that hour. The disk itself is measured
+      # first (bench/src/bin/fsync-probe.rs).
+      gcc -shared -fPIC -O2 -o "$work/slow_sync.so" bench/slow-sync/slow_sync.c -ldl
+      step "what this disk's fdatasync does this hour"
+      target/release/fsync-probe "$work" 10 | tee "$work/run.txt" | grep -v '^{' || true
+      grep '^{' "$work/run.txt" >>"$results" || true
+      for round in 1 2 3; do
+        for disk in real slow; do
+          preload=
+          [ "$disk" = slow ] && preload="$work/slow_sync.so"
+          for store in sqlite memory; do
+            LD_PRELOAD=$preload start_relay --store "$store"
+            step "round $round: latency, $store engine, $disk disk"
+            bench "relay-$store-$disk" latency --url "$url"
+            stop_server
+          done
+        done
+      done
+      ;;
     catchup)
       # Default settings: each catch-up is replayed 9,950 messages from the store (a page at
       # a time, at the client's pace) and the last 50 from memory.
@@ -192,6 +218,18 @@ for (const r of rows.filter(r => r.scenario === 'churn')) {
   const mib = b => (b / 1048576).toFixed(1);
   const slope = r.bytes_per_connection_after_warmup;
   console.log(`churn, ${r.server.replace('relay-churn-', '')} store: ${r.completed.toLocaleString('en')} connections over ${r.rooms.toLocaleString('en')} rooms in ${r.wall_s.toFixed(0)} s; server RSS ${r.rss_warm ? mib(r.rss_warm.rss) : '?'} MiB after warm-up (${r.rss_warm ? r.rss_warm.connections.toLocaleString('en') : '?'}) -> ${mib(r.rss_end.rss)} MiB at the end: ${slope == null ? '?' : slope.toFixed(1)} bytes per connection; ${r.failures} failures`);
+}
+const fsync = rows.find(r => r.scenario === 'fsync');
+if (fsync) {
+  console.log(`fdatasync of 4 KiB at 100/s on this disk: p50 ${fsync.p50_ms.toFixed(2)} ms, p99 ${fsync.p99_ms.toFixed(2)} ms, p99.9 ${fsync.p999_ms.toFixed(2)} ms, max ${fsync.max_ms.toFixed(2)} ms`);
+}
+for (const disk of ['real', 'slow']) {
+  const p99 = store => rows.filter(r => r.server === `relay-${store}-${disk}`).map(r => r.p99_ms);
+  const [sqlite, memory] = [p99('sqlite'), p99('memory')];
+  if (sqlite.length && memory.length) {
+    const f = xs => xs.map(x => x.toFixed(1)).join(' ');
+    console.log(`latency p99 at 1,000 subscribers, ${disk === 'real' ? 'this disk' : 'every sync +30 ms'}: SQLite ${f(sqlite)} ms (median ${median(sqlite).toFixed(1)}), memory ${f(memory)} ms (median ${median(memory).toFixed(1)}): ${(median(sqlite) / median(memory)).toFixed(2)}x`);
+  }
 }
 const catchup = rows.find(r => r.scenario === 'catchup');
 if (catchup) {
