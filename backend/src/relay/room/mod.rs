@@ -10,7 +10,7 @@
 //! The sender's `ack` is owed twice over: the message (for a duplicate, its original) must
 //! be delivered, and the engine must have reported the append synced, which under
 //! `--durability full` means fsynced and comes later than the write. Whichever happens
-//! second sends it ([`PendingAck`]), so a slow disk delays acks, never deliveries.
+//! second sends it (`PendingAck`), so a slow disk delays acks, never deliveries.
 //!
 //! Everything that every member must see in the same order (deliveries, joins, leaves)
 //! happens under the room's state lock. Pushing into a send queue never waits, so that
