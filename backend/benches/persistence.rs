@@ -1,5 +1,5 @@
-//! What durability costs: the relay core with the SQLite engine (group commit, fsync on every
-//! commit) against the same core with the memory engine, in one run.
+//! What durability costs: the relay core with the SQLite engine (group commit, an fsync per
+//! group of commits, off the delivery path) against the same core with the memory engine.
 //!
 //! - throughput: publishers push messages into one room as fast as they can; we time until
 //!   every message is stored, delivered and acknowledged.

@@ -9,7 +9,7 @@ use common::Limits;
 
 use crate::{
     connection::{RateLimit, SendQueueLimits, SessionSettings},
-    engine::{Durability, Retention},
+    engine::{BOOT_ID_FILE, Durability, Retention, SqliteSettings},
     http::OriginPolicy,
 };
 
@@ -101,6 +101,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// fsync policy of the store.
     pub durability: Durability,
+    /// Where the kernel's boot id is read, to tell a power loss from a crash of the relay.
+    /// Only tests change it (hidden flag `--boot-id-file`).
+    pub boot_id_file: PathBuf,
+    /// Test hook (hidden flag `--test-sync-delay-ms`): a pause before every fsync.
+    pub test_sync_delay: Duration,
+    /// Test hook (hidden flag `--test-synced-wal-file`): where the sync thread records the
+    /// WAL length each fsync covered.
+    pub test_synced_wal_file: Option<PathBuf>,
     /// What the store keeps per room.
     pub retention: Retention,
     /// How often retention is applied.
@@ -143,6 +151,9 @@ impl Default for Config {
             store: StoreKind::Sqlite,
             data_dir: PathBuf::from(defaults::DATA_DIR),
             durability: Durability::Full,
+            boot_id_file: PathBuf::from(BOOT_ID_FILE),
+            test_sync_delay: Duration::ZERO,
+            test_synced_wal_file: None,
             retention: Retention {
                 max_messages: defaults::RETENTION_MESSAGES,
                 max_age: Duration::from_secs(defaults::RETENTION_SECS),
@@ -167,6 +178,16 @@ impl Default for Config {
 pub struct ConfigError(String);
 
 impl Config {
+    /// The SQLite engine's settings.
+    pub fn sqlite(&self) -> SqliteSettings {
+        SqliteSettings {
+            durability: self.durability,
+            boot_id_file: self.boot_id_file.clone(),
+            test_sync_delay: self.test_sync_delay,
+            test_synced_wal_file: self.test_synced_wal_file.clone(),
+        }
+    }
+
     /// Refuses settings that cannot all hold, naming the flags involved.
     pub fn check(&self) -> Result<(), ConfigError> {
         let refuse = |why: String| Err(ConfigError(why));
@@ -247,6 +268,15 @@ pub struct Cli {
     /// fsync policy: `full` survives power loss, `normal` survives a relay crash.
     #[arg(long, env = "RELAY_DURABILITY", value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
+    /// Test only: the file the kernel's boot id is read from.
+    #[arg(long, hide = true, default_value = BOOT_ID_FILE)]
+    pub boot_id_file: PathBuf,
+    /// Test only: milliseconds the sync thread waits before every fsync.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_sync_delay_ms: u64,
+    /// Test only: a file where the sync thread records the WAL length each fsync covered.
+    #[arg(long, hide = true)]
+    pub test_synced_wal_file: Option<PathBuf>,
     /// Messages kept per room.
     #[arg(long, env = "RELAY_RETENTION_MESSAGES", default_value_t = defaults::RETENTION_MESSAGES)]
     pub retention_messages: u64,
@@ -339,6 +369,9 @@ impl From<Cli> for Config {
             store: cli.store,
             data_dir: cli.data_dir,
             durability: cli.durability,
+            boot_id_file: cli.boot_id_file,
+            test_sync_delay: Duration::from_millis(cli.test_sync_delay_ms),
+            test_synced_wal_file: cli.test_synced_wal_file,
             retention: Retention {
                 max_messages: cli.retention_messages,
                 max_age: Duration::from_secs(cli.retention_secs),

@@ -17,10 +17,11 @@
 //!   the session joining a socket to the relay, its send queue, heartbeats, rate limit, and
 //!   the typed close reasons with a lingering close so the code reaches the client.
 //! - [`relay`]: the core, free of socket I/O: the registry of open rooms, membership,
-//!   presence, and the in-order delivery of what the engine stored.
+//!   presence, the in-order delivery of what the engine wrote, and acks once it is synced.
 //! - [`engine`]: the [`engine::Engine`] interface that numbers, de-duplicates and keeps a
-//!   room's messages, with the SQLite engine (the default: group commit, read pool,
-//!   retention) and the memory engine.
+//!   room's messages, with the SQLite engine (the default: group commit, a sync thread so
+//!   delivery never waits for fsync while acks do, checkpoints on their own thread,
+//!   epochs rotated after a power loss, read pool, retention) and the memory engine.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`error`]: errors answered over HTTP.
 //!

@@ -43,7 +43,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check()?;
     let engine: Arc<dyn Engine> = match config.store {
-        StoreKind::Sqlite => Arc::new(SqliteEngine::open(&config.data_dir, config.durability)?),
+        StoreKind::Sqlite => Arc::new(SqliteEngine::open_with(&config.data_dir, &config.sqlite())?),
         StoreKind::Memory => Arc::new(MemoryEngine::new(config.retention.max_messages)),
     };
     run_with_engine(listener, config, engine, shutdown).await

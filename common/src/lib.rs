@@ -196,7 +196,9 @@ pub enum ServerMessage {
     },
     /// A message published in a room this connection is in (its own messages included).
     Message(ChatMessage),
-    /// A `send` was accepted. Sent to the sending connection only.
+    /// A `send` was accepted and is stored as durably as the relay promises (under its
+    /// default, fsynced). Sent to the sending connection only, after the message itself has
+    /// been delivered to the room, possibly some milliseconds later.
     Ack {
         /// The client's id for the message.
         id: String,

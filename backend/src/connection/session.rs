@@ -406,7 +406,7 @@ impl Session {
         let Some(membership) = self.membership(&room) else {
             return self.refuse(not_joined(), Some(id), Some(room));
         };
-        // The ack (or a refusal) comes from the room once the message is stored.
+        // The ack (or a refusal) comes from the room once the message is stored and synced.
         membership.room.publish(Publication {
             origin: self.connection.id,
             origin_kind: ClientKind::Typed,

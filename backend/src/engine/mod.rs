@@ -13,9 +13,12 @@
 //! | [`Engine::prune`] | drops what retention no longer keeps |
 //!
 //! Every call may be a network round trip (the next engine is Redis, with one atomic script
-//! per append), so reads return futures and appends report through a callback. An append
-//! answers only once its drafts are stored: an entry is never acknowledged or delivered from
-//! a write that could still fail, and a duplicate always names an offset that exists.
+//! per append), so reads return futures and appends report through a callback, in two
+//! steps ([`Progress`]): *written* once the drafts are stored where a crash of the relay
+//! process cannot take them back (an entry is delivered from then on, and a duplicate
+//! always names an offset that exists), and *synced* once they would also survive a power
+//! loss (only then is the sender acknowledged). Keeping the two apart is what lets delivery
+//! run at the speed of a write while acknowledgements wait for the disk's fsync.
 //!
 //! De-duplication is exact within retention: a draft whose client id belongs to any message
 //! the room still keeps is answered [`Appended::Duplicate`] with that message's position,
@@ -32,7 +35,7 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
 
-pub use sqlite::{DB_FILE, Durability, SqliteEngine};
+pub use sqlite::{BOOT_ID_FILE, DB_FILE, Durability, SqliteEngine, SqliteSettings};
 
 /// A message to append, before the engine gives it an offset.
 #[derive(Debug, Clone)]
@@ -162,9 +165,30 @@ pub enum EngineError {
 /// A future an engine answers with.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
 
-/// Called once with the outcome of an append: one [`Appended`] per draft, in draft order,
-/// or the error that stored none of them.
-pub type AppendDone = Box<dyn FnOnce(Result<Vec<Appended>, EngineError>) + Send>;
+/// How far an append got, reported to its [`AppendDone`] callback.
+///
+/// An append reports either [`Progress::Failed`] once (nothing was stored), or
+/// [`Progress::Written`] followed by exactly one of [`Progress::Synced`] (which may come at
+/// once) and [`Progress::Failed`] (written, but the sync failed: the entries are visible
+/// and stay stored while the relay runs, but a power loss could take them back).
+///
+/// Syncs go in write order: when an append is reported synced, so is every append the
+/// engine wrote before it, in any room.
+#[derive(Debug)]
+pub enum Progress {
+    /// Stored, safe from a crash of the relay process: one [`Appended`] per draft, in
+    /// draft order. Deliver from here on.
+    Written(Vec<Appended>),
+    /// Durable as the engine's durability setting promises (for SQLite under
+    /// `--durability full`: fsynced, safe from a power loss). Acknowledge from here on.
+    Synced,
+    /// Before `Written`: nothing was stored. After it: the sync failed.
+    Failed(EngineError),
+}
+
+/// Called with the [`Progress`] of an append: `Written` then `Synced`, or `Failed`. See
+/// [`Progress`].
+pub type AppendDone = Box<dyn FnMut(Progress) + Send>;
 
 /// A room's numbering, de-duplication and history. See the module docs.
 pub trait Engine: Send + Sync + fmt::Debug + 'static {
@@ -180,10 +204,10 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Appends `drafts` to `room`, all or nothing, giving each new one the next offset, and
-    /// calls `done` once they are stored (or certainly not stored). `done` runs on whatever
-    /// thread completes the write and must do memory work only. Answers to different calls
-    /// may arrive in any order; offsets within a room are assigned in the order calls reach
-    /// the engine.
+    /// calls `done` as they are written and then synced (or with the failure); see
+    /// [`Progress`]. `done` runs on whatever thread completes the step and must do memory
+    /// work only. Answers to different calls may arrive in any order; offsets within a room
+    /// are assigned in the order calls reach the engine.
     fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone);
 
     /// Stored entries of `room` with offsets `after + 1 ..= until`, oldest first. Fewer

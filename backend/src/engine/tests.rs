@@ -5,18 +5,29 @@ use std::{sync::Arc, time::Duration};
 
 use super::*;
 
-/// Appends and waits for the answer.
+/// Appends and waits until the append is synced (or failed); returns what was written.
 pub(crate) async fn append(
     engine: &dyn Engine,
     room: &str,
     drafts: Vec<Draft>,
 ) -> Result<Vec<Appended>, EngineError> {
     let (done, answer) = tokio::sync::oneshot::channel();
+    let mut done = Some(done);
+    let mut written = None;
     engine.append(
         Arc::from(room),
         drafts,
-        Box::new(move |result| {
-            let _ = done.send(result);
+        Box::new(move |progress| {
+            let outcome = match progress {
+                Progress::Written(appended) => {
+                    assert!(written.is_none(), "written twice");
+                    written = Some(appended);
+                    return;
+                }
+                Progress::Synced => Ok(written.take().expect("synced after written")),
+                Progress::Failed(err) => Err(err),
+            };
+            let _ = done.take().expect("one outcome").send(outcome);
         }),
     );
     answer.await.expect("append answers")

@@ -12,8 +12,8 @@ use std::{
 use backend::{
     config::Config,
     engine::{
-        AppendDone, Draft, Durability, Engine, EngineError, EngineFuture, Entry, Retention,
-        RoomSnapshot, SqliteEngine,
+        AppendDone, Draft, Durability, Engine, EngineError, EngineFuture, Entry, Progress,
+        Retention, RoomSnapshot, SqliteEngine,
     },
 };
 use common::{ClientMessage, ErrorCode, ServerMessage};
@@ -120,9 +120,11 @@ impl Engine for Flaky {
         self.inner.open_room(room, recent)
     }
 
-    fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
+    fn append(&self, room: Arc<str>, drafts: Vec<Draft>, mut done: AppendDone) {
         if self.failing.load(Ordering::SeqCst) {
-            done(Err(EngineError::Unavailable("injected: disk full".into())));
+            done(Progress::Failed(EngineError::Unavailable(
+                "injected: disk full".into(),
+            )));
         } else {
             self.inner.append(room, drafts, done);
         }

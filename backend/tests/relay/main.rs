@@ -3,6 +3,7 @@
 mod bad_input;
 mod close;
 mod delivery;
+mod durability;
 mod exactly_once;
 mod fault;
 mod frames;

@@ -2,7 +2,7 @@
 //! and restarted on the same data; a store it cannot trust stops it at start-up with a clear
 //! error instead of serving with data silently missing.
 
-use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+use std::{ffi::OsString, net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use backend::engine::DB_FILE;
 use common::{Position, Recovery, ServerMessage};
@@ -13,12 +13,13 @@ use tokio::{
 
 use crate::helpers::{Client, WAIT};
 
-fn relay_command(data_dir: &Path) -> Command {
+fn relay_command(data_dir: &Path, extra: &[OsString]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
     command
         .args(["--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -27,14 +28,19 @@ fn relay_command(data_dir: &Path) -> Command {
 }
 
 /// A relay process, killed on drop.
-struct RelayProcess {
+pub(crate) struct RelayProcess {
     child: Child,
     address: SocketAddr,
 }
 
 impl RelayProcess {
     async fn start(data_dir: &Path) -> RelayProcess {
-        let mut child = relay_command(data_dir)
+        RelayProcess::start_with(data_dir, &[]).await
+    }
+
+    /// Starts the relay on `data_dir` with `extra` flags.
+    pub(crate) async fn start_with(data_dir: &Path, extra: &[OsString]) -> RelayProcess {
+        let mut child = relay_command(data_dir, extra)
             .spawn()
             .expect("start the relay binary");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -53,7 +59,7 @@ impl RelayProcess {
         RelayProcess { child, address }
     }
 
-    async fn typed(&self) -> Client {
+    pub(crate) async fn typed(&self) -> Client {
         let mut client = Client::connect(&format!("ws://{}/ws", self.address)).await;
         assert!(matches!(
             client.next_event().await,
@@ -62,7 +68,8 @@ impl RelayProcess {
         client
     }
 
-    async fn kill(mut self) {
+    /// SIGKILL: no chance to flush or sync anything.
+    pub(crate) async fn kill(mut self) {
         self.child.kill().await.unwrap();
     }
 }
@@ -126,7 +133,7 @@ async fn history_survives_a_kill_and_restart() {
 
 /// Runs the relay on `data_dir`, expecting it to refuse to start; returns its error output.
 async fn refused_start(data_dir: &Path) -> String {
-    let mut child = relay_command(data_dir).spawn().unwrap();
+    let mut child = relay_command(data_dir, &[]).spawn().unwrap();
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
         .expect("the relay should exit at once")

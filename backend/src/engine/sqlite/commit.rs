@@ -1,16 +1,21 @@
 //! Group commit: the one thread that writes to the database.
 //!
 //! Appenders queue their drafts and move on. The thread takes everything waiting (up to
-//! [`MAX_BATCH`] requests), stores it in one transaction (one fsync for the whole batch):
-//! for each draft, the room's next offset unless its client id is already stored, in which
-//! case the original's position. Only after the commit is each appender told, so nothing is
-//! acknowledged or delivered from a write that could still roll back. Under load, batches
-//! grow by themselves, so throughput rises with load instead of being capped at one fsync
-//! per message, while a lone message waits for just one commit.
+//! [`MAX_BATCH`] requests) and stores it in one transaction: for each draft, the room's
+//! next offset unless its client id is already stored, in which case the original's
+//! position. The commit is written to the WAL without an fsync (`synchronous = NORMAL`):
+//! from then on it survives a crash of the relay process, so each appender is told
+//! [`Progress::Written`] at once and members see the messages. The batch's callbacks then
+//! go to the sync thread (`sync.rs`), which reports them synced after its next fsync, so
+//! the disk's fsync latency delays acknowledgements but never the next commit or a
+//! delivery. Under load, batches grow by themselves, so throughput rises with load instead
+//! of being capped at one commit per message.
 //!
 //! The thread only stores and reports; delivering to room members happens on the async
 //! runtime (see `crate::relay`), so one slow room's fan-out never holds up the disk, and
 //! the rooms' fan-outs run in parallel.
+//!
+//! At a clean stop it records the stop in the `meta` table, synced (`run_state.rs`).
 
 use std::{
     collections::HashMap,
@@ -25,15 +30,17 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{signed, unsigned};
-use crate::engine::{AppendDone, Appended, Draft, EngineError, Entry, new_epoch, now_millis};
+use super::{run_state, signed, sync::SyncRequest, unsigned};
+use crate::engine::{
+    AppendDone, Appended, Draft, EngineError, Entry, Progress, new_epoch, now_millis,
+};
 
 /// Most requests stored in one transaction.
 const MAX_BATCH: usize = 4096;
 
 /// Work for the thread, in the order it must happen.
 enum Request {
-    /// Store these drafts in this room, then call `done`.
+    /// Store these drafts in this room, then tell `done` (written, and later synced).
     Append {
         room: Arc<str>,
         drafts: Vec<Draft>,
@@ -58,12 +65,12 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the thread on its own connection.
-    pub(super) fn start(connection: Connection) -> GroupCommit {
+    /// Starts the thread on its own connection, handing committed batches to `sync`.
+    pub(super) fn start(connection: Connection, sync: Sender<SyncRequest>) -> GroupCommit {
         let (queue, work) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("relay-commit".into())
-            .spawn(move || run(connection, work))
+            .spawn(move || run(connection, &work, &sync))
             .expect("spawn the group-commit thread");
         GroupCommit {
             queue,
@@ -74,8 +81,8 @@ impl GroupCommit {
     pub(super) fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
         if let Err(returned) = self.queue.send(Request::Append { room, drafts, done }) {
             // The thread is gone (shutting down): refuse rather than lose it silently.
-            if let Request::Append { done, .. } = returned.0 {
-                done(Err(EngineError::Stopped));
+            if let Request::Append { mut done, .. } = returned.0 {
+                done(Progress::Failed(EngineError::Stopped));
             }
         }
     }
@@ -89,7 +96,8 @@ impl GroupCommit {
         created.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Stores everything queued so far, then stops the thread and waits for it.
+    /// Stores everything queued so far, records a clean stop, then stops the thread (and,
+    /// after its last batch, the sync thread) and waits for it.
     pub(super) fn stop(&self) {
         let _ = self.queue.send(Request::Stop);
         let thread = self
@@ -105,7 +113,7 @@ impl GroupCommit {
     }
 }
 
-fn run(mut connection: Connection, work: Receiver<Request>) {
+fn run(mut connection: Connection, work: &Receiver<Request>, sync: &Sender<SyncRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = work.recv() {
         batch.push(first);
@@ -127,10 +135,12 @@ fn run(mut connection: Connection, work: Receiver<Request>) {
         match stored {
             Ok(results) => {
                 let mut results = results.into_iter();
+                let mut written = Vec::with_capacity(batch.len());
                 for request in batch.drain(..) {
                     match request {
-                        Request::Append { done, .. } => {
-                            done(Ok(results.next().unwrap_or_default()));
+                        Request::Append { mut done, .. } => {
+                            done(Progress::Written(results.next().unwrap_or_default()));
+                            written.push(done);
                         }
                         Request::CreateRoom { done, .. } => {
                             let _ = done.send(Ok(()));
@@ -138,13 +148,22 @@ fn run(mut connection: Connection, work: Receiver<Request>) {
                         Request::Stop => {}
                     }
                 }
+                if !written.is_empty()
+                    && let Err(returned) = sync.send(SyncRequest::Batch(written))
+                    && let SyncRequest::Batch(written) = returned.0
+                {
+                    // The sync thread is gone: written, but nobody will sync it.
+                    for mut done in written {
+                        done(Progress::Failed(EngineError::Stopped));
+                    }
+                }
             }
             Err(err) => {
                 tracing::error!(%err, batch = batch.len(), "cannot store messages; refusing them");
                 for request in batch.drain(..) {
                     match request {
-                        Request::Append { done, .. } => {
-                            done(Err(EngineError::Unavailable(err.to_string())));
+                        Request::Append { mut done, .. } => {
+                            done(Progress::Failed(EngineError::Unavailable(err.to_string())));
                         }
                         Request::CreateRoom { done, .. } => {
                             let _ = done.send(Err(EngineError::Unavailable(err.to_string())));
@@ -155,9 +174,15 @@ fn run(mut connection: Connection, work: Receiver<Request>) {
             }
         }
         if stop {
+            if let Err(err) = run_state::end(&mut connection) {
+                tracing::error!(%err, "cannot record the clean stop; the next start treats it as a crash");
+            }
+            let _ = sync.send(SyncRequest::Stop);
             return;
         }
     }
+    // The engine was dropped without `stop`: let the sync thread finish too.
+    let _ = sync.send(SyncRequest::Stop);
 }
 
 /// A room's numbering as this batch advances it.

@@ -2,19 +2,29 @@
 //! directory.
 //!
 //! - **Appends** go to the group-commit thread (`commit.rs`): everything waiting is stored in
-//!   one transaction (one fsync for the whole batch), offsets and de-duplication included,
-//!   and only then is each caller told. A unique index on (room, client id) is what makes
-//!   de-duplication exact.
+//!   one transaction, offsets and de-duplication included, written to the WAL without
+//!   waiting for the disk, and each caller is told it is written (members see it from then
+//!   on). A unique index on (room, client id) is what makes de-duplication exact.
+//! - **Syncs** run on a thread of their own (`sync.rs`): one fsync of the WAL covers every
+//!   batch written before it, and only then is each caller told its append is synced (its
+//!   sender is acknowledged from then on).
+//! - **Checkpoints** run on a third thread and connection (`checkpoint.rs`), never inside a
+//!   commit.
 //! - **Reads** (opening a room, catch-ups, gap repair) run on a small pool of read
 //!   connections, each on a thread of its own (`read_pool.rs`): WAL mode lets them read while
 //!   the writer writes, and a long catch-up never holds a lock anyone else needs.
 //! - **Retention** runs on its own connection, one short transaction per room.
+//! - **Power losses** are detected at start-up from the kernel's boot id and a clean-stop
+//!   mark (`run_state.rs`); after one, every room starts a new epoch.
 //!
 //! Schema changes are numbered SQL files under `schema/`, applied in order and recorded in
 //! SQLite's `user_version`; a file from a newer relay is refused rather than misread.
 
+mod checkpoint;
 mod commit;
 mod read_pool;
+mod run_state;
+mod sync;
 
 use std::{
     path::{Path, PathBuf},
@@ -25,13 +35,17 @@ use std::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{AppendDone, Draft, Engine, EngineError, EngineFuture, Entry, Retention, RoomSnapshot};
+use checkpoint::Checkpointer;
 use commit::GroupCommit;
 use read_pool::ReadPool;
+pub use run_state::BOOT_ID_FILE;
+use sync::{SyncSettings, SyncThread};
 
 /// Schema migrations, in order. Entry `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("schema/0001_init.sql"),
     include_str!("schema/0002_exact_dedup.sql"),
+    include_str!("schema/0003_run_state.sql"),
 ];
 
 /// The database file's name inside the data directory.
@@ -40,13 +54,43 @@ pub const DB_FILE: &str = "relay.db";
 /// Read connections: enough for a catch-up and a gap repair to run beside room openings.
 const READERS: usize = 4;
 
-/// How hard a commit works to survive a crash.
+/// How hard the engine works to keep what it acknowledged. Either way a message is
+/// delivered as soon as it is written to the WAL, which survives a crash of the relay
+/// process; the setting decides what an acknowledgement promises beyond that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
-    /// fsync on every commit: an acknowledged message survives power loss.
+    /// Acknowledged only once the WAL is fsynced: an acknowledged message survives a power
+    /// loss.
     Full,
-    /// fsync at WAL checkpoints only: survives a relay crash, not a power cut.
+    /// Acknowledged once written; synced at WAL checkpoints only: survives a relay crash,
+    /// not a power loss.
     Normal,
+}
+
+/// How the SQLite engine runs.
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    /// What an acknowledgement promises.
+    pub durability: Durability,
+    /// Where the kernel's boot id is read, to tell a power loss from a process crash
+    /// ([`BOOT_ID_FILE`]; tests point it elsewhere).
+    pub boot_id_file: PathBuf,
+    /// Test hook: a pause before every fsync, as a slow disk would take.
+    pub test_sync_delay: Duration,
+    /// Test hook: after every fsync, the WAL length it covered is written to this file.
+    pub test_synced_wal_file: Option<PathBuf>,
+}
+
+impl SqliteSettings {
+    /// `durability`, the real boot id, no test hooks.
+    pub fn new(durability: Durability) -> SqliteSettings {
+        SqliteSettings {
+            durability,
+            boot_id_file: PathBuf::from(BOOT_ID_FILE),
+            test_sync_delay: Duration::ZERO,
+            test_synced_wal_file: None,
+        }
+    }
 }
 
 /// History in SQLite. See the module docs.
@@ -54,18 +98,30 @@ pub enum Durability {
 pub struct SqliteEngine {
     /// The database file.
     path: PathBuf,
-    /// How commits are synced.
-    durability: Durability,
     /// The group-commit thread.
     commit: GroupCommit,
+    /// The sync thread, stopped by the commit thread after its last batch.
+    sync: SyncThread,
+    /// The checkpoint thread, which ends with the sync thread.
+    checkpoint: Checkpointer,
     /// Connections for reads, each on a thread of its own.
     readers: ReadPool,
 }
 
 impl SqliteEngine {
-    /// Opens (creating if needed) the store under `data_dir`, bringing its schema up to
-    /// date, and starts the group-commit thread.
+    /// Opens (creating if needed) the store under `data_dir` with `durability` and the real
+    /// boot id. See [`SqliteEngine::open_with`].
     pub fn open(data_dir: &Path, durability: Durability) -> Result<SqliteEngine, EngineError> {
+        SqliteEngine::open_with(data_dir, &SqliteSettings::new(durability))
+    }
+
+    /// Opens (creating if needed) the store under `data_dir`, bringing its schema up to
+    /// date, rotating every room's epoch if the last run ended in a power loss, and starts
+    /// the commit, sync and checkpoint threads.
+    pub fn open_with(
+        data_dir: &Path,
+        settings: &SqliteSettings,
+    ) -> Result<SqliteEngine, EngineError> {
         std::fs::create_dir_all(data_dir).map_err(|cause| EngineError::CreateDir {
             path: data_dir.to_owned(),
             cause,
@@ -75,17 +131,34 @@ impl SqliteEngine {
             path: path.clone(),
             cause,
         };
-        let mut writer = connect(&path, durability).map_err(open_error)?;
+        let mut writer = connect(&path).map_err(open_error)?;
+        // The WAL is cut back to this size whenever it starts over after a checkpoint, so
+        // its length tells how much is waiting to be checkpointed.
+        writer
+            .pragma_update(None, "journal_size_limit", 0)
+            .map_err(open_error)?;
         migrate(&mut writer, &path)?;
+        run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
         let readers = (0..READERS)
-            .map(|_| connect_reader(&path, durability))
+            .map(|_| connect_reader(&path))
             .collect::<Result<Vec<_>, _>>()
             .map_err(open_error)?;
+        let (checkpoint, nudge) = Checkpointer::start(connect_reader(&path).map_err(open_error)?);
+        let sync = SyncThread::start(
+            data_dir.join(format!("{DB_FILE}-wal")),
+            SyncSettings {
+                durability: settings.durability,
+                delay: settings.test_sync_delay,
+                record: settings.test_synced_wal_file.clone(),
+            },
+            nudge,
+        );
         Ok(SqliteEngine {
-            commit: GroupCommit::start(writer),
+            commit: GroupCommit::start(writer, sync.queue()),
+            sync,
+            checkpoint,
             readers: ReadPool::start(readers),
             path,
-            durability,
         })
     }
 
@@ -139,10 +212,10 @@ impl Engine for SqliteEngine {
     }
 
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {
-        let (path, durability) = (self.path.clone(), self.durability);
+        let path = self.path.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let connection = connect_reader(&path, durability)?;
+                let connection = connect_reader(&path)?;
                 prune(&connection, retention, now_millis)
             })
             .await
@@ -152,6 +225,8 @@ impl Engine for SqliteEngine {
 
     fn stop(&self) {
         self.commit.stop();
+        self.sync.join();
+        self.checkpoint.join();
         self.readers.stop();
     }
 }
@@ -223,19 +298,18 @@ const WRITER_CACHE_KIB: i64 = 2048;
 /// (the relay's memory would grow by 10 MiB as the database grows).
 const READER_CACHE_KIB: i64 = 256;
 
-fn connect(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
-    connect_with_cache(path, durability, WRITER_CACHE_KIB)
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    connect_with_cache(path, WRITER_CACHE_KIB)
 }
 
-fn connect_reader(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
-    connect_with_cache(path, durability, READER_CACHE_KIB)
+fn connect_reader(path: &Path) -> rusqlite::Result<Connection> {
+    connect_with_cache(path, READER_CACHE_KIB)
 }
 
-fn connect_with_cache(
-    path: &Path,
-    durability: Durability,
-    cache_kib: i64,
-) -> rusqlite::Result<Connection> {
+/// A connection in WAL mode whose commits never wait for the disk (`synchronous = NORMAL`:
+/// the sync thread syncs the WAL, and checkpoints sync what they copy) and never
+/// checkpoint on their own (the checkpoint thread does).
+fn connect_with_cache(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -249,11 +323,8 @@ fn connect_with_cache(
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidQuery);
     }
-    let sync = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    connection.pragma_update(None, "synchronous", sync)?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Negative: a size in KiB rather than in pages.
     connection.pragma_update(None, "cache_size", -cache_kib)?;
     Ok(connection)

@@ -112,3 +112,112 @@ fn a_newer_schema_is_refused() {
         "{err}"
     );
 }
+
+/// Settings reading the boot id from `boot_id`.
+fn booted(boot_id: &Path) -> SqliteSettings {
+    SqliteSettings {
+        boot_id_file: boot_id.to_owned(),
+        ..SqliteSettings::new(Durability::Full)
+    }
+}
+
+/// Marks the last run as unclean, as a kill or a power loss leaves it.
+fn mark_unclean(dir: &Path) {
+    let connection = Connection::open(dir.join(DB_FILE)).unwrap();
+    connection
+        .execute("UPDATE meta SET value = '0' WHERE key = 'clean'", [])
+        .unwrap();
+}
+
+async fn epochs(engine: &SqliteEngine) -> (String, String) {
+    let a = engine.open_room("a", 0).await.unwrap().epoch;
+    let b = engine.open_room("b", 0).await.unwrap().epoch;
+    (a, b)
+}
+
+#[tokio::test]
+async fn only_an_unclean_stop_under_another_boot_id_rotates_the_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = tempfile::tempdir().unwrap();
+    let boot_id = hooks.path().join("boot_id");
+    std::fs::write(&boot_id, "one\n").unwrap();
+    let engine = SqliteEngine::open_with(dir.path(), &booted(&boot_id)).unwrap();
+    let first = epochs(&engine).await;
+    append(&engine, "a", vec![draft("x", None)]).await.unwrap();
+    engine.stop();
+
+    // A clean stop, then a reboot: nothing could be lost.
+    std::fs::write(&boot_id, "two\n").unwrap();
+    let engine = SqliteEngine::open_with(dir.path(), &booted(&boot_id)).unwrap();
+    assert_eq!(
+        epochs(&engine).await,
+        first,
+        "a clean stop keeps the epochs"
+    );
+    engine.stop();
+
+    // An unclean stop under the same boot: the relay crashed, the WAL is intact.
+    mark_unclean(dir.path());
+    let engine = SqliteEngine::open_with(dir.path(), &booted(&boot_id)).unwrap();
+    assert_eq!(
+        epochs(&engine).await,
+        first,
+        "a process crash keeps the epochs"
+    );
+    engine.stop();
+
+    // An unclean stop, then a reboot: unsynced writes may be gone.
+    mark_unclean(dir.path());
+    std::fs::write(&boot_id, "three\n").unwrap();
+    let engine = SqliteEngine::open_with(dir.path(), &booted(&boot_id)).unwrap();
+    let rotated = epochs(&engine).await;
+    assert_ne!(rotated.0, first.0);
+    assert_ne!(rotated.1, first.1);
+    assert_ne!(rotated.0, rotated.1, "each room gets an epoch of its own");
+    assert_eq!(
+        engine.open_room("a", 0).await.unwrap().top,
+        1,
+        "offsets stay"
+    );
+    engine.stop();
+
+    // Without a readable boot id, any unclean stop counts as a power loss.
+    mark_unclean(dir.path());
+    let missing = hooks.path().join("missing");
+    let engine = SqliteEngine::open_with(dir.path(), &booted(&missing)).unwrap();
+    assert_ne!(epochs(&engine).await.0, rotated.0);
+    engine.stop();
+}
+
+#[tokio::test]
+async fn the_checkpoint_thread_keeps_the_wal_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine =
+        SqliteEngine::open_with(dir.path(), &SqliteSettings::new(Durability::Normal)).unwrap();
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    let text = "x".repeat(2000);
+    for _ in 0..10 {
+        let drafts = (0..300).map(|_| draft(&text, None)).collect();
+        append(&engine, "big", drafts).await.unwrap();
+    }
+    let grown = std::fs::metadata(&wal).unwrap().len();
+    assert!(grown > sync::CHECKPOINT_WAL_BYTES, "{grown}");
+    // Once a checkpoint has copied everything, the next commit starts the WAL over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        append(&engine, "big", vec![draft("small", None)])
+            .await
+            .unwrap();
+        let length = std::fs::metadata(&wal).unwrap().len();
+        if length < sync::CHECKPOINT_WAL_BYTES / 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL stayed at {length} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(engine.read("big", 2999, 3000).await.unwrap().len(), 1);
+    engine.stop();
+}

@@ -7,6 +7,8 @@
 //!   delivered; one at or below `delivered` was delivered already and only its sender's
 //!   `ack` is still owed;
 //! - a duplicate is acknowledged once its original is delivered;
+//! - either `ack` goes out only once the engine has also reported the append synced
+//!   (`PendingAck`, which the engine's sync report reaches without passing through here);
 //! - a failed append is refused to its sender (`store_unavailable`), and nothing else moves;
 //! - a gap that none of this room's own appends can fill (they have all reported back) is
 //!   read from the engine. That happens when the engine stored a message this room did not
@@ -101,12 +103,12 @@ impl Room {
                 result: Ok(Appended::Duplicate { offset, ts }),
             } => {
                 self.metrics.duplicate();
-                if let (Some(to), Some(id)) = (&origin.ack_to, &origin.id) {
+                if let (Some(answer), Some(id)) = (origin.answer, &origin.id) {
                     let frame = self.ack_frame(id, offset, ts, true);
                     if offset <= state.delivered {
-                        to.push(frame);
+                        answer.delivered(frame);
                     } else {
-                        state.acks_waiting.push((offset, to.clone(), frame));
+                        state.acks_waiting.push((offset, answer, frame));
                     }
                 }
             }
@@ -154,10 +156,10 @@ impl Room {
         }
         if !state.acks_waiting.is_empty() {
             let delivered = state.delivered;
-            state.acks_waiting.retain(|(offset, to, frame)| {
+            state.acks_waiting.retain(|(offset, answer, frame)| {
                 let due = *offset <= delivered;
                 if due {
-                    to.push(frame.clone());
+                    answer.delivered(frame.clone());
                 }
                 !due
             });
@@ -166,7 +168,7 @@ impl Room {
 
     /// Delivers one entry: to every typed member as JSON (the sender too, so its other tabs
     /// and its own log stay in offset order), to plain members as text except a plain
-    /// sender, who never hears itself; then the sender's ack. Each form is encoded once and
+    /// sender, who never hears itself; then the sender's ack, once synced. Each form is encoded once and
     /// shared by all its recipients.
     fn deliver(&self, state: &mut RoomState, entry: &Entry, origin: Option<&Origin>) {
         let frame = events::MessageEvent::of(&self.name, &self.epoch, entry).encode();
@@ -192,9 +194,11 @@ impl Room {
         }
     }
 
+    /// The message is delivered: its `ack` goes out now if the engine synced it already,
+    /// otherwise when it does.
     fn acknowledge(&self, origin: &Origin, entry: &Entry, duplicate: bool) {
-        if let (Some(to), Some(id)) = (&origin.ack_to, &origin.id) {
-            to.push(self.ack_frame(id, entry.offset, entry.ts, duplicate));
+        if let (Some(answer), Some(id)) = (&origin.answer, &origin.id) {
+            answer.delivered(self.ack_frame(id, entry.offset, entry.ts, duplicate));
         }
     }
 

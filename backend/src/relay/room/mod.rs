@@ -1,11 +1,16 @@
 //! One room: its members, and the in-order delivery of what its engine stored.
 //!
 //! A message's life: [`Room::publish`] hands it to the engine, which numbers, de-duplicates
-//! and stores it, then reports back (an arrival). Arrivals land in the room's inbox, a
+//! and writes it, then reports back (an arrival). Arrivals land in the room's inbox, a
 //! short lock that the engine's thread only ever touches for a push; a drain on the async
 //! runtime then delivers them (`delivery.rs`): in offset order, each offset once, a gap
-//! filled from the engine before anything after it, then each sender's `ack`. Rooms drain
-//! independently, so different rooms fan out in parallel.
+//! filled from the engine before anything after it. Rooms drain independently, so
+//! different rooms fan out in parallel.
+//!
+//! The sender's `ack` is owed twice over: the message (for a duplicate, its original) must
+//! be delivered, and the engine must have reported the append synced, which under
+//! `--durability full` means fsynced and comes later than the write. Whichever happens
+//! second sends it (`PendingAck`), so a slow disk delays acks, never deliveries.
 //!
 //! Everything that every member must see in the same order (deliveries, joins, leaves)
 //! happens under the room's state lock. Pushing into a send queue never waits, so that
@@ -22,7 +27,10 @@ pub mod recovery;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -31,7 +39,7 @@ use common::{Member, Position, Recovery, ServerMessage};
 use super::{ClientKind, Connection, Registry, RelaySettings, encode};
 use crate::{
     connection::SendQueue,
-    engine::{Appended, Draft, Engine, EngineError, Entry, RoomSnapshot},
+    engine::{Appended, Draft, Engine, EngineError, Entry, Progress, RoomSnapshot},
     metrics::Metrics,
 };
 use events::{AckEvent, MessageEvent};
@@ -59,6 +67,10 @@ pub struct Room {
     metrics: Arc<Metrics>,
     /// What the engine reported and the room has not delivered yet.
     inbox: Mutex<Inbox>,
+    /// The newest offset known synced: every append the engine reported synced had its
+    /// offset at or below it, and the engine syncs in write order. Resends of ids the room
+    /// remembers are acknowledged without a round trip only at or below it.
+    synced: AtomicU64,
     /// Members, delivery position and history. A `std` mutex: never held across an
     /// `.await`.
     state: Mutex<RoomState>,
@@ -79,7 +91,7 @@ struct Inbox {
 /// One report from the engine.
 #[derive(Debug)]
 enum Arrival {
-    /// What became of a message published here.
+    /// What became of a message published here: written (or not stored at all).
     Appended {
         origin: Origin,
         result: Result<Appended, EngineError>,
@@ -101,6 +113,75 @@ struct Origin {
     id: Option<String>,
     /// Where the `ack` (or refusal) goes; `None` for plain senders, who get none.
     ack_to: Option<SendQueue>,
+    /// The `ack` in waiting, for senders that get one.
+    answer: Option<Arc<PendingAck>>,
+}
+
+/// A sender's answer, sent once both halves are in: the message was delivered (the room
+/// gives the `ack` frame) and the engine settled its sync (the `ack` stands, or an error
+/// replaces it). Shared between the room's drain and the engine's sync report, which may
+/// come in either order, from different threads.
+#[derive(Debug)]
+struct PendingAck {
+    /// Where the answer goes.
+    to: SendQueue,
+    /// The halves that are in so far.
+    state: Mutex<AckHalves>,
+}
+
+#[derive(Debug, Default)]
+struct AckHalves {
+    /// The `ack`, once the message is delivered.
+    ack: Option<Utf8Bytes>,
+    /// The sync's outcome: `Ok` once synced, or the error frame that replaces the `ack`.
+    settled: Option<Result<(), Utf8Bytes>>,
+    /// The answer went out.
+    sent: bool,
+}
+
+impl PendingAck {
+    fn new(to: SendQueue) -> PendingAck {
+        PendingAck {
+            to,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The message is delivered: `ack` is the answer, unless its sync failed.
+    fn delivered(&self, ack: Utf8Bytes) {
+        let mut halves = self.lock();
+        halves.ack = Some(ack);
+        self.send_if_complete(&mut halves);
+    }
+
+    /// The engine settled the sync: `Ok` lets the `ack` go; `Err` carries the error frame
+    /// sent instead.
+    fn settled(&self, outcome: Result<(), Utf8Bytes>) {
+        let mut halves = self.lock();
+        halves.settled.get_or_insert(outcome);
+        self.send_if_complete(&mut halves);
+    }
+
+    fn send_if_complete(&self, halves: &mut AckHalves) {
+        if halves.sent {
+            return;
+        }
+        let answer = match (&halves.ack, &halves.settled) {
+            (Some(ack), Some(Ok(()))) => ack.clone(),
+            (Some(_), Some(Err(error))) => error.clone(),
+            _ => return,
+        };
+        halves.sent = true;
+        // Pushing never waits, so this short lock is never held across anything slow.
+        self.to.push(answer);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, AckHalves> {
+        // Plain assignments only.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[derive(Debug)]
@@ -110,8 +191,8 @@ struct RoomState {
     delivered: u64,
     /// Stored entries past `delivered`, waiting for the ones before them.
     pending: BTreeMap<u64, (Entry, Option<Origin>)>,
-    /// Acks of duplicates whose original is not delivered yet: `(offset, to, frame)`.
-    acks_waiting: Vec<(u64, SendQueue, Utf8Bytes)>,
+    /// Acks of duplicates whose original is not delivered yet: `(offset, answer, frame)`.
+    acks_waiting: Vec<(u64, Arc<PendingAck>, Utf8Bytes)>,
     /// A read to fill a gap is under way.
     repairing: bool,
     /// Everyone in the room. A `Vec`: fan-out iterates it on every message, joins and leaves
@@ -208,6 +289,7 @@ impl Room {
             registry,
             metrics,
             inbox: Mutex::default(),
+            synced: AtomicU64::new(0),
             state: Mutex::new(RoomState {
                 delivered: snapshot.top,
                 pending: BTreeMap::new(),
@@ -361,9 +443,10 @@ impl Room {
         }
     }
 
-    /// Publishes a message: the engine stores it (or recognises its client id as one it
-    /// already stored), then the room delivers it and acknowledges it. A resend the room
-    /// remembers delivering is acknowledged again as a duplicate without a round trip.
+    /// Publishes a message: the engine writes it (or recognises its client id as one it
+    /// already stored), then the room delivers it, and acknowledges it once the engine has
+    /// also synced it. A resend the room remembers delivering, of a message known synced,
+    /// is acknowledged again as a duplicate without a round trip.
     pub fn publish(self: &Arc<Self>, publication: Publication) {
         let Publication {
             origin,
@@ -375,7 +458,9 @@ impl Room {
         } = publication;
         if let Some(id) = &id {
             let remembered = self.lock().ids.get(id);
-            if let Some((offset, ts)) = remembered {
+            if let Some((offset, ts)) = remembered
+                && offset <= self.synced.load(Ordering::Acquire)
+            {
                 self.metrics.duplicate();
                 if let Some(to) = &ack_to {
                     to.push(self.ack_frame(id, offset, ts, true));
@@ -389,26 +474,76 @@ impl Room {
             client_id: id.clone(),
             plain: origin_kind == ClientKind::Plain,
         };
-        let origin = Origin {
+        let answer = ack_to
+            .as_ref()
+            .filter(|_| id.is_some())
+            .map(|to| Arc::new(PendingAck::new(to.clone())));
+        let mut origin = Some(Origin {
             connection: origin,
             kind: origin_kind,
-            id,
+            id: id.clone(),
             ack_to,
-        };
+            answer: answer.clone(),
+        });
+        // The offset the append was written at (a duplicate's: its original's), for the
+        // room's synced watermark.
+        let mut written_at = None;
         self.inbox().in_flight += 1;
         let room = self.clone();
         self.engine.append(
             self.name.clone(),
             vec![draft],
-            Box::new(move |result| {
-                let result = result.and_then(|mut appended| {
-                    appended
+            Box::new(move |progress| match progress {
+                Progress::Written(mut appended) => {
+                    let result = appended
                         .pop()
-                        .ok_or_else(|| EngineError::Unavailable("no answer for a draft".into()))
-                });
-                room.arrive(Arrival::Appended { origin, result });
+                        .ok_or_else(|| EngineError::Unavailable("no answer for a draft".into()));
+                    written_at = result.as_ref().ok().map(|appended| match appended {
+                        Appended::Stored(entry) => entry.offset,
+                        Appended::Duplicate { offset, .. } => *offset,
+                    });
+                    if let Some(origin) = origin.take() {
+                        room.arrive(Arrival::Appended { origin, result });
+                    }
+                }
+                Progress::Synced => {
+                    if let Some(offset) = written_at {
+                        room.synced.fetch_max(offset, Ordering::AcqRel);
+                    }
+                    if let Some(answer) = &answer {
+                        answer.settled(Ok(()));
+                    }
+                }
+                Progress::Failed(err) => match origin.take() {
+                    // Nothing was written.
+                    Some(origin) => room.arrive(Arrival::Appended {
+                        origin,
+                        result: Err(err),
+                    }),
+                    // Written and delivered, but not known durable: no `ack`.
+                    None => {
+                        tracing::warn!(%err, room = %room.name, "a message could not be synced");
+                        room.metrics.store_failed();
+                        if let Some(answer) = &answer {
+                            answer.settled(Err(room.unsynced_frame(id.clone())));
+                        }
+                    }
+                },
             }),
         );
+    }
+
+    /// The error a sender gets instead of an `ack` when its message was delivered but could
+    /// not be synced. A resend is recognised as a duplicate and acknowledged once synced.
+    fn unsynced_frame(&self, id: Option<String>) -> Utf8Bytes {
+        encode(&ServerMessage::Error {
+            code: common::ErrorCode::StoreUnavailable,
+            message: "the relay could not make the message durable; send it again (it will \
+                      not be published twice)"
+                .into(),
+            id,
+            room: Some(self.name.to_string()),
+        })
     }
 
     fn ack_frame(&self, id: &str, offset: u64, ts: u64, duplicate: bool) -> Utf8Bytes {

@@ -6,6 +6,7 @@ use axum::extract::ws::Utf8Bytes;
 use common::ServerMessage;
 
 use super::*;
+use crate::relay::room::PendingAck;
 use crate::{
     connection::SendQueue,
     engine::{Draft, EngineError, Entry, tests::append},
@@ -38,13 +39,26 @@ fn entry(offset: u64, id: Option<&str>) -> Entry {
     }
 }
 
+/// A typed sender's origin whose append the engine already reported synced, so its ack
+/// waits only for delivery.
 fn origin(id: &str, ack_to: &SendQueue) -> Origin {
-    Origin {
+    let (origin, answer) = unsynced_origin(id, ack_to);
+    answer.settled(Ok(()));
+    origin
+}
+
+/// A typed sender's origin whose append is written but not synced yet; settle it through
+/// the returned answer.
+fn unsynced_origin(id: &str, ack_to: &SendQueue) -> (Origin, Arc<PendingAck>) {
+    let answer = Arc::new(PendingAck::new(ack_to.clone()));
+    let origin = Origin {
         connection: 99,
         kind: ClientKind::Typed,
         id: Some(id.into()),
         ack_to: Some(ack_to.clone()),
-    }
+        answer: Some(answer.clone()),
+    };
+    (origin, answer)
 }
 
 /// Reports `result` as if an append of this room came back.
@@ -256,4 +270,74 @@ async fn the_engine_is_what_recognises_an_old_client_id() {
         "{frames:?}"
     );
     assert_eq!(frames.iter().filter(|f| f.starts_with('m')).count(), 10);
+}
+
+#[tokio::test]
+async fn a_message_is_delivered_when_written_and_acknowledged_only_when_synced() {
+    let (relay, member, room) = room_with_member().await;
+    let other = relay.connect(ClientKind::Typed);
+    relay
+        .join(&other, "r", &Arc::from("O"), None)
+        .await
+        .unwrap();
+    received(&member.queue);
+    received(&other.queue);
+    in_flight(&room, 1);
+    let (sender, answer) = unsynced_origin("a", &member.queue);
+    report(&room, sender, Ok(Appended::Stored(entry(1, Some("a")))));
+    assert_eq!(received(&other.queue), ["m1"], "delivered at once");
+    assert_eq!(received(&member.queue), ["m1"], "no ack before the sync");
+    answer.settled(Ok(()));
+    assert_eq!(received(&member.queue), ["ack 1 false"]);
+    answer.settled(Ok(()));
+    assert!(received(&member.queue).is_empty(), "one answer only");
+}
+
+#[tokio::test]
+async fn a_duplicates_ack_needs_its_original_delivered_and_its_own_sync() {
+    let (_relay, member, room) = room_with_member().await;
+    in_flight(&room, 2);
+    // The duplicate is synced first, but its original is not delivered yet.
+    let (duplicate, duplicate_answer) = unsynced_origin("a", &member.queue);
+    duplicate_answer.settled(Ok(()));
+    report(
+        &room,
+        duplicate,
+        Ok(Appended::Duplicate {
+            offset: 1,
+            ts: 1001,
+        }),
+    );
+    assert!(received(&member.queue).is_empty());
+    let (original, original_answer) = unsynced_origin("a", &member.queue);
+    report(&room, original, Ok(Appended::Stored(entry(1, Some("a")))));
+    assert_eq!(received(&member.queue), ["m1", "ack 1 true"]);
+    original_answer.settled(Ok(()));
+    assert_eq!(received(&member.queue), ["ack 1 false"]);
+
+    // And the other way round: delivered already, waiting for its own sync.
+    in_flight(&room, 1);
+    let (late, late_answer) = unsynced_origin("a", &member.queue);
+    report(
+        &room,
+        late,
+        Ok(Appended::Duplicate {
+            offset: 1,
+            ts: 1001,
+        }),
+    );
+    assert!(received(&member.queue).is_empty(), "not synced yet");
+    late_answer.settled(Ok(()));
+    assert_eq!(received(&member.queue), ["ack 1 true"]);
+}
+
+#[tokio::test]
+async fn a_failed_sync_answers_an_error_instead_of_the_ack() {
+    let (_relay, member, room) = room_with_member().await;
+    in_flight(&room, 1);
+    let (sender, answer) = unsynced_origin("a", &member.queue);
+    report(&room, sender, Ok(Appended::Stored(entry(1, Some("a")))));
+    assert_eq!(received(&member.queue), ["m1"]);
+    answer.settled(Err(room.unsynced_frame(Some("a".into()))));
+    assert_eq!(received(&member.queue), ["error store_unavailable"]);
 }
