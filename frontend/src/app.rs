@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use crate::{
     components::{
         Composer, ConnectionStatus, MemberList, MessageList, NameEditor, OutageBanner, RoomList,
+        effect, on_click, reactive,
     },
     identity,
     state::ChatState,
@@ -39,10 +40,12 @@ pub fn App(
     // "(3) Relay · chat" while messages are unread.
     let document = document();
     let title = document.title();
-    Effect::new(move |_| match client.state.with(ChatState::total_unread) {
-        0 => document.set_title(&title),
-        n => document.set_title(&format!("({n}) {title}")),
-    });
+    effect(Box::new(move || {
+        match client.state.with(ChatState::total_unread) {
+            0 => document.set_title(&title),
+            n => document.set_title(&format!("({n}) {title}")),
+        }
+    }));
 
     // Rooms and people: beside the chat on wide screens, a drawer on phones.
     let drawer = RwSignal::new(false);
@@ -72,7 +75,7 @@ pub fn App(
                     aria-label="Rooms and people"
                     aria-controls="side"
                     aria-expanded=move || drawer.get().to_string()
-                    on:click=move |_| drawer.update(|open| *open = !*open)
+                    on:click=on_click(move |_| drawer.update(|open| *open = !*open))
                 >
                     "☰"
                 </button>
@@ -89,11 +92,11 @@ pub fn App(
                     <RoomList on_choose=Callback::new(move |()| close_drawer())/>
                     <MemberList/>
                 </aside>
-                <div class="scrim" aria-hidden="true" on:click=move |_| close_drawer()></div>
+                <div class="scrim" aria-hidden="true" on:click=on_click(move |_| close_drawer())></div>
                 <main class="chat">
                     <div class="room-bar">
-                        <h1 class="room-title">{room_title}</h1>
-                        <span class="room-count">{member_count}</span>
+                        <h1 class="room-title">{reactive(room_title)}</h1>
+                        <span class="room-count">{reactive(member_count)}</span>
                     </div>
                     <MessageList/>
                     <Composer/>

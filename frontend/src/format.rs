@@ -21,6 +21,20 @@ pub fn day_label(day: i64, today: i64) -> Option<&'static str> {
     }
 }
 
+/// "09:05": a 24-hour clock time, without `format!` (the formatting machinery is large in
+/// WebAssembly).
+pub fn clock(hours: u32, minutes: u32) -> String {
+    let mut time = String::with_capacity(5);
+    for (i, part) in [hours, minutes].into_iter().enumerate() {
+        if i > 0 {
+            time.push(':');
+        }
+        time.push(char::from(b'0' + (part / 10 % 10) as u8));
+        time.push(char::from(b'0' + (part % 10) as u8));
+    }
+    time
+}
+
 /// Splits `text` into plain parts (`false`) and web links (`true`), in order. Only `http://`
 /// and `https://` links at the start of a word (after white space or an opening bracket or
 /// quote) count; every other scheme
@@ -225,6 +239,13 @@ mod tests {
         assert_eq!(links("“https://a.com”, she said"), ["https://a.com"]);
         assert_eq!(links("is it https://a.com?"), ["https://a.com"]);
         assert_eq!(links("'https://a.com/q?x=1';"), ["https://a.com/q?x=1"]);
+    }
+
+    #[test]
+    fn clock_times_have_two_digits_each() {
+        assert_eq!(clock(9, 5), "09:05");
+        assert_eq!(clock(23, 59), "23:59");
+        assert_eq!(clock(0, 0), "00:00");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! - [`state`]: the chat state and every rule for changing it (pure; tested natively).
 //! - [`backoff`]: the reconnect schedule (pure).
-//! - [`format`]: links, days and room-name suggestions for the page (pure).
+//! - [`format`](mod@format): links, days and room-name suggestions for the page (pure).
 //! - [`identity`]: generated display name and message-id keys, kept in `localStorage`.
 //! - [`outbox_store`]: unacknowledged messages kept in `localStorage` across reloads.
 //! - [`storage`]: `localStorage` access that tolerates its absence.

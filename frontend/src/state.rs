@@ -128,21 +128,18 @@ pub enum LogRow {
     Pending(PendingMessage),
 }
 
-/// What keeps a log row's DOM node stable across updates.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum LogRowKey {
-    /// [`Entry::key`].
-    Line(u64),
-    /// [`PendingMessage::id`].
-    Pending(String),
-}
+/// What keeps a log row's DOM node stable across updates: `(Entry::key, "")` for a line of
+/// history, `(0, PendingMessage::id)` for a pending message (entry keys start at 1, so the
+/// two never meet). Every keyed list on the page uses this one `(number, text)` shape (rooms
+/// `(0, name)`, members `(connection, name)`), so the keyed-diff code is compiled only once.
+pub type LogRowKey = (u64, String);
 
 impl LogRow {
     /// The row's key for keyed rendering.
     pub fn key(&self) -> LogRowKey {
         match self {
-            LogRow::Line(entry) => LogRowKey::Line(entry.key),
-            LogRow::Pending(pending) => LogRowKey::Pending(pending.id.clone()),
+            LogRow::Line(entry) => (entry.key, String::new()),
+            LogRow::Pending(pending) => (0, pending.id.clone()),
         }
     }
 }

@@ -47,7 +47,9 @@ impl ChatClient {
         initial.adopt(outbox_store::take_all());
         let state = RwSignal::new(initial);
         let outbox = Memo::new(move |_| state.with(|s| s.outbox.clone()));
-        Effect::new(move |_| outbox.with(|pending| outbox_store::save(&tab_key, pending)));
+        crate::components::effect(Box::new(move || {
+            outbox.with(|pending| outbox_store::save(&tab_key, pending));
+        }));
         let retry_in = RwSignal::new(0);
         let driver = Rc::new(Driver {
             url,

@@ -2,7 +2,7 @@
 
 use leptos::{html, prelude::*};
 
-use super::FormProblem;
+use super::{FormProblem, effect};
 use crate::ws::ChatClient;
 
 /// A growing message box (`aria-label="Message"`, focused on load) and a Send button. Enter
@@ -28,11 +28,11 @@ pub fn Composer() -> impl IntoView {
             draft.set(String::new());
         }
     };
-    Effect::new(move |_| {
+    effect(Box::new(move || {
         if let Some(field) = field.get() {
             let _ = field.focus();
         }
-    });
+    }));
 
     view! {
         <form

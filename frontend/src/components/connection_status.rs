@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::{on_click, reactive};
 use crate::{state, ws::ChatClient};
 
 /// Says whether the relay is reachable (a polite live region: "Connected", "Offline").
@@ -22,7 +23,7 @@ pub fn ConnectionStatus() -> impl IntoView {
     view! {
         <span class=class role="status" aria-live="polite">
             <span class="dot" aria-hidden="true"></span>
-            {label}
+            {reactive(label)}
         </span>
     }
 }
@@ -43,13 +44,13 @@ pub fn OutageBanner() -> impl IntoView {
         }
     };
     view! {
-        <div class="outage" hidden=move || !client.state.with(|s| s.outage)>
+        <div class="outage" hidden=reactive(move || !client.state.with(|s| s.outage))>
             <span>
                 <strong>"Can't reach the chat server."</strong>
                 " Messages you send will wait. "
-                <span class="countdown">{countdown}</span>
+                <span class="countdown">{reactive(countdown)}</span>
             </span>
-            <button type="button" on:click=move |_| client.retry_now()>
+            <button type="button" on:click=on_click(move |_| client.retry_now())>
                 "Retry now"
             </button>
         </div>

@@ -10,7 +10,7 @@ pub fn FormProblem(
     problem: Signal<Option<String>>,
 ) -> impl IntoView {
     view! {
-        <p class="form-problem" role="alert" hidden=move || problem.with(Option::is_none)>
+        <p class="form-problem" role="alert" hidden=super::reactive(move || problem.with(Option::is_none))>
             {move || problem.get()}
         </p>
     }

@@ -19,8 +19,8 @@ pub fn MemberList() -> impl IntoView {
     let me = move || client.state.with(|s| s.connection);
     let stale = move || client.state.with(|s| s.outage);
     view! {
-        <section class="members" class:stale=stale aria-label="People here">
-            <h2>{move || if stale() { "Last seen (offline)" } else { "Here now" }}</h2>
+        <section class="members" class:stale=super::reactive(stale) aria-label="People here">
+            <h2>{super::reactive(move || if stale() { "Last seen (offline)" } else { "Here now" })}</h2>
             <ul>
                 <For
                     each=members
@@ -28,12 +28,12 @@ pub fn MemberList() -> impl IntoView {
                     children=move |member| {
                         let is_me = move || me() == Some(member.connection);
                         view! {
-                            <li class:me=is_me>
+                            <li class:me=super::reactive(is_me)>
                                 <span class="avatar" aria-hidden="true">
                                     {member.name.chars().next().unwrap_or('?').to_string()}
                                 </span>
                                 <span class="member-name">{member.name.clone()}</span>
-                                <span class="you" hidden=move || !is_me()>"(you)"</span>
+                                <span class="you" hidden=super::reactive(move || !is_me())>"(you)"</span>
                             </li>
                         }
                     }

@@ -1,10 +1,11 @@
 //! The conversation: messages and notices of the room on screen, then pending sends.
 
-use leptos::{html, prelude::*};
+use leptos::{either::Either, html, prelude::*};
 use wasm_bindgen::JsValue;
 
+use super::{effect, on_click, reactive};
 use crate::{
-    format::{day_label, linkify_html, local_day},
+    format::{clock, day_label, linkify_html, local_day},
     state::{ChatState, Entry, EntryKind, LogRow, NoticeLevel, PendingMessage},
     ws::ChatClient,
 };
@@ -37,22 +38,26 @@ pub fn MessageList() -> impl IntoView {
         });
     };
 
-    Effect::new(move |seen: Option<(String, usize)>| {
+    // The room and row count seen last time.
+    let seen = std::cell::RefCell::new(None::<(String, usize)>);
+    effect(Box::new(move || {
         let now = client.state.with(|s| {
             let rows = s.active().map_or(0, |r| r.entries.len()) + s.pending_in_active().count();
             (s.active_room.clone(), rows)
         });
-        if seen.as_ref().is_some_and(|(room, _)| *room != now.0) {
+        // Taken out, so no borrow is held while signals are set below.
+        let seen_before = seen.take();
+        if seen_before.as_ref().is_some_and(|(room, _)| *room != now.0) {
             follow.set_value(true);
             missed.set(false);
         }
         if follow.get_value() {
             to_bottom();
-        } else if seen.as_ref().is_some_and(|(_, rows)| *rows != now.1) {
+        } else if seen_before.as_ref().is_some_and(|(_, rows)| *rows != now.1) {
             missed.set(true);
         }
-        now
-    });
+        seen.replace(Some(now));
+    }));
     let on_scroll = move |_| {
         if let Some(log) = log.get_untracked() {
             let distance = log.scroll_height() - log.scroll_top() - log.client_height();
@@ -72,24 +77,24 @@ pub fn MessageList() -> impl IntoView {
             node_ref=log
             on:scroll=on_scroll
         >
-            <p class="empty" hidden=move || !nothing_to_show()>"No messages yet. Say hello!"</p>
+            <p class="empty" hidden=reactive(move || !nothing_to_show())>"No messages yet. Say hello!"</p>
             <For
                 each=rows
                 key=LogRow::key
                 children=|row| match row {
-                    LogRow::Line(entry) => view! { <EntryRow entry/> }.into_any(),
-                    LogRow::Pending(pending) => view! { <PendingRow pending/> }.into_any(),
+                    LogRow::Line(entry) => Either::Left(view! { <EntryRow entry/> }),
+                    LogRow::Pending(pending) => Either::Right(view! { <PendingRow pending/> }),
                 }
             />
             <button
                 type="button"
                 class="jump"
-                hidden=move || !missed.get()
-                on:click=move |_| {
+                hidden=reactive(move || !missed.get())
+                on:click=on_click(move |_| {
                     follow.set_value(true);
                     missed.set(false);
                     to_bottom();
-                }
+                })
             >
                 "New messages ↓"
             </button>
@@ -119,7 +124,7 @@ fn EntryRow(entry: Entry) -> impl IntoView {
                 };
                 view! { <h3 class="day">{label}</h3> }
             });
-            view! {
+            Either::Left(view! {
                 {day}
                 <article
                     class="msg"
@@ -130,15 +135,14 @@ fn EntryRow(entry: Entry) -> impl IntoView {
                     <header class="meta">
                         <span class="from">{from}</span>
                         <time datetime=String::from(date.to_iso_string())>
-                            {format!("{:02}:{:02}", date.get_hours(), date.get_minutes())}
+                            {clock(date.get_hours(), date.get_minutes())}
                         </time>
                     </header>
                     // Escaped HTML with safe links only: markup in messages is shown, never
                     // interpreted (see `format::linkify_html`).
                     <p class="text" inner_html=linkify_html(&text)></p>
                 </article>
-            }
-            .into_any()
+            })
         }
         EntryKind::Notice { text, level } => {
             let class = match level {
@@ -146,7 +150,7 @@ fn EntryRow(entry: Entry) -> impl IntoView {
                 NoticeLevel::Warning => "notice warning",
                 NoticeLevel::Error => "notice error",
             };
-            view! { <p class=class>{text}</p> }.into_any()
+            Either::Right(view! { <p class=class>{text}</p> })
         }
     }
 }
@@ -162,7 +166,7 @@ fn PendingRow(pending: PendingMessage) -> impl IntoView {
             <header class="meta">
                 <span class="from">"You"</span>
                 <span class="sending">
-                    {move || if waiting() { "Not sent yet · will send when back online" } else { "sending…" }}
+                    {reactive(move || if waiting() { "Not sent yet · will send when back online" } else { "sending…" })}
                 </span>
             </header>
             <p class="text">{pending.text}</p>

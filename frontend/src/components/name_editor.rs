@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::{FormProblem, TextField};
+use super::{FormProblem, TextField, effect};
 use crate::ws::ChatClient;
 
 /// Shows the display name and lets the user change it (Enter saves, Escape cancels). A
@@ -16,12 +16,12 @@ pub fn NameEditor() -> impl IntoView {
     let (problem, set_problem) = signal(None::<String>);
     let unchanged = move || draft.with(|d| *d == current());
     // Once a name was refused, the reason goes away as soon as the draft is fixed.
-    Effect::new(move |_| {
+    effect(Box::new(move || {
         let check = draft.with(|d| client.state.with_untracked(|s| s.check_name(d.trim())));
         if problem.get_untracked().is_some() {
             set_problem.set(check.err().map(|err| err.message));
         }
-    });
+    }));
     let save = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = draft.get_untracked();
@@ -44,7 +44,7 @@ pub fn NameEditor() -> impl IntoView {
                 <span class="label">"Your name"</span>
                 <TextField label="Display name" value=draft/>
             </label>
-            <button type="submit" hidden=unchanged>"Rename"</button>
+            <button type="submit" hidden=super::reactive(unchanged)>"Rename"</button>
             <FormProblem problem/>
         </form>
     }

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::{FormProblem, TextField};
+use super::{FormProblem, TextField, on_click, reactive};
 use crate::{format::suggest_room, ws::ChatClient};
 
 /// Open rooms with unread counts; click to show one, × to leave it (asking first when it
@@ -57,7 +57,7 @@ pub fn RoomList(
             <ul>
                 <For
                     each=rooms
-                    key=String::clone
+                    key=|name| (0, name.clone())
                     children=move |name| {
                         let unread = {
                             let name = name.clone();
@@ -78,7 +78,7 @@ pub fn RoomList(
                         let show = name.clone();
                         let close = name.clone();
                         view! {
-                            <li class="room" class:active=active>
+                            <li class="room" class:active=reactive(active.clone())>
                                 <button
                                     class="room-name"
                                     aria-current={
@@ -86,23 +86,23 @@ pub fn RoomList(
                                         move || active().then_some("true")
                                     }
                                     aria-label=label
-                                    on:click=move |_| {
+                                    on:click=on_click(move |_| {
                                         client.show_room(&show);
                                         on_choose.run(());
-                                    }
+                                    })
                                 >
                                     "#"
                                     {name.clone()}
-                                    <span class="unread" aria-hidden="true" hidden=move || unread.clone()() == 0>
+                                    <span class="unread" aria-hidden="true" hidden=reactive(move || unread.clone()() == 0)>
                                         {unread.clone()}
                                     </span>
                                 </button>
                                 <button
                                     class="room-close"
-                                    hidden=move || !can_close()
+                                    hidden=reactive(move || !can_close())
                                     aria-label=format!("Leave {name}")
                                     title="Leave room"
-                                    on:click=move |_| {
+                                    on:click=on_click(move |_| {
                                         let unsent = client.state.with_untracked(|s| s.unsent_in(&close));
                                         let sure = unsent == 0
                                             || window()
@@ -113,7 +113,7 @@ pub fn RoomList(
                                         if sure {
                                             client.close_room(&close);
                                         }
-                                    }
+                                    })
                                 >
                                     "×"
                                 </button>
