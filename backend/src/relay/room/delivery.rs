@@ -54,6 +54,7 @@ impl Room {
 
     /// Delivers everything deliverable, until the inbox stays empty.
     fn drain(self: &Arc<Self>) {
+        let mut nobody_left = false;
         loop {
             let (arrivals, in_flight) = {
                 let mut inbox = self.inbox();
@@ -77,8 +78,11 @@ impl Room {
             if in_flight == 0 {
                 self.repair_gap(&mut state);
             }
+            nobody_left = state.members.is_empty();
         }
-        if self.is_idle_and_empty()
+        // Only a room without members can be forgotten: skip the check for the others.
+        if nobody_left
+            && self.is_idle_and_empty()
             && let Some(registry) = self.registry.upgrade()
         {
             registry.forget_if_idle(self);
@@ -91,7 +95,10 @@ impl Room {
                 origin,
                 result: Ok(Appended::Stored(entry)),
             } => {
-                if entry.offset > state.delivered {
+                if entry.offset == state.delivered + 1 && state.pending.is_empty() {
+                    // The usual case: next in line, nothing waiting. Deliver it now.
+                    self.deliver(state, &entry, Some(&origin));
+                } else if entry.offset > state.delivered {
                     state.pending.insert(entry.offset, (entry, Some(origin)));
                 } else {
                     // Delivered already (a gap repair got there first): only the ack is owed.
@@ -168,8 +175,8 @@ impl Room {
 
     /// Delivers one entry: to every typed member as JSON (the sender too, so its other tabs
     /// and its own log stay in offset order), to plain members as text except a plain
-    /// sender, who never hears itself; then the sender's ack, once synced. Each form is encoded once and
-    /// shared by all its recipients.
+    /// sender, who never hears itself; then the sender's ack, once synced. Each form is
+    /// encoded once and shared by all its recipients.
     fn deliver(&self, state: &mut RoomState, entry: &Entry, origin: Option<&Origin>) {
         let frame = events::MessageEvent::of(&self.name, &self.epoch, entry).encode();
         let plain_sender = origin
