@@ -77,16 +77,42 @@ fn wal(data: &Path) -> PathBuf {
 
 /// What the first run leaves: room `p` with `a-1..=a-3` acknowledged (synced) and
 /// `b-1..=b-3` delivered but not synced, room `q` with one acknowledged message; the relay
-/// killed while the sync of the `b`s is held.
+/// killed while the sync of the `b`s is held. Owns the data and the hook files.
 struct Crashed {
+    data: tempfile::TempDir,
+    /// Holds `boot_id` and `synced`.
+    _hooks: tempfile::TempDir,
+    boot_id: PathBuf,
+    synced: PathBuf,
     p_epoch: String,
     q_epoch: String,
     names: Names,
 }
 
-async fn write_then_crash(data: &Path, boot_id: &Path, synced: &Path) -> Crashed {
-    std::fs::write(boot_id, "boot-before\n").unwrap();
-    let relay = RelayProcess::start_with(data, &hooks(boot_id, synced, 1500)).await;
+impl Crashed {
+    /// The relay again, on the same data, syncing without delay.
+    async fn restart(&self) -> RelayProcess {
+        RelayProcess::start_with(self.data.path(), &hooks(&self.boot_id, &self.synced, 0)).await
+    }
+}
+
+/// `since` at `offset` of `epoch`.
+fn at(epoch: &str, offset: u64) -> Option<Position> {
+    Some(Position {
+        epoch: epoch.to_owned(),
+        offset,
+    })
+}
+
+async fn write_then_crash() -> Crashed {
+    let data = tempfile::tempdir().unwrap();
+    let hooks_dir = tempfile::tempdir().unwrap();
+    let (boot_id, synced) = (
+        hooks_dir.path().join("boot_id"),
+        hooks_dir.path().join("synced"),
+    );
+    std::fs::write(&boot_id, "boot-before\n").unwrap();
+    let relay = RelayProcess::start_with(data.path(), &hooks(&boot_id, &synced, 1500)).await;
     let mut writer = relay.typed().await;
     let mut observer = relay.typed().await;
     let p_epoch = writer.join_since("p", "W", None).await.epoch;
@@ -112,6 +138,10 @@ async fn write_then_crash(data: &Path, boot_id: &Path, synced: &Path) -> Crashed
     }
     relay.kill().await;
     Crashed {
+        data,
+        _hooks: hooks_dir,
+        boot_id,
+        synced,
         p_epoch,
         q_epoch,
         names,
@@ -120,40 +150,26 @@ async fn write_then_crash(data: &Path, boot_id: &Path, synced: &Path) -> Crashed
 
 #[tokio::test]
 async fn a_power_loss_rotates_every_epoch_and_never_names_two_messages_alike() {
-    let data = tempfile::tempdir().unwrap();
-    let hooks_dir = tempfile::tempdir().unwrap();
-    let (boot_id, synced) = (
-        hooks_dir.path().join("boot_id"),
-        hooks_dir.path().join("synced"),
-    );
-    let Crashed {
-        p_epoch,
-        q_epoch,
-        mut names,
-    } = write_then_crash(data.path(), &boot_id, &synced).await;
+    let mut crashed = write_then_crash().await;
+    let (data, p_epoch) = (crashed.data.path(), crashed.p_epoch.clone());
 
     // The power loss: what was not synced is gone, and the machine boots anew.
-    let kept = synced_length(&synced);
-    let written = std::fs::metadata(wal(data.path())).unwrap().len();
+    let kept = synced_length(&crashed.synced);
+    let written = std::fs::metadata(wal(data)).unwrap().len();
     assert!(kept < written, "the b's were written but not synced");
     std::fs::OpenOptions::new()
         .write(true)
-        .open(wal(data.path()))
+        .open(wal(data))
         .unwrap()
         .set_len(kept)
         .unwrap();
-    let _ = std::fs::remove_file(data.path().join(format!("{DB_FILE}-shm")));
-    std::fs::write(&boot_id, "boot-after\n").unwrap();
+    let _ = std::fs::remove_file(data.join(format!("{DB_FILE}-shm")));
+    std::fs::write(&crashed.boot_id, "boot-after\n").unwrap();
 
-    let relay = RelayProcess::start_with(data.path(), &hooks(&boot_id, &synced, 0)).await;
+    let relay = crashed.restart().await;
+    let names = &mut crashed.names;
     let mut returning = relay.typed().await;
-    let since = |epoch: &str, offset| {
-        Some(Position {
-            epoch: epoch.to_owned(),
-            offset,
-        })
-    };
-    let joined = returning.join_since("p", "W", since(&p_epoch, 6)).await;
+    let joined = returning.join_since("p", "W", at(&p_epoch, 6)).await;
     assert_eq!(joined.recovery, Recovery::Unrecoverable);
     assert_ne!(joined.epoch, p_epoch, "a new epoch");
     assert_eq!(joined.offset, 3, "what was not synced is gone");
@@ -172,39 +188,22 @@ async fn a_power_loss_rotates_every_epoch_and_never_names_two_messages_alike() {
     names.saw(&joined.epoch, message.offset, &message.text);
 
     let mut other = relay.typed().await;
-    let q = other.join_since("q", "O", since(&q_epoch, 1)).await;
+    let q = other.join_since("q", "O", at(&crashed.q_epoch, 1)).await;
     assert_eq!(q.recovery, Recovery::Unrecoverable, "every room is rotated");
-    assert_ne!(q.epoch, q_epoch);
+    assert_ne!(q.epoch, crashed.q_epoch);
     assert_eq!(other.next_message().await.text, "q-1");
     relay.kill().await;
 }
 
 #[tokio::test]
 async fn a_process_crash_keeps_everything_written_and_rotates_nothing() {
-    let data = tempfile::tempdir().unwrap();
-    let hooks_dir = tempfile::tempdir().unwrap();
-    let (boot_id, synced) = (
-        hooks_dir.path().join("boot_id"),
-        hooks_dir.path().join("synced"),
-    );
-    let Crashed {
-        p_epoch,
-        q_epoch,
-        mut names,
-    } = write_then_crash(data.path(), &boot_id, &synced).await;
-
-    let relay = RelayProcess::start_with(data.path(), &hooks(&boot_id, &synced, 0)).await;
+    let mut crashed = write_then_crash().await;
+    // Same boot id, WAL intact.
+    let relay = crashed.restart().await;
+    let (p_epoch, q_epoch) = (crashed.p_epoch.clone(), crashed.q_epoch.clone());
+    let names = &mut crashed.names;
     let mut returning = relay.typed().await;
-    let joined = returning
-        .join_since(
-            "p",
-            "W",
-            Some(Position {
-                epoch: p_epoch.clone(),
-                offset: 3,
-            }),
-        )
-        .await;
+    let joined = returning.join_since("p", "W", at(&p_epoch, 3)).await;
     assert_eq!(joined.recovery, Recovery::Recovered);
     assert_eq!(
         (joined.epoch.as_str(), joined.offset),
@@ -216,16 +215,7 @@ async fn a_process_crash_keeps_everything_written_and_rotates_nothing() {
         names.saw(&p_epoch, message.offset, &message.text);
     }
     let mut other = relay.typed().await;
-    let q = other
-        .join_since(
-            "q",
-            "O",
-            Some(Position {
-                epoch: q_epoch.clone(),
-                offset: 1,
-            }),
-        )
-        .await;
+    let q = other.join_since("q", "O", at(&q_epoch, 1)).await;
     assert_eq!((q.recovery, q.epoch), (Recovery::Recovered, q_epoch));
     relay.kill().await;
 }
