@@ -55,7 +55,6 @@ fn unsynced_origin(id: &str, ack_to: &SendQueue) -> (Origin, Arc<PendingAck>) {
         connection: 99,
         kind: ClientKind::Typed,
         id: Some(id.into()),
-        ack_to: Some(ack_to.clone()),
         answer: Some(answer.clone()),
     };
     (origin, answer)
@@ -64,6 +63,15 @@ fn unsynced_origin(id: &str, ack_to: &SendQueue) -> (Origin, Arc<PendingAck>) {
 /// Reports `result` as if an append of this room came back.
 fn report(room: &Arc<Room>, origin: Origin, result: Result<Appended, EngineError>) {
     room.arrive(Arrival::Appended { origin, result });
+}
+
+/// Reports a synced append by sender `id` as stored at `offset`.
+fn report_stored(room: &Arc<Room>, to: &SendQueue, offset: u64, id: &str) {
+    report(
+        room,
+        origin(id, to),
+        Ok(Appended::Stored(entry(offset, Some(id)))),
+    );
 }
 
 /// Announces `count` appends in flight, as `publish` would.
@@ -93,22 +101,10 @@ fn received(queue: &SendQueue) -> Vec<String> {
 async fn entries_reported_out_of_order_are_delivered_in_order_each_with_its_ack() {
     let (_relay, member, room) = room_with_member().await;
     in_flight(&room, 3);
-    report(
-        &room,
-        origin("c", &member.queue),
-        Ok(Appended::Stored(entry(3, Some("c")))),
-    );
-    report(
-        &room,
-        origin("b", &member.queue),
-        Ok(Appended::Stored(entry(2, Some("b")))),
-    );
+    report_stored(&room, &member.queue, 3, "c");
+    report_stored(&room, &member.queue, 2, "b");
     assert!(received(&member.queue).is_empty(), "1 is still on its way");
-    report(
-        &room,
-        origin("a", &member.queue),
-        Ok(Appended::Stored(entry(1, Some("a")))),
-    );
+    report_stored(&room, &member.queue, 1, "a");
     assert_eq!(
         received(&member.queue),
         [
@@ -126,16 +122,8 @@ async fn entries_reported_out_of_order_are_delivered_in_order_each_with_its_ack(
 async fn an_offset_is_delivered_once_however_often_it_is_reported() {
     let (_relay, member, room) = room_with_member().await;
     in_flight(&room, 2);
-    report(
-        &room,
-        origin("a", &member.queue),
-        Ok(Appended::Stored(entry(1, Some("a")))),
-    );
-    report(
-        &room,
-        origin("a", &member.queue),
-        Ok(Appended::Stored(entry(1, Some("a")))),
-    );
+    report_stored(&room, &member.queue, 1, "a");
+    report_stored(&room, &member.queue, 1, "a");
     assert_eq!(
         received(&member.queue),
         ["m1", "ack 1 false", "ack 1 false"]
@@ -155,11 +143,7 @@ async fn a_duplicate_is_acknowledged_only_after_its_original_is_delivered() {
         }),
     );
     assert!(received(&member.queue).is_empty());
-    report(
-        &room,
-        origin("a", &member.queue),
-        Ok(Appended::Stored(entry(1, Some("a")))),
-    );
+    report_stored(&room, &member.queue, 1, "a");
     assert_eq!(received(&member.queue), ["m1", "ack 1 false", "ack 1 true"]);
 }
 
@@ -172,11 +156,7 @@ async fn a_failed_append_is_refused_to_its_sender_and_nothing_else_moves() {
         origin("a", &member.queue),
         Err(EngineError::Unavailable("disk full".into())),
     );
-    report(
-        &room,
-        origin("b", &member.queue),
-        Ok(Appended::Stored(entry(1, Some("b")))),
-    );
+    report_stored(&room, &member.queue, 1, "b");
     assert_eq!(
         received(&member.queue),
         ["error store_unavailable", "m1", "ack 1 false"]
@@ -218,18 +198,10 @@ async fn a_gap_nobody_here_can_fill_is_read_from_the_engine_before_what_follows(
 async fn a_member_joining_between_deliveries_gets_each_offset_once() {
     let (relay, member, room) = room_with_member().await;
     in_flight(&room, 2);
-    report(
-        &room,
-        origin("a", &member.queue),
-        Ok(Appended::Stored(entry(1, Some("a")))),
-    );
+    report_stored(&room, &member.queue, 1, "a");
     let late = relay.connect(ClientKind::Typed);
     relay.join(&late, "r", &Arc::from("L"), None).await.unwrap();
-    report(
-        &room,
-        origin("b", &member.queue),
-        Ok(Appended::Stored(entry(2, Some("b")))),
-    );
+    report_stored(&room, &member.queue, 2, "b");
     let frames = received(&late.queue);
     let messages: Vec<&String> = frames.iter().filter(|f| f.starts_with('m')).collect();
     assert_eq!(messages, ["m1", "m2"], "{frames:?}");
