@@ -225,10 +225,18 @@ fn write(
                     let state = match heads.entry(room) {
                         std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                         std::collections::hash_map::Entry::Vacant(new) => {
-                            create.execute(params![room, new_epoch()])?;
-                            let (top, last_ts) = head.query_row([room], |row| {
+                            let read = |row: &rusqlite::Row<'_>| {
                                 Ok((unsigned(row, 0)?, unsigned(row, 1)?))
-                            })?;
+                            };
+                            // Rooms are registered when opened; only an append to a room
+                            // never opened (straight to the engine) registers it here.
+                            let (top, last_ts) = match head.query_row([room], read).optional()? {
+                                Some(known) => known,
+                                None => {
+                                    create.execute(params![room, new_epoch()])?;
+                                    head.query_row([room], read)?
+                                }
+                            };
                             new.insert(Head { top, last_ts })
                         }
                     };
