@@ -212,8 +212,8 @@ impl Room {
     /// Tells the sender its message could not be stored, so it was not published.
     fn refuse(&self, origin: Origin) {
         self.metrics.store_failed();
-        if let Some(to) = origin.ack_to {
-            to.push(encode(&ServerMessage::Error {
+        if let Some(answer) = origin.answer {
+            answer.to.push(encode(&ServerMessage::Error {
                 code: ErrorCode::StoreUnavailable,
                 message: "the relay could not store the message, so it was not published; \
                           try again"

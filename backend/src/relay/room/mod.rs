@@ -111,9 +111,8 @@ struct Origin {
     kind: ClientKind,
     /// Client message id, echoed in the `ack`.
     id: Option<String>,
-    /// Where the `ack` (or refusal) goes; `None` for plain senders, who get none.
-    ack_to: Option<SendQueue>,
-    /// The `ack` in waiting, for senders that get one.
+    /// The `ack` (or refusal) in waiting, and where it goes; `None` for plain senders, who
+    /// get none.
     answer: Option<Arc<PendingAck>>,
 }
 
@@ -482,7 +481,6 @@ impl Room {
             connection: origin,
             kind: origin_kind,
             id: id.clone(),
-            ack_to,
             answer: answer.clone(),
         });
         // The offset the append was written at (a duplicate's: its original's), for the
