@@ -1,7 +1,9 @@
-//! The README's tables are promises: they must match the code.
+//! The README's tables are promises: error codes, close codes and configuration defaults
+//! must match the code.
 
 use backend::{config::Cli, connection::CloseReason};
 use clap::CommandFactory;
+use common::ErrorCode;
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap()
@@ -26,6 +28,32 @@ fn table_after(readme: &str, heading: &str) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
+}
+
+#[test]
+fn the_error_code_table_lists_every_code_with_its_meaning_in_order() {
+    let documented: Vec<(String, String)> = table_after(&readme(), "Error codes (`error.code`)")
+        .into_iter()
+        .map(|row| {
+            let [code, meaning] = &row[..] else {
+                panic!("expected `| code | meaning |`, found {row:?}");
+            };
+            (code.clone(), meaning.clone())
+        })
+        .collect();
+    let actual: Vec<(String, String)> = ErrorCode::ALL
+        .iter()
+        .map(|code| {
+            (
+                format!("`{}`", code.as_str()),
+                code.description().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        documented, actual,
+        "README error-code rows vs ErrorCode::ALL"
+    );
 }
 
 #[test]
