@@ -64,6 +64,12 @@ pub mod defaults {
     pub const DRAIN_BATCH: usize = 500;
     /// `--drain-pause-ms`.
     pub const DRAIN_PAUSE_MS: u64 = 100;
+    /// `--api-rate-per-sec`.
+    pub const API_RATE_PER_SEC: f64 = 1000.0;
+    /// `--api-rate-burst`.
+    pub const API_RATE_BURST: u32 = 2000;
+    /// Shortest API key accepted, in bytes: long enough not to be guessed.
+    pub const MIN_API_KEY_BYTES: usize = 16;
     /// Most messages replayed to one recovering client (a longer gap is unrecoverable):
     /// as many as a room retains by default.
     pub const MAX_REPLAY: u64 = RETENTION_MESSAGES;
@@ -134,6 +140,41 @@ pub struct Config {
     /// Kernel send buffer per connection (`SO_SNDBUF`); `None` leaves the kernel's
     /// autotuning alone.
     pub socket_send_buffer: Option<usize>,
+    /// The HTTP server API's keys and rate limit.
+    pub api: ApiSettings,
+}
+
+/// The HTTP server API's settings.
+#[derive(Clone, PartialEq)]
+pub struct ApiSettings {
+    /// Keys an application may present (`Authorization: Bearer <key>`); several, so a key
+    /// can be rotated without downtime. None: the API is off.
+    pub keys: Vec<String>,
+    /// Requests per second each key may make on average, and in a burst.
+    pub rate: RateLimit,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            keys: Vec::new(),
+            rate: RateLimit {
+                per_second: defaults::API_RATE_PER_SEC,
+                burst: defaults::API_RATE_BURST,
+                abuse_after: u32::MAX,
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiSettings {
+    // Keys are secrets: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("keys", &format_args!("[{} hidden]", self.keys.len()))
+            .field("rate", &self.rate)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -168,6 +209,7 @@ impl Default for Config {
             drain_batch: defaults::DRAIN_BATCH,
             drain_pause: Duration::from_millis(defaults::DRAIN_PAUSE_MS),
             socket_send_buffer: None,
+            api: ApiSettings::default(),
         }
     }
 }
@@ -221,6 +263,25 @@ impl Config {
         // NaN is refused too.
         if self.session.rate.per_second.is_nan() || self.session.rate.per_second <= 0.0 {
             return refuse("--rate-per-sec must be above 0".into());
+        }
+        if self.api.rate.per_second.is_nan() || self.api.rate.per_second <= 0.0 {
+            return refuse("--api-rate-per-sec must be above 0".into());
+        }
+        if self.api.rate.burst == 0 {
+            return refuse("--api-rate-burst must be at least 1".into());
+        }
+        if let Some(short) = self
+            .api
+            .keys
+            .iter()
+            .position(|key| key.len() < defaults::MIN_API_KEY_BYTES)
+        {
+            return refuse(format!(
+                "--api-key number {} is shorter than {} bytes: use a long random key (for \
+                 example `openssl rand -hex 32`)",
+                short + 1,
+                defaults::MIN_API_KEY_BYTES
+            ));
         }
         Ok(())
     }
@@ -350,6 +411,16 @@ pub struct Cli {
     /// Kernel send buffer per connection, in bytes (default: the kernel's autotuning).
     #[arg(long, env = "RELAY_SOCKET_SEND_BUFFER_BYTES")]
     pub socket_send_buffer_bytes: Option<usize>,
+    /// A key for the HTTP server API (`/api/…`); repeat the flag, or separate keys with
+    /// commas in the variable, to accept several while rotating. None: the API is off.
+    #[arg(long = "api-key", env = "RELAY_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// HTTP API requests per second per key, on average.
+    #[arg(long, env = "RELAY_API_RATE_PER_SEC", default_value_t = defaults::API_RATE_PER_SEC)]
+    pub api_rate_per_sec: f64,
+    /// HTTP API requests per key in a burst.
+    #[arg(long, env = "RELAY_API_RATE_BURST", default_value_t = defaults::API_RATE_BURST)]
+    pub api_rate_burst: u32,
 }
 
 impl From<Cli> for Config {
@@ -401,6 +472,14 @@ impl From<Cli> for Config {
             drain_batch: cli.drain_batch,
             drain_pause: Duration::from_millis(cli.drain_pause_ms),
             socket_send_buffer: cli.socket_send_buffer_bytes,
+            api: ApiSettings {
+                keys: cli.api_keys,
+                rate: RateLimit {
+                    per_second: cli.api_rate_per_sec,
+                    burst: cli.api_rate_burst,
+                    ..ApiSettings::default().rate
+                },
+            },
         }
     }
 }
@@ -447,5 +526,8 @@ mod tests {
         refused(|c| c.session.rate.per_second = 0.0, "--rate-per-sec");
         refused(|c| c.session.rate.per_second = f64::NAN, "--rate-per-sec");
         refused(|c| c.max_connections = 0, "--max-connections");
+        refused(|c| c.api.keys = vec!["short".into()], "--api-key");
+        refused(|c| c.api.rate.per_second = 0.0, "--api-rate-per-sec");
+        refused(|c| c.api.rate.burst = 0, "--api-rate-burst");
     }
 }

@@ -45,6 +45,16 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl Metrics {
+    /// Messages published, deliveries and duplicates so far.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        (
+            read(&self.messages_published),
+            read(&self.deliveries),
+            read(&self.duplicates),
+        )
+    }
+
     pub(crate) fn connection_opened(&self) {
         bump(&self.connections_opened, 1);
     }

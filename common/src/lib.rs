@@ -30,7 +30,7 @@
 //! | `joined`        | `room`, `epoch`, `offset`, `members`, `recovery` | the join worked; replayed `message`s follow, then live ones |
 //! | `left`          | `room` | the leave worked |
 //! | `pong`          | | the answer to `ping` |
-//! | `message`       | `room`, `epoch`, `offset`, `from`, `text`, `ts`, optional `id` | a message published in a room you are in |
+//! | `message`       | `room`, `epoch`, `offset`, `from`, `text`, `ts`, optional `id`, optional `api` | a message published in a room you are in (`api: true`: by an application through the HTTP API) |
 //! | `ack`           | `id`, `room`, `epoch`, `offset`, `ts`, `duplicate` | your `send` with this `id` was accepted |
 //! | `member_joined` | `room`, `member` | someone joined a room you are in |
 //! | `member_left`   | `room`, `member` | someone left a room you are in |
@@ -88,6 +88,9 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4000;
     /// The client did not answer pings (or send anything) within the heartbeat timeout.
     pub const HEARTBEAT_TIMEOUT: u16 = 4001;
+    /// The application closed this connection through the HTTP API (`POST /api/disconnect`).
+    /// Do not reconnect on your own: the application decided this connection should end.
+    pub const DISCONNECTED: u16 = 4002;
 }
 
 /// A message from a client to the relay.
@@ -271,6 +274,10 @@ pub struct ChatMessage {
     /// recognise their own messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// True when an application published it through the HTTP API (`POST /api/publish`)
+    /// rather than a connected client; absent otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub api: bool,
 }
 
 /// A member of a room.
@@ -457,6 +464,27 @@ error_codes! {
             => "the page's origin is not allowed to connect",
         /// The relay has as many connections as it allows (HTTP 503 before the upgrade).
         ServerFull = "server_full" => "the relay has as many connections as it allows",
+        /// An HTTP API request without a valid `Authorization: Bearer <key>` (HTTP 401).
+        Unauthorized = "unauthorized"
+            => "an HTTP API request without a valid `Authorization: Bearer` key (401)",
+        /// The HTTP API is off: the relay was started without `--api-key` (HTTP 404).
+        ApiDisabled = "api_disabled"
+            => "the HTTP API is off: the relay has no `--api-key` (404)",
+        /// No such API operation, or no such connection (HTTP 404).
+        NotFound = "not_found" => "no such API operation or connection (404)",
+        /// The API operation exists with another HTTP method (HTTP 405).
+        MethodNotAllowed = "method_not_allowed"
+            => "the API operation exists with another HTTP method (405)",
+        /// The request body is larger than the API accepts (HTTP 413).
+        BodyTooLarge = "body_too_large" => "the request body is larger than the API accepts (413)",
+        /// The idempotency key was used in this room for a different message (HTTP 409).
+        IdempotencyConflict = "idempotency_conflict"
+            => "the idempotency key was already used in this room for a different message (409)",
+        /// The history position asked for cannot be served without a gap: another epoch,
+        /// pruned, or past the newest message (HTTP 416).
+        HistoryUnavailable = "history_unavailable"
+            => "that history position cannot be served without a gap: another epoch, pruned, \
+               or past the newest message (416)",
     }
 }
 
@@ -602,6 +630,8 @@ fn exceeds_chars(text: &str, max: usize) -> bool {
     // A byte count at or under the limit cannot hold more characters than that.
     text.len() > max && text.chars().nth(max).is_some()
 }
+
+pub mod api;
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod properties;

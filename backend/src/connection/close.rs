@@ -21,11 +21,13 @@ pub enum CloseReason {
     SlowConsumer,
     /// No answer to pings, or a write stuck as long (4001).
     HeartbeatTimeout,
+    /// The application asked for it through the HTTP API (4002).
+    Disconnected,
 }
 
 impl CloseReason {
     /// Every reason, once (the protocol error with a generic text).
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::Shutdown,
         CloseReason::ProtocolError("protocol error"),
         CloseReason::InvalidPayload,
@@ -33,6 +35,7 @@ impl CloseReason {
         CloseReason::MessageTooBig,
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
+        CloseReason::Disconnected,
     ];
 
     /// The WebSocket close code.
@@ -45,6 +48,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => close_code::MESSAGE_TOO_BIG,
             CloseReason::SlowConsumer => close_code::SLOW_CONSUMER,
             CloseReason::HeartbeatTimeout => close_code::HEARTBEAT_TIMEOUT,
+            CloseReason::Disconnected => close_code::DISCONNECTED,
         }
     }
 
@@ -58,6 +62,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message too big",
             CloseReason::SlowConsumer => "slow consumer: too many unread messages",
             CloseReason::HeartbeatTimeout => "no answer to ping",
+            CloseReason::Disconnected => "disconnected by the application",
         }
     }
 
@@ -71,6 +76,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::Disconnected => "disconnected",
         }
     }
 }

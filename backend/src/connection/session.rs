@@ -31,7 +31,8 @@ use super::{
     rate_limit::{RateLimit, TokenBucket, Verdict},
 };
 use crate::config::defaults;
-use crate::relay::{ClientKind, Connection, Publication, Relay, Room, encode};
+use crate::engine::Source;
+use crate::relay::{AnswerTo, ClientKind, Connection, Publication, Relay, Room, encode};
 
 /// How long a closing session waits for the writer to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -409,11 +410,11 @@ impl Session {
         // The ack (or a refusal) comes from the room once the message is stored and synced.
         membership.room.publish(Publication {
             origin: self.connection.id,
-            origin_kind: ClientKind::Typed,
+            source: Source::Typed,
             from: membership.name.clone(),
             text: Utf8Bytes::from(text),
             id: Some(id),
-            ack_to: Some(self.connection.queue.clone()),
+            answer_to: Some(AnswerTo::Queue(self.connection.queue.clone())),
         });
     }
 
@@ -455,11 +456,11 @@ impl Session {
         };
         lobby.room.publish(Publication {
             origin: self.connection.id,
-            origin_kind: ClientKind::Plain,
+            source: Source::Plain,
             from: lobby.name.clone(),
             text,
             id: None,
-            ack_to: None,
+            answer_to: None,
         });
     }
 

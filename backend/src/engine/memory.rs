@@ -150,6 +150,12 @@ impl Engine for MemoryEngine {
         Box::pin(async move { Ok(entries) })
     }
 
+    fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>> {
+        let found = self.rooms().get(room).cloned();
+        let oldest = found.and_then(|room| lock(&room).entries.front().map(|e| e.offset));
+        Box::pin(async move { Ok(oldest) })
+    }
+
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {
         let oldest_kept = now_millis.saturating_sub(retention.max_age.as_millis() as u64);
         let rooms: Vec<_> = self.rooms().values().cloned().collect();

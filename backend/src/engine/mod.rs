@@ -44,10 +44,44 @@ pub struct Draft {
     pub from: Arc<str>,
     /// The text.
     pub text: Utf8Bytes,
-    /// Client message id (typed senders), unique within the room while the room keeps it.
+    /// Client message id (typed senders) or idempotency key (the HTTP API), unique within
+    /// the room while the room keeps it.
     pub client_id: Option<String>,
-    /// Sent by a plain client: relayed to other plain clients byte for byte.
-    pub plain: bool,
+    /// Who sent it.
+    pub source: Source,
+}
+
+/// Who sent a message, which decides what plain clients are sent of it and whether typed
+/// clients see it marked as the application's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A client of the typed protocol.
+    Typed,
+    /// A client of the plain endpoint: relayed to other plain clients byte for byte.
+    Plain,
+    /// An application, through the HTTP API: relayed to plain clients byte for byte too
+    /// (a pushed payload, not a chat line), and marked `api` for typed clients.
+    Api,
+}
+
+impl Source {
+    /// The number a store keeps for it.
+    pub fn code(self) -> i64 {
+        match self {
+            Source::Typed => 0,
+            Source::Plain => 1,
+            Source::Api => 2,
+        }
+    }
+
+    /// The source a store's number stands for (unknown numbers read as typed).
+    pub fn from_code(code: i64) -> Source {
+        match code {
+            1 => Source::Plain,
+            2 => Source::Api,
+            _ => Source::Typed,
+        }
+    }
 }
 
 /// A stored message.
@@ -62,10 +96,10 @@ pub struct Entry {
     pub from: Arc<str>,
     /// The text.
     pub text: Utf8Bytes,
-    /// Client message id, for typed senders.
+    /// Client message id or idempotency key.
     pub client_id: Option<String>,
-    /// Sent by a plain client.
-    pub plain: bool,
+    /// Who sent it.
+    pub source: Source,
 }
 
 impl Entry {
@@ -77,7 +111,7 @@ impl Entry {
             from: draft.from,
             text: draft.text,
             client_id: draft.client_id,
-            plain: draft.plain,
+            source: draft.source,
         }
     }
 }
@@ -213,6 +247,9 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Stored entries of `room` with offsets `after + 1 ..= until`, oldest first. Fewer
     /// come back when retention removed some.
     fn read(&self, room: &str, after: u64, until: u64) -> EngineFuture<'_, Vec<Entry>>;
+
+    /// The oldest offset `room` still keeps, or `None` when it keeps no message.
+    fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>>;
 
     /// Deletes what `retention` no longer keeps; returns how many messages went.
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64>;

@@ -38,7 +38,7 @@ pub(crate) fn draft(text: &str, id: Option<&str>) -> Draft {
         from: Arc::from("Ada"),
         text: text.into(),
         client_id: id.map(Into::into),
-        plain: false,
+        source: Source::Typed,
     }
 }
 

@@ -7,7 +7,9 @@
 //! | `GET /ws` | the typed JSON protocol (`ws`) |
 //! | `GET /healthz` | liveness and counts (`health`) |
 //! | `GET /metrics` | counters in the Prometheus text format (`health`) |
+//! | `/api/…` | the HTTP server API for applications (`api`) |
 
+pub mod api;
 mod health;
 mod origin;
 mod upgrade;
@@ -56,7 +58,9 @@ impl AppState {
 /// The relay's routes.
 pub fn router(state: AppState) -> Router {
     let web_client = state.web_client.clone();
+    let api = api::router(state.relay.clone(), state.config.clone());
     Router::new()
+        .nest("/api", api)
         .route("/", get(ws::plain_or_web_client))
         .route("/ws", get(ws::typed))
         .route("/healthz", get(health::health))

@@ -32,7 +32,7 @@ use crate::{
     engine::{Engine, EngineError, memory::MemoryEngine},
     metrics::Metrics,
 };
-pub use room::{CatchUp, Publication, Room};
+pub use room::{AnswerTo, CatchUp, Outcome, Publication, Room};
 
 /// Settings the relay core needs.
 #[derive(Debug, Clone)]
@@ -131,6 +131,29 @@ impl Registry {
             rooms.remove(room.name());
             room.close_in_engine();
         }
+    }
+}
+
+/// A room kept open by an HTTP API call; see [`Relay::lease`]. Dropping it lets the room
+/// be forgotten once nobody else uses it.
+#[derive(Debug)]
+pub struct RoomLease {
+    room: Arc<Room>,
+    registry: Arc<Registry>,
+}
+
+impl std::ops::Deref for RoomLease {
+    type Target = Arc<Room>;
+
+    fn deref(&self) -> &Arc<Room> {
+        &self.room
+    }
+}
+
+impl Drop for RoomLease {
+    fn drop(&mut self) {
+        self.room.lease(false);
+        self.registry.forget_if_idle(&self.room);
     }
 }
 
@@ -256,25 +279,47 @@ impl Relay {
         name: &Arc<str>,
         since: Option<&Position>,
     ) -> Result<(Arc<Room>, Option<CatchUp>), EngineError> {
+        self.with_room(room, |open| {
+            (open.clone(), open.add_member(connection, name, since))
+        })
+        .await
+    }
+
+    /// Keeps `room` open (from the engine if needed) without a member, for as long as the
+    /// returned lease lives: for the HTTP API, which publishes into rooms and reads them
+    /// without joining.
+    pub async fn lease(&self, room: &str) -> Result<RoomLease, EngineError> {
+        let room = self
+            .with_room(room, |open| {
+                open.lease(true);
+                open.clone()
+            })
+            .await?;
+        Ok(RoomLease {
+            room,
+            registry: self.shared.registry.clone(),
+        })
+    }
+
+    /// Runs `with` on `room` under the registry lock, opening the room first if needed: what
+    /// `with` does (add a member, take a lease) is then done before anyone can forget the
+    /// room. `with` must not publish: that can end in the registry lock.
+    async fn with_room<R>(
+        &self,
+        room: &str,
+        with: impl FnOnce(&Arc<Room>) -> R,
+    ) -> Result<R, EngineError> {
         let history_len = self.shared.settings.history_len;
         {
             let mut rooms = self.shared.registry.lock();
-            let open = match rooms.get(room) {
-                Some(open) => Some(open.clone()),
-                // Engines that answer from memory open the room right here, under the lock.
-                None => self
-                    .shared
-                    .engine
-                    .open_room_now(room, history_len)
-                    .map(|snapshot| {
-                        let opened = Arc::new(self.room_from(room, snapshot));
-                        rooms.insert(room.to_owned(), opened.clone());
-                        opened
-                    }),
-            };
-            if let Some(open) = open {
-                let catch_up = open.add_member(connection, name, since);
-                return Ok((open, catch_up));
+            if let Some(open) = rooms.get(room) {
+                return Ok(with(open));
+            }
+            // Engines that answer from memory open the room right here, under the lock.
+            if let Some(snapshot) = self.shared.engine.open_room_now(room, history_len) {
+                let opened = Arc::new(self.room_from(room, snapshot));
+                rooms.insert(room.to_owned(), opened.clone());
+                return Ok(with(&opened));
             }
         }
         // Outside every lock: this may read the disk or cross the network.
@@ -285,8 +330,25 @@ impl Relay {
             .entry(room.to_owned())
             .or_insert_with(|| Arc::new(self.room_from(room, snapshot)))
             .clone();
-        let catch_up = open.add_member(connection, name, since);
-        Ok((open, catch_up))
+        Ok(with(&open))
+    }
+
+    /// Every open room, by name.
+    pub fn open_rooms(&self) -> Vec<Arc<Room>> {
+        let mut rooms: Vec<Arc<Room>> = self.shared.registry.lock().values().cloned().collect();
+        rooms.sort_by(|a, b| a.name().cmp(b.name()));
+        rooms
+    }
+
+    /// The room named `room` if it is open (someone is in it or using it).
+    pub fn open_room(&self, room: &str) -> Option<Arc<Room>> {
+        self.shared.registry.lock().get(room).cloned()
+    }
+
+    /// Ends connection `id` with `end`; false if no such connection is open.
+    pub fn end_connection(&self, id: u64, end: End) -> bool {
+        let queue = self.connections().get(&id).cloned();
+        queue.map(|queue| queue.end(end)).is_some()
     }
 
     fn room_from(&self, name: &str, snapshot: crate::engine::RoomSnapshot) -> Room {

@@ -134,6 +134,10 @@ impl Engine for Flaky {
         self.inner.read(room, after, until)
     }
 
+    fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>> {
+        self.inner.oldest(room)
+    }
+
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {
         self.inner.prune(retention, now_millis)
     }

@@ -208,7 +208,7 @@ fn write(
             transaction.prepare_cached("SELECT last_offset, last_ts FROM rooms WHERE name = ?1")?;
         // A client id already stored makes the insert do nothing: that is the duplicate.
         let mut insert = transaction.prepare_cached(
-            "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id, plain)
+            "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id, source)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (room, client_id) WHERE client_id IS NOT NULL DO NOTHING",
         )?;
@@ -251,7 +251,7 @@ fn write(
                             &*draft.from,
                             draft.text.as_str(),
                             draft.client_id,
-                            draft.plain,
+                            draft.source.code(),
                         ])?;
                         if inserted == 1 {
                             *state = Head {

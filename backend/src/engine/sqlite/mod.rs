@@ -34,7 +34,9 @@ use std::{
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{AppendDone, Draft, Engine, EngineError, EngineFuture, Entry, Retention, RoomSnapshot};
+use super::{
+    AppendDone, Draft, Engine, EngineError, EngineFuture, Entry, Retention, RoomSnapshot, Source,
+};
 use checkpoint::Checkpointer;
 use commit::GroupCommit;
 use read_pool::ReadPool;
@@ -42,10 +44,11 @@ pub use run_state::BOOT_ID_FILE;
 use sync::{SyncSettings, SyncThread};
 
 /// Schema migrations, in order. Entry `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("schema/0001_init.sql"),
     include_str!("schema/0002_exact_dedup.sql"),
     include_str!("schema/0003_run_state.sql"),
+    include_str!("schema/0004_source.sql"),
 ];
 
 /// The database file's name inside the data directory.
@@ -201,11 +204,25 @@ impl Engine for SqliteEngine {
                 .run(move |connection| {
                     query_entries(
                         connection,
-                        "SELECT \"offset\", ts, sender, text, client_id, plain FROM messages
+                        "SELECT \"offset\", ts, sender, text, client_id, source FROM messages
                          WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3
                          ORDER BY \"offset\"",
                         params![room, signed(after), signed(until)],
                     )
+                })
+                .await
+        })
+    }
+
+    fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            self.readers
+                .run(move |connection| {
+                    let oldest: Option<i64> = connection
+                        .prepare_cached("SELECT min(\"offset\") FROM messages WHERE room = ?1")?
+                        .query_row([room], |row| row.get(0))?;
+                    Ok(oldest.map(|offset| offset as u64))
                 })
                 .await
         })
@@ -248,7 +265,7 @@ fn snapshot(
     };
     let mut recent = query_entries(
         &transaction,
-        "SELECT \"offset\", ts, sender, text, client_id, plain FROM messages
+        "SELECT \"offset\", ts, sender, text, client_id, source FROM messages
          WHERE room = ?1 ORDER BY \"offset\" DESC LIMIT ?2",
         params![room, recent as i64],
     )?;
@@ -370,7 +387,7 @@ fn query_entries(
             from: Arc::from(row.get::<_, String>(2)?),
             text: row.get::<_, String>(3)?.into(),
             client_id: row.get(4)?,
-            plain: row.get(5)?,
+            source: Source::from_code(row.get(5)?),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

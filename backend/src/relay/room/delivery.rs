@@ -20,15 +20,14 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use common::{ErrorCode, ServerMessage};
 
 /// Pause before a failed gap read is tried again.
 const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 use super::{Arrival, Origin, Room, RoomState, events};
 use crate::{
-    engine::{Appended, Entry},
-    relay::{ClientKind, encode},
+    engine::{Appended, Entry, Source},
+    relay::ClientKind,
 };
 
 impl Room {
@@ -110,12 +109,11 @@ impl Room {
                 result: Ok(Appended::Duplicate { offset, ts }),
             } => {
                 self.metrics.duplicate();
-                if let (Some(answer), Some(id)) = (origin.answer, &origin.id) {
-                    let frame = self.ack_frame(id, offset, ts, true);
+                if let Some(answer) = origin.answer {
                     if offset <= state.delivered {
-                        answer.delivered(frame);
+                        answer.delivered(self, offset, ts, true);
                     } else {
-                        state.acks_waiting.push((offset, answer, frame));
+                        state.acks_waiting.push((offset, ts, answer));
                     }
                 }
             }
@@ -163,10 +161,10 @@ impl Room {
         }
         if !state.acks_waiting.is_empty() {
             let delivered = state.delivered;
-            state.acks_waiting.retain(|(offset, answer, frame)| {
+            state.acks_waiting.retain(|(offset, ts, answer)| {
                 let due = *offset <= delivered;
                 if due {
-                    answer.delivered(frame.clone());
+                    answer.delivered(self, *offset, *ts, true);
                 }
                 !due
             });
@@ -180,7 +178,7 @@ impl Room {
     fn deliver(&self, state: &mut RoomState, entry: &Entry, origin: Option<&Origin>) {
         let frame = events::MessageEvent::of(&self.name, &self.epoch, entry).encode();
         let plain_sender = origin
-            .filter(|origin| origin.kind == ClientKind::Plain)
+            .filter(|origin| origin.source == Source::Plain)
             .map(|origin| origin.connection);
         let mut plain_frame: Option<Utf8Bytes> = None;
         for member in &state.members {
@@ -204,8 +202,8 @@ impl Room {
     /// The message is delivered: its `ack` goes out now if the engine synced it already,
     /// otherwise when it does.
     fn acknowledge(&self, origin: &Origin, entry: &Entry, duplicate: bool) {
-        if let (Some(answer), Some(id)) = (&origin.answer, &origin.id) {
-            answer.delivered(self.ack_frame(id, entry.offset, entry.ts, duplicate));
+        if let Some(answer) = &origin.answer {
+            answer.delivered(self, entry.offset, entry.ts, duplicate);
         }
     }
 
@@ -213,14 +211,7 @@ impl Room {
     fn refuse(&self, origin: Origin) {
         self.metrics.store_failed();
         if let Some(answer) = origin.answer {
-            answer.to.push(encode(&ServerMessage::Error {
-                code: ErrorCode::StoreUnavailable,
-                message: "the relay could not store the message, so it was not published; \
-                          try again"
-                    .into(),
-                id: origin.id,
-                room: Some(self.name.to_string()),
-            }));
+            answer.not_stored(self);
         }
     }
 

@@ -3,7 +3,7 @@
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 
-use crate::engine::Entry;
+use crate::engine::{Entry, Source};
 
 /// The `message` event from borrowed parts: the same JSON as
 /// `encode(&ServerMessage::Message(..))` (a test holds them equal), without first copying
@@ -20,6 +20,12 @@ pub(super) struct MessageEvent<'a> {
     ts: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_false")]
+    api: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The `ack` event from borrowed parts, like [`MessageEvent`].
@@ -64,13 +70,15 @@ impl<'a> MessageEvent<'a> {
             text: entry.text.as_str(),
             ts: entry.ts,
             id: entry.client_id.as_deref(),
+            api: entry.source == Source::Api,
         }
     }
 }
 
-/// What a plain client sees of a message: a plain sender's frame unchanged, or `name: text`.
+/// What a plain client sees of a message: a plain sender's frame or an application's
+/// payload unchanged, a typed client's text as `name: text`.
 pub(super) fn plain_form(entry: &Entry) -> Utf8Bytes {
-    if entry.plain {
+    if matches!(entry.source, Source::Plain | Source::Api) {
         entry.text.clone()
     } else {
         Utf8Bytes::from(format!("{}: {}", entry.from, entry.text.as_str()))
@@ -86,7 +94,7 @@ mod tests {
 
     #[test]
     fn borrowed_events_encode_exactly_like_the_protocol_types() {
-        for id in [Some("c-1"), None] {
+        for (id, api) in [(Some("c-1"), false), (None, false), (Some("k"), true)] {
             let borrowed = MessageEvent {
                 kind: "message",
                 room: "r",
@@ -96,6 +104,7 @@ mod tests {
                 text: "line\nbreak <b>",
                 ts: 99,
                 id,
+                api,
             }
             .encode();
             let owned = encode(&ServerMessage::Message(ChatMessage {
@@ -106,6 +115,7 @@ mod tests {
                 text: "line\nbreak <b>".into(),
                 ts: 99,
                 id: id.map(Into::into),
+                api,
             }));
             assert_eq!(borrowed, owned);
         }

@@ -29,17 +29,18 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard, Weak,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 use axum::extract::ws::Utf8Bytes;
 use common::{Member, Position, Recovery, ServerMessage};
+use tokio::sync::oneshot;
 
 use super::{ClientKind, Connection, Registry, RelaySettings, encode};
 use crate::{
     connection::SendQueue,
-    engine::{Appended, Draft, Engine, EngineError, Entry, Progress, RoomSnapshot},
+    engine::{Appended, Draft, Engine, EngineError, Entry, Progress, RoomSnapshot, Source},
     metrics::Metrics,
 };
 use events::{AckEvent, MessageEvent};
@@ -71,6 +72,9 @@ pub struct Room {
     /// offset at or below it, and the engine syncs in write order. Resends of ids the room
     /// remembers are acknowledged without a round trip only at or below it.
     synced: AtomicU64,
+    /// Leases held on the room by HTTP API calls ([`super::RoomLease`]): a leased room
+    /// stays open without members.
+    leases: AtomicUsize,
     /// Members, delivery position and history. A `std` mutex: never held across an
     /// `.await`.
     state: Mutex<RoomState>,
@@ -102,77 +106,141 @@ enum Arrival {
     RepairFailed,
 }
 
-/// Who published a message, for its `ack` and so a plain sender does not hear itself.
+/// Who published a message, for its answer and so a plain sender does not hear itself.
 #[derive(Debug)]
 struct Origin {
-    /// Connection that sent it.
+    /// Connection that sent it (0 for the HTTP API).
     connection: u64,
-    /// Kind of that connection.
-    kind: ClientKind,
-    /// Client message id, echoed in the `ack`.
-    id: Option<String>,
-    /// The `ack` (or refusal) in waiting, and where it goes; `None` for plain senders, who
-    /// get none.
+    /// Who sent it.
+    source: Source,
+    /// The answer in waiting, and where it goes; `None` for plain senders, who get none.
     answer: Option<Arc<PendingAck>>,
 }
 
-/// A sender's answer, sent once both halves are in: the message was delivered (the room
-/// gives the `ack` frame) and the engine settled its sync (the `ack` stands, or an error
-/// replaces it). Shared between the room's drain and the engine's sync report, which may
-/// come in either order, from different threads.
+/// Where a publisher's answer goes.
+#[derive(Debug)]
+pub enum AnswerTo {
+    /// A typed connection's queue: an `ack` frame, or an `error` frame.
+    Queue(SendQueue),
+    /// A caller waiting for the [`Outcome`] (the HTTP API).
+    Caller(oneshot::Sender<Outcome>),
+}
+
+/// What became of a publication, as its publisher is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered and synced: stored at this offset (for a duplicate, the original's).
+    Acked {
+        /// The message's offset.
+        offset: u64,
+        /// Its time.
+        ts: u64,
+        /// Its id had been published before: this is the original.
+        duplicate: bool,
+    },
+    /// The engine could not store it: nothing was published, a retry is safe.
+    NotStored,
+    /// Delivered, but the engine could not sync it, so it is not known durable. A retry
+    /// with the same id is recognised as a duplicate.
+    NotSynced,
+}
+
+impl AnswerTo {
+    /// Sends `outcome` of the publication with `id` in `room`.
+    fn send(self, room: &Room, id: Option<&str>, outcome: Outcome) {
+        match self {
+            AnswerTo::Queue(queue) => {
+                let frame = match outcome {
+                    Outcome::Acked {
+                        offset,
+                        ts,
+                        duplicate,
+                    } => match id {
+                        Some(id) => room.ack_frame(id, offset, ts, duplicate),
+                        None => return,
+                    },
+                    Outcome::NotStored => room.not_stored_frame(id),
+                    Outcome::NotSynced => room.unsynced_frame(id),
+                };
+                // Pushing never waits.
+                queue.push(frame);
+            }
+            // The caller may have given up (its request was cancelled): nothing to tell.
+            AnswerTo::Caller(caller) => drop(caller.send(outcome)),
+        }
+    }
+}
+
+/// A publisher's answer, given once both halves are in: the message was delivered (which
+/// fixes its position) and the engine settled its sync (the `ack` stands, or
+/// [`Outcome::NotSynced`] replaces it). Shared between the room's drain and the engine's
+/// sync report, which may come in either order, from different threads.
 #[derive(Debug)]
 struct PendingAck {
-    /// Where the answer goes.
-    to: SendQueue,
-    /// The halves that are in so far.
+    /// The publication's id, for the `ack` frame.
+    id: Option<String>,
+    /// The halves in so far, and where the answer goes until it went.
     state: Mutex<AckHalves>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AckHalves {
-    /// The `ack`, once the message is delivered.
-    ack: Option<Utf8Bytes>,
-    /// The sync's outcome: `Ok` once synced, or the error frame that replaces the `ack`.
-    settled: Option<Result<(), Utf8Bytes>>,
-    /// The answer went out.
-    sent: bool,
+    /// `(offset, ts, duplicate)`, once the message is delivered.
+    delivered: Option<(u64, u64, bool)>,
+    /// The sync's outcome: `true` once synced, `false` if it failed.
+    synced: Option<bool>,
+    /// Taken when the answer goes.
+    to: Option<AnswerTo>,
 }
 
 impl PendingAck {
-    fn new(to: SendQueue) -> PendingAck {
+    fn new(id: Option<String>, to: AnswerTo) -> PendingAck {
         PendingAck {
-            to,
-            state: Mutex::default(),
+            id,
+            state: Mutex::new(AckHalves {
+                delivered: None,
+                synced: None,
+                to: Some(to),
+            }),
         }
     }
 
-    /// The message is delivered: `ack` is the answer, unless its sync failed.
-    fn delivered(&self, ack: Utf8Bytes) {
+    /// The message is delivered at `offset` (a duplicate: its original is).
+    fn delivered(&self, room: &Room, offset: u64, ts: u64, duplicate: bool) {
         let mut halves = self.lock();
-        halves.ack = Some(ack);
-        self.send_if_complete(&mut halves);
+        halves.delivered = Some((offset, ts, duplicate));
+        self.send_if_complete(room, &mut halves);
     }
 
-    /// The engine settled the sync: `Ok` lets the `ack` go; `Err` carries the error frame
-    /// sent instead.
-    fn settled(&self, outcome: Result<(), Utf8Bytes>) {
+    /// The engine settled the sync: `true` lets the `ack` go, `false` replaces it.
+    fn settled(&self, room: &Room, synced: bool) {
         let mut halves = self.lock();
-        halves.settled.get_or_insert(outcome);
-        self.send_if_complete(&mut halves);
+        halves.synced.get_or_insert(synced);
+        self.send_if_complete(room, &mut halves);
     }
 
-    fn send_if_complete(&self, halves: &mut AckHalves) {
-        if halves.sent {
-            return;
+    /// Nothing was stored: the answer goes at once.
+    fn not_stored(&self, room: &Room) {
+        let to = self.lock().to.take();
+        if let Some(to) = to {
+            to.send(room, self.id.as_deref(), Outcome::NotStored);
         }
-        let answer = match (&halves.ack, &halves.settled) {
-            (Some(ack), Some(Ok(()))) => ack.clone(),
-            (Some(_), Some(Err(error))) => error.clone(),
+    }
+
+    fn send_if_complete(&self, room: &Room, halves: &mut AckHalves) {
+        let outcome = match (halves.delivered, halves.synced) {
+            (Some((offset, ts, duplicate)), Some(true)) => Outcome::Acked {
+                offset,
+                ts,
+                duplicate,
+            },
+            (Some(_), Some(false)) => Outcome::NotSynced,
             _ => return,
         };
-        halves.sent = true;
-        // Pushing never waits, so this short lock is never held across anything slow.
-        self.to.push(answer);
+        // Sending never waits, so this short lock is never held across anything slow.
+        if let Some(to) = halves.to.take() {
+            to.send(room, self.id.as_deref(), outcome);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, AckHalves> {
@@ -190,8 +258,8 @@ struct RoomState {
     delivered: u64,
     /// Stored entries past `delivered`, waiting for the ones before them.
     pending: BTreeMap<u64, (Entry, Option<Origin>)>,
-    /// Acks of duplicates whose original is not delivered yet: `(offset, answer, frame)`.
-    acks_waiting: Vec<(u64, Arc<PendingAck>, Utf8Bytes)>,
+    /// Acks of duplicates whose original is not delivered yet: `(offset, ts, answer)`.
+    acks_waiting: Vec<(u64, u64, Arc<PendingAck>)>,
     /// A read to fill a gap is under way.
     repairing: bool,
     /// Everyone in the room. A `Vec`: fan-out iterates it on every message, joins and leaves
@@ -233,18 +301,18 @@ struct RecentIds {
 /// A message to publish.
 #[derive(Debug)]
 pub struct Publication {
-    /// Connection that sent it.
+    /// Connection that sent it (0 for the HTTP API).
     pub origin: u64,
-    /// Kind of that connection: a plain sender is never sent its own message back.
-    pub origin_kind: ClientKind,
+    /// Who sent it: a plain sender is never sent its own message back.
+    pub source: Source,
     /// Sender's display name.
     pub from: Arc<str>,
     /// The text. For a plain sender, the frame as received, relayed to plain clients as is.
     pub text: Utf8Bytes,
-    /// Client message id, for typed senders.
+    /// Client message id or idempotency key.
     pub id: Option<String>,
-    /// Where the `ack` (or refusal) goes; `None` for plain senders, who get none.
-    pub ack_to: Option<SendQueue>,
+    /// Where the answer goes; `None` for plain senders, who get none.
+    pub answer_to: Option<AnswerTo>,
 }
 
 /// A join still waiting for history from the engine; see [`Room::catch_up`].
@@ -289,6 +357,7 @@ impl Room {
             metrics,
             inbox: Mutex::default(),
             synced: AtomicU64::new(0),
+            leases: AtomicUsize::new(0),
             state: Mutex::new(RoomState {
                 delivered: snapshot.top,
                 pending: BTreeMap::new(),
@@ -335,7 +404,31 @@ impl Room {
             return false;
         }
         let inbox = self.inbox();
-        inbox.in_flight == 0 && inbox.arrived.is_empty() && !inbox.draining
+        inbox.in_flight == 0
+            && inbox.arrived.is_empty()
+            && !inbox.draining
+            && self.leases.load(Ordering::Acquire) == 0
+    }
+
+    /// Takes a lease (under the registry's lock, so the room cannot be forgotten
+    /// meanwhile) or gives one back.
+    pub(super) fn lease(&self, taken: bool) {
+        if taken {
+            self.leases.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.leases.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Who is in the room now.
+    pub fn members(&self) -> Vec<Member> {
+        self.lock().member_list()
+    }
+
+    /// The members' count and the newest offset delivered.
+    pub fn counts(&self) -> (usize, u64) {
+        let state = self.lock();
+        (state.members.len(), state.delivered)
     }
 
     /// Adds a member. A typed member is sent `joined` and its replay; the other typed members
@@ -449,11 +542,11 @@ impl Room {
     pub fn publish(self: &Arc<Self>, publication: Publication) {
         let Publication {
             origin,
-            origin_kind,
+            source,
             from,
             text,
             id,
-            ack_to,
+            answer_to,
         } = publication;
         if let Some(id) = &id {
             let remembered = self.lock().ids.get(id);
@@ -461,8 +554,13 @@ impl Room {
                 && offset <= self.synced.load(Ordering::Acquire)
             {
                 self.metrics.duplicate();
-                if let Some(to) = &ack_to {
-                    to.push(self.ack_frame(id, offset, ts, true));
+                if let Some(to) = answer_to {
+                    let duplicate = Outcome::Acked {
+                        offset,
+                        ts,
+                        duplicate: true,
+                    };
+                    to.send(self, Some(id), duplicate);
                 }
                 return;
             }
@@ -471,16 +569,12 @@ impl Room {
             from,
             text,
             client_id: id.clone(),
-            plain: origin_kind == ClientKind::Plain,
+            source,
         };
-        let answer = ack_to
-            .as_ref()
-            .filter(|_| id.is_some())
-            .map(|to| Arc::new(PendingAck::new(to.clone())));
+        let answer = answer_to.map(|to| Arc::new(PendingAck::new(id, to)));
         let mut origin = Some(Origin {
             connection: origin,
-            kind: origin_kind,
-            id: id.clone(),
+            source,
             answer: answer.clone(),
         });
         // The offset the append was written at (a duplicate's: its original's), for the
@@ -509,7 +603,7 @@ impl Room {
                         room.synced.fetch_max(offset, Ordering::AcqRel);
                     }
                     if let Some(answer) = &answer {
-                        answer.settled(Ok(()));
+                        answer.settled(&room, true);
                     }
                 }
                 Progress::Failed(err) => match origin.take() {
@@ -523,7 +617,7 @@ impl Room {
                         tracing::warn!(%err, room = %room.name, "a message could not be synced");
                         room.metrics.store_failed();
                         if let Some(answer) = &answer {
-                            answer.settled(Err(room.unsynced_frame(id.clone())));
+                            answer.settled(&room, false);
                         }
                     }
                 },
@@ -533,13 +627,25 @@ impl Room {
 
     /// The error a sender gets instead of an `ack` when its message was delivered but could
     /// not be synced. A resend is recognised as a duplicate and acknowledged once synced.
-    fn unsynced_frame(&self, id: Option<String>) -> Utf8Bytes {
+    fn unsynced_frame(&self, id: Option<&str>) -> Utf8Bytes {
         encode(&ServerMessage::Error {
             code: common::ErrorCode::StoreUnavailable,
             message: "the relay could not make the message durable; send it again (it will \
                       not be published twice)"
                 .into(),
-            id,
+            id: id.map(Into::into),
+            room: Some(self.name.to_string()),
+        })
+    }
+
+    /// The error a sender gets when its message could not be stored at all.
+    fn not_stored_frame(&self, id: Option<&str>) -> Utf8Bytes {
+        encode(&ServerMessage::Error {
+            code: common::ErrorCode::StoreUnavailable,
+            message: "the relay could not store the message, so it was not published; try \
+                      again"
+                .into(),
+            id: id.map(Into::into),
             room: Some(self.name.to_string()),
         })
     }

@@ -6,10 +6,10 @@ use axum::extract::ws::Utf8Bytes;
 use common::ServerMessage;
 
 use super::*;
-use crate::relay::room::PendingAck;
+use crate::relay::room::{AnswerTo, PendingAck};
 use crate::{
     connection::SendQueue,
-    engine::{Draft, EngineError, Entry, tests::append},
+    engine::{Draft, EngineError, Entry, Source, tests::append},
     relay::{Connection, Publication, Relay, RelaySettings},
 };
 
@@ -35,26 +35,28 @@ fn entry(offset: u64, id: Option<&str>) -> Entry {
         from: Arc::from("S"),
         text: format!("m{offset}").into(),
         client_id: id.map(Into::into),
-        plain: false,
+        source: Source::Typed,
     }
 }
 
 /// A typed sender's origin whose append the engine already reported synced, so its ack
 /// waits only for delivery.
-fn origin(id: &str, ack_to: &SendQueue) -> Origin {
+fn origin(room: &Room, id: &str, ack_to: &SendQueue) -> Origin {
     let (origin, answer) = unsynced_origin(id, ack_to);
-    answer.settled(Ok(()));
+    answer.settled(room, true);
     origin
 }
 
 /// A typed sender's origin whose append is written but not synced yet; settle it through
 /// the returned answer.
 fn unsynced_origin(id: &str, ack_to: &SendQueue) -> (Origin, Arc<PendingAck>) {
-    let answer = Arc::new(PendingAck::new(ack_to.clone()));
+    let answer = Arc::new(PendingAck::new(
+        Some(id.into()),
+        AnswerTo::Queue(ack_to.clone()),
+    ));
     let origin = Origin {
         connection: 99,
-        kind: ClientKind::Typed,
-        id: Some(id.into()),
+        source: Source::Typed,
         answer: Some(answer.clone()),
     };
     (origin, answer)
@@ -69,7 +71,7 @@ fn report(room: &Arc<Room>, origin: Origin, result: Result<Appended, EngineError
 fn report_stored(room: &Arc<Room>, to: &SendQueue, offset: u64, id: &str) {
     report(
         room,
-        origin(id, to),
+        origin(room, id, to),
         Ok(Appended::Stored(entry(offset, Some(id)))),
     );
 }
@@ -136,7 +138,7 @@ async fn a_duplicate_is_acknowledged_only_after_its_original_is_delivered() {
     in_flight(&room, 2);
     report(
         &room,
-        origin("a", &member.queue),
+        origin(&room, "a", &member.queue),
         Ok(Appended::Duplicate {
             offset: 1,
             ts: 1001,
@@ -153,7 +155,7 @@ async fn a_failed_append_is_refused_to_its_sender_and_nothing_else_moves() {
     in_flight(&room, 2);
     report(
         &room,
-        origin("a", &member.queue),
+        origin(&room, "a", &member.queue),
         Err(EngineError::Unavailable("disk full".into())),
     );
     report_stored(&room, &member.queue, 1, "b");
@@ -172,7 +174,7 @@ async fn a_gap_nobody_here_can_fill_is_read_from_the_engine_before_what_follows(
             from: Arc::from("S"),
             text: format!("m{n}").into(),
             client_id: None,
-            plain: false,
+            source: Source::Typed,
         })
         .collect();
     let stored = append(&**relay.engine(), "r", drafts).await.unwrap();
@@ -182,7 +184,7 @@ async fn a_gap_nobody_here_can_fill_is_read_from_the_engine_before_what_follows(
     in_flight(&room, 1);
     report(
         &room,
-        origin("d", &member.queue),
+        origin(&room, "d", &member.queue),
         Ok(Appended::Stored(fourth)),
     );
     let mut seen = Vec::new();
@@ -223,11 +225,11 @@ async fn the_engine_is_what_recognises_an_old_client_id() {
     let publish = |id: &str| {
         room.publish(Publication {
             origin: member.id,
-            origin_kind: ClientKind::Typed,
+            source: Source::Typed,
             from: Arc::from("M"),
             text: "t".into(),
             id: Some(id.into()),
-            ack_to: Some(member.queue.clone()),
+            answer_to: Some(AnswerTo::Queue(member.queue.clone())),
         })
     };
     member.queue.take_queued(&mut Vec::new());
@@ -259,9 +261,9 @@ async fn a_message_is_delivered_when_written_and_acknowledged_only_when_synced()
     report(&room, sender, Ok(Appended::Stored(entry(1, Some("a")))));
     assert_eq!(received(&other.queue), ["m1"], "delivered at once");
     assert_eq!(received(&member.queue), ["m1"], "no ack before the sync");
-    answer.settled(Ok(()));
+    answer.settled(&room, true);
     assert_eq!(received(&member.queue), ["ack 1 false"]);
-    answer.settled(Ok(()));
+    answer.settled(&room, true);
     assert!(received(&member.queue).is_empty(), "one answer only");
 }
 
@@ -271,7 +273,7 @@ async fn a_duplicates_ack_needs_its_original_delivered_and_its_own_sync() {
     in_flight(&room, 2);
     // The duplicate is synced first, but its original is not delivered yet.
     let (duplicate, duplicate_answer) = unsynced_origin("a", &member.queue);
-    duplicate_answer.settled(Ok(()));
+    duplicate_answer.settled(&room, true);
     report(
         &room,
         duplicate,
@@ -284,7 +286,7 @@ async fn a_duplicates_ack_needs_its_original_delivered_and_its_own_sync() {
     let (original, original_answer) = unsynced_origin("a", &member.queue);
     report(&room, original, Ok(Appended::Stored(entry(1, Some("a")))));
     assert_eq!(received(&member.queue), ["m1", "ack 1 true"]);
-    original_answer.settled(Ok(()));
+    original_answer.settled(&room, true);
     assert_eq!(received(&member.queue), ["ack 1 false"]);
 
     // And the other way round: delivered already, waiting for its own sync.
@@ -299,7 +301,7 @@ async fn a_duplicates_ack_needs_its_original_delivered_and_its_own_sync() {
         }),
     );
     assert!(received(&member.queue).is_empty(), "not synced yet");
-    late_answer.settled(Ok(()));
+    late_answer.settled(&room, true);
     assert_eq!(received(&member.queue), ["ack 1 true"]);
 }
 
@@ -310,6 +312,6 @@ async fn a_failed_sync_answers_an_error_instead_of_the_ack() {
     let (sender, answer) = unsynced_origin("a", &member.queue);
     report(&room, sender, Ok(Appended::Stored(entry(1, Some("a")))));
     assert_eq!(received(&member.queue), ["m1"]);
-    answer.settled(Err(room.unsynced_frame(Some("a".into()))));
+    answer.settled(&room, false);
     assert_eq!(received(&member.queue), ["error store_unavailable"]);
 }
