@@ -413,7 +413,12 @@ pub struct Cli {
     pub socket_send_buffer_bytes: Option<usize>,
     /// A key for the HTTP server API (`/api/…`); repeat the flag, or separate keys with
     /// commas in the variable, to accept several while rotating. None: the API is off.
-    #[arg(long = "api-key", env = "RELAY_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        env = "RELAY_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
     /// HTTP API requests per second per key, on average.
     #[arg(long, env = "RELAY_API_RATE_PER_SEC", default_value_t = defaults::API_RATE_PER_SEC)]

@@ -94,3 +94,66 @@ proptest! {
         prop_assert_eq!(accepted, expected);
     }
 }
+
+/// HTTP API bodies that look like the real ones, with random pieces.
+fn api_like_body() -> impl Strategy<Value = Vec<u8>> {
+    let key = prop_oneof![
+        Just("room".to_owned()),
+        Just("rooms".to_owned()),
+        Just("text".to_owned()),
+        Just("from".to_owned()),
+        Just("idempotency_key".to_owned()),
+        Just("connection".to_owned()),
+        ".{0,6}",
+    ];
+    let value = prop_oneof![
+        Just("null".to_owned()),
+        Just("false".to_owned()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|n| n.to_string()),
+        ".{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        proptest::collection::vec("[a-z]{0,4}", 0..4)
+            .prop_map(|rooms| serde_json::to_string(&rooms).unwrap()),
+        Just("{}".to_owned()),
+    ];
+    proptest::collection::vec((key, value), 0..6).prop_map(|fields| {
+        let body: Vec<String> = fields
+            .into_iter()
+            .map(|(key, value)| format!("{}:{value}", serde_json::to_string(&key).unwrap()))
+            .collect();
+        format!("{{{}}}", body.join(",")).into_bytes()
+    })
+}
+
+proptest! {
+    #[test]
+    fn the_api_body_parsers_never_panic_on_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let limits = Limits::default();
+        let _ = api::parse_publish(&body, &limits);
+        let _ = api::parse_broadcast(&body, &limits);
+        let _ = api::parse_disconnect(&body);
+    }
+
+    #[test]
+    fn the_api_body_parsers_never_panic_and_accept_only_valid_requests(body in api_like_body()) {
+        let limits = Limits::default();
+        match api::parse_publish(&body, &limits) {
+            Ok(request) => {
+                prop_assert!(validate_room(&request.room).is_ok());
+                prop_assert!(validate_text(&request.text, limits.max_text_chars).is_ok());
+            }
+            Err(err) => prop_assert!(!err.message.is_empty()),
+        }
+        if let Ok(request) = api::parse_broadcast(&body, &limits) {
+            prop_assert!((1..=api::MAX_BROADCAST_ROOMS).contains(&request.rooms.len()));
+        }
+        let _ = api::parse_disconnect(&body);
+    }
+
+    #[test]
+    fn a_valid_publish_round_trips(room in "[a-z0-9_-]{1,32}", text in "[^\\s]{1,40}", key in proptest::option::of("[a-z0-9-]{1,64}")) {
+        let request = api::PublishRequest { room, text, from: None, idempotency_key: key };
+        let body = serde_json::to_vec(&request).unwrap();
+        prop_assert_eq!(api::parse_publish(&body, &Limits::default()).unwrap(), request);
+    }
+}

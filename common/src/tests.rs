@@ -158,6 +158,7 @@ fn message_wire_format() {
             text: "hello".into(),
             ts: 1_764_000_000_000,
             id: Some("c1-1".into()),
+            api: false,
         }),
         json!({"type": "message", "room": "lobby", "epoch": "e1", "offset": 5, "from": "Ada",
                "text": "hello", "ts": 1_764_000_000_000u64, "id": "c1-1"}),
@@ -171,9 +172,25 @@ fn message_wire_format() {
             text: "plain".into(),
             ts: 1,
             id: None,
+            api: false,
         }),
         json!({"type": "message", "room": "lobby", "epoch": "e1", "offset": 6,
                "from": "guest-1", "text": "plain", "ts": 1}),
+    );
+    assert_server_wire(
+        ServerMessage::Message(ChatMessage {
+            room: "lobby".into(),
+            epoch: "e1".into(),
+            offset: 7,
+            from: "server".into(),
+            text: "{\"order\":42}".into(),
+            ts: 2,
+            id: Some("order-42".into()),
+            api: true,
+        }),
+        json!({"type": "message", "room": "lobby", "epoch": "e1", "offset": 7,
+               "from": "server", "text": "{\"order\":42}", "ts": 2, "id": "order-42",
+               "api": true}),
     );
 }
 
@@ -233,6 +250,13 @@ fn error_wire_format_for_every_code() {
         (ErrorCode::TooManyRooms, "too_many_rooms"),
         (ErrorCode::OriginNotAllowed, "origin_not_allowed"),
         (ErrorCode::ServerFull, "server_full"),
+        (ErrorCode::Unauthorized, "unauthorized"),
+        (ErrorCode::ApiDisabled, "api_disabled"),
+        (ErrorCode::NotFound, "not_found"),
+        (ErrorCode::MethodNotAllowed, "method_not_allowed"),
+        (ErrorCode::BodyTooLarge, "body_too_large"),
+        (ErrorCode::IdempotencyConflict, "idempotency_conflict"),
+        (ErrorCode::HistoryUnavailable, "history_unavailable"),
     ];
     assert_eq!(codes.len(), ErrorCode::ALL.len());
     for (code, wire) in codes {

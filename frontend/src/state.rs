@@ -104,6 +104,8 @@ pub enum EntryKind {
         ts: u64,
         /// Sent from this browser (any tab).
         own: bool,
+        /// Published by an application through the relay's HTTP API, not by a person.
+        api: bool,
         /// Follows a message by the same sender, on the same day and within
         /// [`GROUP_WINDOW_MS`]: shown as part of that message's group.
         grouped: bool,
@@ -535,6 +537,7 @@ impl ChatState {
                 text: message.text,
                 ts: message.ts,
                 own,
+                api: message.api,
                 grouped,
                 new_day,
             },

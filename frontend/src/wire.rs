@@ -103,6 +103,7 @@ pub fn decode(text: &str) -> Result<ServerMessage, String> {
             text: fields.string("text")?,
             ts: fields.number("ts")?,
             id: fields.optional_string("id"),
+            api: fields.get("api").and_then(|a| a.as_bool()) == Some(true),
         }),
         "ack" => ServerMessage::Ack {
             id: fields.string("id")?,

@@ -147,11 +147,14 @@ async fn retention_keeps_the_newest_by_age_and_count_and_never_rewinds_offsets()
             max_messages: 15,
             max_age: Duration::from_secs(3600),
         };
+        assert_eq!(engine.oldest("a").await.unwrap(), Some(1));
+        assert_eq!(engine.oldest("never-used").await.unwrap(), None);
         let pruned = engine.prune(by_count, everything_young).await.unwrap();
         // The memory engine applies the count limit as it appends (its own is 10,000).
         if pruned > 0 {
             assert_eq!(pruned, 5);
             assert_eq!(engine.read("a", 0, 100).await.unwrap()[0].offset, 6);
+            assert_eq!(engine.oldest("a").await.unwrap(), Some(6));
         }
         let by_age = Retention {
             max_messages: 1000,
@@ -165,6 +168,7 @@ async fn retention_keeps_the_newest_by_age_and_count_and_never_rewinds_offsets()
             engine.read("a", 0, 100).await.unwrap().is_empty(),
             "{engine:?}"
         );
+        assert_eq!(engine.oldest("a").await.unwrap(), None, "none kept");
         let next = append(&*engine, "a", vec![draft("after", None)])
             .await
             .unwrap();

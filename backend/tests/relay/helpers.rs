@@ -6,7 +6,9 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use backend::{config::Config, engine::Engine, startup, telemetry};
-use common::{ChatMessage, ClientMessage, Member, Position, Recovery, ServerMessage};
+use common::{
+    ChatMessage, ClientMessage, Member, Position, Recovery, ServerMessage, api::Published,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
 use tokio_tungstenite::{
@@ -329,5 +331,158 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The API key of [`api_config`].
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+/// [`test_config`] with the HTTP API on, under [`API_KEY`].
+pub fn api_config() -> (Config, tempfile::TempDir) {
+    let (mut config, data) = test_config();
+    config.api.keys = vec![API_KEY.into()];
+    (config, data)
+}
+
+/// An HTTP answer: status, headers (names in lower case) and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The body as JSON (panics, with the body, if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {:?}", self.body))
+    }
+
+    /// The body as `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("unexpected body ({err}): {:?}", self.body))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `status` and the JSON error `code`, for asserting on refusals.
+    pub fn refusal(&self) -> (u16, String) {
+        let code = self.json()["code"].as_str().unwrap_or("").to_owned();
+        (self.status, code)
+    }
+}
+
+/// One HTTP/1.1 request over its own connection (`Connection: close`), with `headers`
+/// and `body`; bounded by [`WAIT`].
+pub async fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        // The relay may answer (413) before reading the whole body and close.
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.read_to_end(&mut response).await;
+    })
+    .await
+    .expect("HTTP response in time");
+    let response = String::from_utf8(response).expect("a UTF-8 response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// The relay's HTTP API, called with a key.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub address: SocketAddr,
+    pub key: String,
+}
+
+impl Api {
+    /// The API of the relay at `address`, with [`API_KEY`].
+    pub fn at(address: SocketAddr) -> Api {
+        Api {
+            address,
+            key: API_KEY.into(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> HttpAnswer {
+        self.call("GET", path, "").await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> HttpAnswer {
+        self.call("POST", path, &body.to_string()).await
+    }
+
+    /// Any method and raw body, with the key.
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> HttpAnswer {
+        let authorization = format!("Bearer {}", self.key);
+        http_request(
+            self.address,
+            method,
+            path,
+            &[
+                ("Authorization", &authorization),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .await
+    }
+
+    /// Publishes `text` into `room` (with `key` as its idempotency key), expecting 200.
+    pub async fn publish(&self, room: &str, text: &str, key: Option<&str>) -> Published {
+        let mut body = serde_json::json!({"room": room, "text": text});
+        if let Some(key) = key {
+            body["idempotency_key"] = key.into();
+        }
+        let answer = self.post("/api/publish", body).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.parse()
+    }
+}
+
+impl TestRelay {
+    /// This relay's HTTP API.
+    pub fn api(&self) -> Api {
+        Api::at(self.address)
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: a real relay on an ephemeral port, real WebSocket clients.
 
+mod api;
 mod bad_input;
 mod close;
 mod delivery;

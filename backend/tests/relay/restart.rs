@@ -5,13 +5,13 @@
 use std::{ffi::OsString, net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use backend::engine::DB_FILE;
-use common::{Position, Recovery, ServerMessage};
+use common::{Position, Recovery, ServerMessage, api::HistoryPage};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader},
     process::{Child, Command},
 };
 
-use crate::helpers::{Client, WAIT};
+use crate::helpers::{API_KEY, Api, Client, WAIT};
 
 fn relay_command(data_dir: &Path, extra: &[OsString]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
@@ -128,6 +128,79 @@ async fn history_survives_a_kill_and_restart() {
             "history from the store"
         );
     }
+    relay.kill().await;
+}
+
+#[tokio::test]
+async fn an_api_retry_after_a_kill_answers_the_same_offset_and_is_delivered_once() {
+    let data = tempfile::tempdir().unwrap();
+    let with_key: Vec<OsString> = vec!["--api-key".into(), API_KEY.into()];
+    let relay = RelayProcess::start_with(data.path(), &with_key).await;
+    let api = Api::at(relay.address);
+    let mut first = Vec::new();
+    for n in 1..=30 {
+        first.push(
+            api.publish("orders", &format!("event {n}"), Some(&format!("evt-{n}")))
+                .await,
+        );
+    }
+    relay.kill().await;
+
+    let relay = RelayProcess::start_with(data.path(), &with_key).await;
+    let api = Api::at(relay.address);
+    let mut member = relay.typed().await;
+    let joined = member.join_since("orders", "Ada", None).await;
+    assert_eq!(
+        (joined.epoch.as_str(), joined.offset),
+        (first[0].epoch.as_str(), 30)
+    );
+    // Skip the replayed recent history.
+    while member.next_message().await.offset < 30 {}
+    // The application retries everything it is unsure about: each answers its original.
+    for (n, original) in first.iter().enumerate() {
+        let n = n + 1;
+        let retried = api
+            .publish("orders", &format!("event {n}"), Some(&format!("evt-{n}")))
+            .await;
+        assert!(retried.duplicate, "evt-{n}");
+        assert_eq!(
+            (retried.offset, retried.ts, &retried.epoch),
+            (original.offset, original.ts, &original.epoch)
+        );
+    }
+    api.publish("orders", "new", Some("evt-31")).await;
+    let next = member.next_message().await;
+    assert_eq!(
+        (next.offset, next.text.as_str()),
+        (31, "new"),
+        "no retry was delivered again"
+    );
+
+    // History pages across the restart: every event once, in order.
+    let mut texts = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: HistoryPage = api
+            .get(&format!(
+                "/api/rooms/orders/history?after={after}&epoch={}&limit=8",
+                joined.epoch
+            ))
+            .await
+            .parse();
+        texts.extend(page.messages.iter().map(|m| m.text.clone()));
+        let Some(last) = page.messages.last() else {
+            break;
+        };
+        after = last.offset;
+        if !page.more {
+            break;
+        }
+    }
+    let expected: Vec<String> = (1..=30)
+        .map(|n| format!("event {n}"))
+        .chain(["new".into()])
+        .collect();
+    assert_eq!(texts, expected);
     relay.kill().await;
 }
 

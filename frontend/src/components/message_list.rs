@@ -111,6 +111,7 @@ fn EntryRow(entry: Entry) -> impl IntoView {
             text,
             ts,
             own,
+            api,
             grouped,
             new_day,
         } => {
@@ -134,6 +135,7 @@ fn EntryRow(entry: Entry) -> impl IntoView {
                 >
                     <header class="meta">
                         <span class="from">{from}</span>
+                        <span class="api" title="Sent by an application" hidden=!api>"API"</span>
                         <time datetime=String::from(date.to_iso_string())>
                             {clock(date.get_hours(), date.get_minutes())}
                         </time>

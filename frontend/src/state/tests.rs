@@ -20,6 +20,7 @@ fn message(
         text: text.into(),
         ts: 1_000 * offset,
         id: id.map(Into::into),
+        api: false,
     })
 }
 
@@ -531,6 +532,7 @@ fn message_at(from: &str, offset: u64, ts: u64) -> ServerMessage {
         text: format!("m{offset}"),
         ts,
         id: None,
+        api: false,
     })
 }
 
@@ -623,4 +625,34 @@ fn unread_counts_cover_other_rooms_and_a_hidden_page() {
     state.queue_message("unsent").unwrap();
     assert_eq!(state.unsent_in("ops"), 1);
     assert_eq!(state.unsent_in("lobby"), 0);
+}
+
+#[test]
+fn a_message_from_the_http_api_is_marked_as_such() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    let mut pushed = message(
+        "lobby",
+        "e1",
+        1,
+        "server",
+        "{\"order\":42}",
+        Some("order-42"),
+    );
+    if let ServerMessage::Message(message) = &mut pushed {
+        message.api = true;
+    }
+    state.apply(pushed);
+    state.apply(message("lobby", "e1", 2, "Ada", "hi", None));
+    let marks: Vec<bool> = state
+        .room("lobby")
+        .unwrap()
+        .entries
+        .iter()
+        .filter_map(|entry| match entry.kind {
+            EntryKind::Message { api, .. } => Some(api),
+            EntryKind::Notice { .. } => None,
+        })
+        .collect();
+    assert_eq!(marks, [true, false]);
 }

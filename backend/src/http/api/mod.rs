@@ -64,7 +64,11 @@ impl Keys {
     fn new(settings: &ApiSettings) -> Keys {
         let now = Instant::now();
         Keys {
-            keys: settings.keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            keys: settings
+                .keys
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
             buckets: settings
                 .keys
                 .iter()
@@ -193,7 +197,10 @@ mod tests {
     #[test]
     fn keys_match_exactly_and_only_in_full() {
         let keys = Keys::new(&ApiSettings {
-            keys: vec!["first-key-0123456789".into(), "second-key-0123456789".into()],
+            keys: vec![
+                "first-key-0123456789".into(),
+                "second-key-0123456789".into(),
+            ],
             ..ApiSettings::default()
         });
         assert_eq!(keys.find(b"first-key-0123456789"), Some(0));

@@ -93,7 +93,10 @@ impl ApiState {
 
 /// Publishes `message` into `room` and waits until it is stored (or known a duplicate).
 async fn publish_in(relay: &Relay, room: String, message: &Message) -> Result<Published, ApiError> {
-    let lease = relay.lease(&room).await.map_err(|err| ApiError::store(&err))?;
+    let lease = relay
+        .lease(&room)
+        .await
+        .map_err(|err| ApiError::store(&err))?;
     let (answer, outcome) = oneshot::channel();
     lease.publish(Publication {
         origin: 0,

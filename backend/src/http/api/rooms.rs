@@ -127,7 +127,10 @@ pub async fn history(
     }
     let relay = &api.relay;
     // Held while reading: a room of the memory engine keeps history only while open.
-    let lease = relay.lease(&room).await.map_err(|err| ApiError::store(&err))?;
+    let lease = relay
+        .lease(&room)
+        .await
+        .map_err(|err| ApiError::store(&err))?;
     let epoch = lease.epoch().to_owned();
     let (_, top) = lease.counts();
     let engine = relay.engine();
@@ -166,7 +169,9 @@ pub async fn history(
         .await
         .map_err(|err| ApiError::store(&err))?;
     let whole = entries.len() as u64 == until - after
-        && entries.first().is_none_or(|first| first.offset == after + 1);
+        && entries
+            .first()
+            .is_none_or(|first| first.offset == after + 1);
     if query.after.is_some() && !whole {
         return unavailable(format!(
             "messages after offset {after} are no longer kept (retention)"
