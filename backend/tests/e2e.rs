@@ -1165,3 +1165,74 @@ async fn a_multi_line_message_arrives_with_its_line_breaks() {
     .await;
     relay.stop().await;
 }
+
+/// `POST /api/publish` over its own connection; returns the status line and body.
+async fn api_publish(address: SocketAddr, key: &str, body: &serde_json::Value) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_pushed_through_the_http_api_shows_in_the_page_in_order_and_marked() {
+    const KEY: &str = "e2e-api-key-0123456789";
+    let data = tempfile::tempdir().unwrap();
+    let config = Config {
+        static_dir: dist_dir(),
+        data_dir: data.path().to_owned(),
+        api: backend::config::ApiSettings {
+            keys: vec![KEY.into()],
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let relay = RunningRelay::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), config).await;
+    let page = format!("http://{}/", relay.address);
+    let driver = ChromeDriver::start().await;
+    let alice = Browser::open(&driver, &page).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        alice.send_with_enter("from the browser").await;
+        alice.wait_for_text("[role=log]", "from the browser").await;
+        let answer = api_publish(
+            relay.address,
+            KEY,
+            &serde_json::json!({"room": "lobby", "text": "Order 42 shipped",
+                                "idempotency_key": "order-42"}),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        alice.wait_for_text("[role=log]", "Order 42 shipped").await;
+        let shown = alice
+            .eval(
+                "return [...document.querySelectorAll('[role=log] .msg')].map((m) => ({
+                   from: m.querySelector('.from').textContent,
+                   text: m.querySelector('.text').textContent,
+                   api: !m.querySelector('.api').hidden }));",
+            )
+            .await;
+        assert_eq!(
+            shown,
+            serde_json::json!([
+                {"from": shown[0]["from"], "text": "from the browser", "api": false},
+                {"from": "server", "text": "Order 42 shipped", "api": true},
+            ]),
+            "in order, the pushed one marked"
+        );
+    })
+    .catch_unwind()
+    .await;
+    finish(vec![("e2e-api", alice)], outcome).await;
+    relay.stop().await;
+}
