@@ -16,5 +16,6 @@ mod readme;
 mod rename;
 mod restart;
 mod shutdown;
+mod slow_clients;
 mod typed;
 mod web_client;
