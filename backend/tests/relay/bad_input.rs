@@ -3,7 +3,7 @@
 
 use common::{ErrorCode, ServerMessage};
 
-use crate::helpers::{Client, spawn_relay};
+use crate::helpers::{Client, spawn_relay, spawn_relay_with, test_config};
 
 /// A sender and an observer in room `room`.
 async fn pair(relay: &crate::helpers::TestRelay) -> (Client, Client) {
@@ -77,9 +77,13 @@ async fn binary_frames_are_refused() {
 
 #[tokio::test]
 async fn empty_and_over_long_texts_are_refused_with_their_id() {
-    let relay = spawn_relay().await;
+    // A text limit well under the frame limit: at the default (65,536 characters) a longer
+    // text cannot fit a frame, and the frame limit closes the connection first (1009).
+    let max = 1000;
+    let (mut config, data) = test_config();
+    config.limits.max_text_chars = max;
+    let relay = spawn_relay_with(config, data).await;
     let (mut sender, mut observer) = pair(&relay).await;
-    let max = common::Limits::default().max_text_chars;
 
     for (text, code) in [
         (String::new(), ErrorCode::EmptyText),
