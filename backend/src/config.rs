@@ -56,6 +56,10 @@ pub mod defaults {
     pub const MAX_ROOMS: usize = 20;
     /// `--max-connections`.
     pub const MAX_CONNECTIONS: usize = 10_000;
+    /// `--header-timeout-ms`.
+    pub const HEADER_TIMEOUT_MS: u64 = 5_000;
+    /// `--max-pending-connections`.
+    pub const MAX_PENDING_CONNECTIONS: usize = 1024;
     /// `--allowed-origins`.
     pub const ALLOWED_ORIGINS: &str = "localhost";
     /// `--read-buffer-bytes`.
@@ -74,6 +78,9 @@ pub mod defaults {
     /// as many as a room retains by default.
     pub const MAX_REPLAY: u64 = RETENTION_MESSAGES;
 }
+
+/// Longest `--header-timeout-ms` accepted.
+const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Where history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +135,16 @@ pub struct Config {
     pub session: SessionSettings,
     /// Most WebSocket connections at once; upgrades beyond get HTTP 503.
     pub max_connections: usize,
+    /// How long a client has to send a request's headers, counted from the accept for the
+    /// first request and from the previous response for later ones on a keep-alive
+    /// connection; past it the connection is closed. Slow clients that never finish a
+    /// request would otherwise hold a socket each, for ever.
+    pub header_timeout: Duration,
+    /// Most accepted connections that are not (yet) WebSockets: waiting for their headers,
+    /// being answered, or idle between keep-alive requests. Counted apart from
+    /// `max_connections`, so half-open requests cannot use up the file descriptors that
+    /// WebSocket clients need; past it a new connection is answered 503 at once and closed.
+    pub max_pending_connections: usize,
     /// Which web pages may connect.
     pub origins: OriginPolicy,
     /// Capacity of each connection's read buffer between messages. Small, since most
@@ -204,6 +221,8 @@ impl Default for Config {
             send_queue: SendQueueLimits::default(),
             session: SessionSettings::default(),
             max_connections: defaults::MAX_CONNECTIONS,
+            header_timeout: Duration::from_millis(defaults::HEADER_TIMEOUT_MS),
+            max_pending_connections: defaults::MAX_PENDING_CONNECTIONS,
             origins: OriginPolicy::default(),
             read_buffer_bytes: defaults::READ_BUFFER_BYTES,
             drain_batch: defaults::DRAIN_BATCH,
@@ -250,6 +269,11 @@ impl Config {
         let zero = [
             ("--send-queue-frames", self.send_queue.max_frames == 0),
             ("--max-connections", self.max_connections == 0),
+            ("--header-timeout-ms", self.header_timeout.is_zero()),
+            (
+                "--max-pending-connections",
+                self.max_pending_connections == 0,
+            ),
             ("--drain-batch", self.drain_batch == 0),
             ("--ping-interval-ms", self.session.ping_interval.is_zero()),
             ("--ping-timeout-ms", self.session.ping_timeout.is_zero()),
@@ -259,6 +283,14 @@ impl Config {
         ];
         if let Some((flag, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return refuse(format!("{flag} must be at least 1"));
+        }
+        // Timers add it to the current instant, which must not overflow.
+        if self.header_timeout > MAX_HEADER_TIMEOUT {
+            return refuse(format!(
+                "--header-timeout-ms ({}) is over an hour: a client that has not sent its \
+                 headers by then never will",
+                self.header_timeout.as_millis()
+            ));
         }
         // NaN is refused too.
         if self.session.rate.per_second.is_nan() || self.session.rate.per_second <= 0.0 {
@@ -387,6 +419,18 @@ pub struct Cli {
     /// Most WebSocket connections at once (more: HTTP 503).
     #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers (later: the connection is
+    /// closed without an answer); also how long an idle keep-alive connection is kept.
+    #[arg(long, env = "RELAY_HEADER_TIMEOUT_MS", default_value_t = defaults::HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
+    /// Most connections that are not WebSockets (yet) at once (more: HTTP 503 and closed
+    /// at once).
+    #[arg(
+        long,
+        env = "RELAY_MAX_PENDING_CONNECTIONS",
+        default_value_t = defaults::MAX_PENDING_CONNECTIONS
+    )]
+    pub max_pending_connections: usize,
     /// Origins allowed to connect besides the relay's own: `scheme://host[:port]`,
     /// `localhost` (any port), or `*`.
     #[arg(
@@ -469,6 +513,8 @@ impl From<Cli> for Config {
                 max_rooms: cli.max_rooms,
             },
             max_connections: cli.max_connections,
+            header_timeout: Duration::from_millis(cli.header_timeout_ms),
+            max_pending_connections: cli.max_pending_connections,
             origins: OriginPolicy {
                 allowed: cli.allowed_origins,
                 allow_null: cli.allow_null_origin,
@@ -534,5 +580,11 @@ mod tests {
         refused(|c| c.api.keys = vec!["short".into()], "--api-key");
         refused(|c| c.api.rate.per_second = 0.0, "--api-rate-per-sec");
         refused(|c| c.api.rate.burst = 0, "--api-rate-burst");
+        refused(|c| c.header_timeout = Duration::ZERO, "--header-timeout-ms");
+        refused(|c| c.header_timeout = Duration::MAX, "--header-timeout-ms");
+        refused(
+            |c| c.max_pending_connections = 0,
+            "--max-pending-connections",
+        );
     }
 }

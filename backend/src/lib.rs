@@ -9,10 +9,11 @@
 //!   until a shutdown future resolves, then drain; plus the background retention and
 //!   heartbeat tasks.
 //! - [`shutdown`]: the SIGINT/SIGTERM signal and the drain of upgraded WebSocket sessions,
-//!   which axum's own graceful shutdown does not wait for.
+//!   which the HTTP server's own graceful shutdown does not wait for.
 //! - [`http`]: the axum router: the plain relay and web client on `/`, the typed protocol on
 //!   `/ws`, health and metrics, the origin check and connection limit before upgrades, and
-//!   the WebSocket opening handshake.
+//!   the WebSocket opening handshake; and the accept loop that serves it over hyper, with a
+//!   deadline for request headers and a limit on connections not upgraded yet.
 //! - [`connection`]: a connection's life: WebSocket framing (RFC 6455, the relay's own),
 //!   the session joining a socket to the relay, its send queue, heartbeats, rate limit, and
 //!   the typed close reasons with a lingering close so the code reaches the client.

@@ -29,6 +29,11 @@ pub struct Metrics {
     origins_refused: AtomicU64,
     /// Upgrades refused because the relay was full.
     connections_refused: AtomicU64,
+    /// Connections closed at once because too many others were still pending (not
+    /// WebSockets yet).
+    pending_refused: AtomicU64,
+    /// Connections closed because a request's headers did not arrive in time.
+    header_timeouts: AtomicU64,
     /// Connections the relay closed, by reason, in [`CloseReason::ALL`] order.
     closed_by_relay: [AtomicU64; CloseReason::ALL.len()],
     /// Connections the client closed: with 1000 (or no code), 1001, anything else.
@@ -86,6 +91,16 @@ impl Metrics {
         bump(&self.connections_refused, 1);
     }
 
+    /// A connection refused at the accept: too many pending connections.
+    pub fn pending_refused(&self) {
+        bump(&self.pending_refused, 1);
+    }
+
+    /// A connection closed because its request's headers did not arrive in time.
+    pub fn header_timeout(&self) {
+        bump(&self.header_timeouts, 1);
+    }
+
     /// Counts how a connection ended.
     pub(crate) fn record_end(&self, end: End) {
         let counter = match end {
@@ -124,7 +139,7 @@ impl Metrics {
             open_connections as u64,
         );
         metric("rooms", "gauge", "Rooms open in memory.", open_rooms as u64);
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "connections_opened_total",
                 "WebSocket connections accepted.",
@@ -164,6 +179,16 @@ impl Metrics {
                 "connections_refused_total",
                 "Upgrades refused because the relay was full.",
                 &self.connections_refused,
+            ),
+            (
+                "pending_refused_total",
+                "Connections closed at once: too many were not WebSockets yet.",
+                &self.pending_refused,
+            ),
+            (
+                "header_timeouts_total",
+                "Connections closed because a request's headers did not arrive in time.",
+                &self.header_timeouts,
             ),
         ];
         for (name, help, counter) in counters {

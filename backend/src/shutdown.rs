@@ -1,8 +1,9 @@
 //! Graceful shutdown.
 //!
-//! axum's `with_graceful_shutdown` stops accepting and waits for in-flight HTTP requests, but
-//! not for connections that were upgraded to WebSockets (axum issue #3003): those live in
-//! tasks axum spawned and forgot. So every WebSocket session holds a token of the drain's
+//! The accept loop ([`crate::http::serve`]) stops accepting and waits for in-flight HTTP
+//! requests, but not for connections that were upgraded to WebSockets (as with axum's
+//! `with_graceful_shutdown`, axum issue #3003): those live in tasks of their own, spawned at
+//! the upgrade. So every WebSocket session holds a token of the drain's
 //! [`TaskTracker`], taken while its upgrade request was still an ordinary request (so none
 //! slips through), and [`Drain::finish`] closes the sessions itself: in batches with a pause
 //! between them, so thousands of clients do not all reconnect in the same instant (they add

@@ -3,14 +3,13 @@
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::{
     config::{Config, StoreKind},
     connection::{SessionSettings, heartbeat},
     engine::{Engine, SqliteEngine, memory::MemoryEngine, now_millis},
-    http::{self, AppState},
+    http::{self, AppState, ServeSettings},
     relay::{Relay, RelaySettings},
     shutdown::Drain,
 };
@@ -72,29 +71,24 @@ pub async fn run_with_engine(
         config.session,
         drain.clone(),
     ));
-    let send_buffer = config.socket_send_buffer;
+    let serving = ServeSettings::from_config(&config);
     let state = AppState::new(relay.clone(), drain.clone(), Arc::new(config));
-    // Every accepted socket: no Nagle delay (a chat message should leave at once; batching
-    // is done by the writer, one flush per batch), and the configured send buffer.
-    let listener = listener.tap_io(move |stream: &mut TcpStream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-        if let Some(bytes) = send_buffer
-            && let Err(err) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)
-        {
-            tracing::debug!(%err, "cannot set SO_SNDBUF");
-        }
-    });
     tracing::info!("relay listening on http://{address}");
     let stopping = drain.clone();
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async move {
+    // Returns once no HTTP request is in progress any more (or the grace period is over);
+    // upgraded WebSocket sessions are the drain's, closed next.
+    http::serve(
+        listener,
+        http::router(state),
+        relay.clone(),
+        serving,
+        async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             stopping.start();
-        })
-        .await?;
+        },
+    )
+    .await;
     let unfinished = drain.finish(&relay, batch, pause, grace).await;
     if unfinished > 0 {
         tracing::warn!(

@@ -327,7 +327,9 @@ impl Recovery {
 /// Limits the relay enforces, announced in `welcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Longest message text, in characters.
+    /// Longest message text, in characters. The default, 65,536, lets push-sized payloads
+    /// (JSON documents) through: a text that long cannot fit the relay's default frame limit
+    /// (64 KiB), which is then the bound that binds.
     pub max_text_chars: usize,
     /// Longest display name, in characters.
     pub max_name_chars: usize,
@@ -338,7 +340,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_text_chars: 4096,
+            max_text_chars: 65_536,
             max_name_chars: 32,
             max_room_chars: MAX_ROOM_CHARS,
         }

@@ -109,7 +109,7 @@ fn welcome_wire_format() {
         },
         json!({"type": "welcome", "protocol": 1, "server": "relay/0.1.0", "connection": 7,
                "default_room": "lobby",
-               "limits": {"max_text_chars": 4096, "max_name_chars": 32, "max_room_chars": 32}}),
+               "limits": {"max_text_chars": 65536, "max_name_chars": 32, "max_room_chars": 32}}),
     );
 }
 

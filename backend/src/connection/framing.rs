@@ -226,13 +226,19 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 }
 
 /// Reads a close frame's payload: nothing, or a valid status code and UTF-8 reason.
+///
+/// Valid from a client: the codes of RFC 6455 and IANA's registry an endpoint may send
+/// (1000–1003, 1007–1014: 1012 "service restart", 1013 "try again later" and 1014 "bad
+/// gateway" were registered after the RFC), and the ranges for libraries and applications
+/// (3000–4999). Not 1004 (reserved), 1005, 1006 and 1015 (never sent in a frame), nor the
+/// unassigned rest.
 fn close_status(payload: &[u8]) -> Result<Option<u16>, Violation> {
     match payload {
         [] => Ok(None),
         [_] => Err(Violation::Protocol("close payload of one byte")),
         [high, low, reason @ ..] => {
             let code = u16::from_be_bytes([*high, *low]);
-            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !valid {
                 return Err(Violation::Protocol("invalid close code"));
             }

@@ -443,13 +443,12 @@ impl Session {
         }
     }
 
-    /// A plain client's frame: relayed as is, after the same checks typed text gets. Refusals
-    /// are sent as a text line, since plain clients do not speak JSON.
+    /// A plain client's frame: relayed byte for byte to every other plain client, whatever
+    /// it holds (empty, white space only, as long as a frame may be), as the server the plain
+    /// endpoint replaces did. Only the frame limit bounds it (`--max-message-bytes`, enforced
+    /// by the framing: close 1009); the typed protocol's text rules (`validate_text`) are not
+    /// applied. Typed lobby members get the same text in their `message` frame.
     fn on_plain_text(&mut self, text: Utf8Bytes) {
-        let max_text_chars = self.relay.settings().limits.max_text_chars;
-        if let Err(err) = validate_text(&text, max_text_chars) {
-            return self.refuse(err, None, None);
-        }
         let Some(lobby) = self.membership(DEFAULT_ROOM) else {
             // The lobby could not be opened (the store failed); that was already reported.
             return;

@@ -1,4 +1,5 @@
-//! The HTTP face of the relay: one axum router.
+//! The HTTP face of the relay: one axum router, served by the relay's own accept loop
+//! (`serve`: a header deadline and a limit on connections that are not WebSockets yet).
 //!
 //! | route | what |
 //! |---|---|
@@ -12,6 +13,7 @@
 pub mod api;
 mod health;
 mod origin;
+mod serve;
 mod upgrade;
 mod web_client;
 mod ws;
@@ -22,6 +24,7 @@ use axum::{Router, routing::get};
 use tokio::sync::Semaphore;
 
 pub use origin::OriginPolicy;
+pub use serve::{MAX_HEAD_BYTES, ServeSettings, serve};
 
 use crate::{config::Config, relay::Relay, shutdown::Drain};
 

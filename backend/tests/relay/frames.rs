@@ -240,3 +240,24 @@ async fn a_client_close_is_answered_with_its_code_then_the_connection_ends() {
         .expect("the relay closes the connection");
     assert_eq!(after, None, "nothing follows the close");
 }
+
+#[tokio::test]
+async fn a_client_closing_with_1012_1013_or_1014_is_answered_with_the_same_code() {
+    let relay = spawn_relay().await;
+    let mut alice = relay.member("calm", "Alice").await;
+    let mut bob = relay.member("calm", "Bob").await;
+    for code in [1012u16, 1013, 1014] {
+        let mut raw = raw_websocket(relay.address).await;
+        raw.write_all(&frame(0x88, &code.to_be_bytes(), true))
+            .await
+            .unwrap();
+        assert_eq!(close_code_from(&mut raw).await, Some(code), "{code}");
+        let after = tokio::time::timeout(WAIT, read_frame(&mut raw))
+            .await
+            .expect("the relay closes the connection");
+        assert_eq!(after, None, "nothing follows the close ({code})");
+
+        alice.say("calm", &format!("a-{code}"), "still calm").await;
+        assert_eq!(bob.next_message_text().await, "still calm");
+    }
+}

@@ -17,5 +17,6 @@ mod readme;
 mod rename;
 mod restart;
 mod shutdown;
+mod slow_clients;
 mod typed;
 mod web_client;

@@ -264,3 +264,21 @@ proptest::proptest! {
         proptest::prop_assert_eq!(seen, expected);
     }
 }
+
+#[test]
+fn a_client_may_close_with_every_registered_code_and_no_other() {
+    let close = |code: u16| close_status(&code.to_be_bytes());
+    for code in [
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000,
+        4999,
+    ] {
+        assert_eq!(close(code), Ok(Some(code)), "{code}");
+    }
+    for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
+        assert_eq!(
+            close(code),
+            Err(Violation::Protocol("invalid close code")),
+            "{code}"
+        );
+    }
+}
