@@ -5,7 +5,10 @@
 #   scripts/setup.sh          tools to build and run: wasm32 target, trunk, wasm-bindgen, wasm-opt,
 #                             brotli (the web client is served precompressed)
 #   scripts/setup.sh --test   also what the tests need: Chromium, ChromeDriver, and axe-core
-#                             (accessibility checks in the end-to-end test) in .tools/
+#                             (accessibility checks in the end-to-end test) in .tools/; PHP
+#                             with curl (to run examples/php against a live relay); and a
+#                             Python venv in .tools/venv with schemathesis and websockets (the
+#                             HTTP API's conformance and examples tests)
 #
 # Versions are pinned on purpose; see docs/toolchain.md for why (trunk 0.22 needs a newer
 # rustc, Debian's binaryen 108 silently breaks the page, wasm-bindgen must match the crate).
@@ -87,6 +90,33 @@ if $with_test_tools; then
     step "installing axe-core $AXE_CORE_VERSION into .tools/"
     mkdir -p .tools
     npm install --prefix .tools --no-audit --no-fund --loglevel=error "axe-core@$AXE_CORE_VERSION"
+  fi
+
+  # PHP and its curl extension: the test runs examples/php/publish.php as a tutorial reader
+  # would. Debian's packages, whatever version Debian ships (the example needs PHP 8.0+).
+  if command -v php >/dev/null && php -m 2>/dev/null | grep -qx curl; then
+    ok "php with curl present"
+  else
+    apt_install php-cli php-curl
+  fi
+
+  # The HTTP API tests' Python packages (schemathesis, websockets), in a venv inside the
+  # project so that nothing is installed into the system's Python. Every version is pinned
+  # in scripts/api_test_requirements.txt; a copy of the file inside the venv records what was
+  # installed, so an unchanged file costs nothing and a changed one reinstalls.
+  venv=.tools/venv
+  requirements=scripts/api_test_requirements.txt
+  if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$venv/installed-requirements.txt"; then
+    ok "Python test packages present ($venv)"
+  else
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+      apt_install python3-venv
+    fi
+    step "installing the HTTP API tests' Python packages into $venv"
+    mkdir -p .tools
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/installed-requirements.txt"
   fi
 fi
 ok "setup complete"

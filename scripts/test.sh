@@ -7,9 +7,12 @@
 #   4. web client build        trunk build --release, precompressed (also what the end-to-end
 #                              test serves), failing over the wasm size budget
 #   5. browser tests           wasm-bindgen-test in headless Chromium against a live relay
-#   6. end to end              two Chromium sessions + a plain client over WebDriver; axe-core
+#   6. HTTP API                examples/ (PHP, Python, curl) publishing to live typed and plain
+#                              clients; the relay held to docs/openapi.yaml (explicit requests
+#                              for every operation and status, then schemathesis)
+#   7. end to end              two Chromium sessions + a plain client over WebDriver; axe-core
 #                              accessibility checks of the page's main states
-#   7. benchmark smoke         a few seconds of every bench scenario, failing on any lost message
+#   8. benchmark smoke         a few seconds of every bench scenario, failing on any lost message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -82,6 +85,13 @@ start_relay browser --static-dir dist
 export RELAY_TEST_WS_URL="ws://$relay_address/ws"
 MIN_TESTS=6 layer "browser (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
 stop_relay
+
+# The HTTP API (issue 12), with the Python of .tools/venv (setup.sh --test). Each script
+# starts and stops its own relays from the debug build, since they need several configured
+# differently (no key, a tiny rate, short retention). Both print "N passed, N failed".
+MIN_TESTS=8 layer "HTTP API examples" .tools/venv/bin/python scripts/api_examples.py target/debug/relay
+MIN_TESTS=200 layer "HTTP API conformance" \
+  .tools/venv/bin/python scripts/api_conformance.py target/debug/relay
 
 MIN_TESTS=3 layer "end to end" cargo test -p backend --features e2e --test e2e
 

@@ -267,9 +267,17 @@ fn check_publication(
     Ok(())
 }
 
-/// Parses a JSON body, telling broken JSON (`bad_json`) from a body of the wrong shape
-/// (`invalid_message`).
+/// Parses a JSON object body, telling broken JSON (`bad_json`) from a body of the wrong
+/// shape (`invalid_message`).
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
+    // serde would also fill a struct from an array of its fields' values.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !is_object && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|err| {
         if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
             ProtocolError::new(ErrorCode::BadJson, format!("the body is not JSON: {err}"))

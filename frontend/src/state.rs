@@ -16,6 +16,12 @@ use common::{
 /// Entries kept per room; older ones are dropped from view.
 pub const MAX_ENTRIES_PER_ROOM: usize = 500;
 
+/// Longest text the composer sends, whatever larger limit the relay announces: the relay's
+/// limit is sized for pushed payloads, and a chat line this long still fits a frame with
+/// room to spare (a `send` over `--max-message-bytes` would be closed with 1009, and the
+/// outbox would resend it after every reconnect).
+pub const COMPOSER_MAX_CHARS: usize = 4096;
+
 /// The state of the connection to the relay, as shown to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionStatus {
@@ -248,7 +254,7 @@ impl ChatState {
 
     /// Checks a draft against the relay's limits without queuing it.
     pub fn check_draft(&self, text: &str) -> Result<(), ProtocolError> {
-        validate_text(text, self.limits.max_text_chars)
+        validate_text(text, self.limits.max_text_chars.min(COMPOSER_MAX_CHARS))
     }
 
     /// Queues `text` for the active room. It stays in the outbox (and on screen as pending)

@@ -64,6 +64,8 @@ pub fn router(state: AppState) -> Router {
     let api = api::router(state.relay.clone(), state.config.clone());
     Router::new()
         .nest("/api", api)
+        // Not operations, but under the API's prefix: answered like an unknown one.
+        .route("/api/", axum::routing::any(api::not_found))
         .route("/", get(ws::plain_or_web_client))
         .route("/ws", get(ws::typed))
         .route("/healthz", get(health::health))

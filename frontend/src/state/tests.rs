@@ -153,6 +153,20 @@ fn blank_and_over_long_drafts_are_refused() {
 }
 
 #[test]
+fn the_composer_keeps_its_own_limit_below_the_relays_push_sized_one() {
+    let mut state = state();
+    state.limits.max_text_chars = 65_536;
+    let longest = "x".repeat(COMPOSER_MAX_CHARS);
+    assert!(state.queue_message(&longest).is_ok());
+    let longer = "x".repeat(COMPOSER_MAX_CHARS + 1);
+    assert_eq!(
+        state.queue_message(&longer).unwrap_err().code,
+        ErrorCode::TextTooLong,
+        "a draft that would need a frame near --max-message-bytes is refused in the page"
+    );
+}
+
+#[test]
 fn messages_are_appended_in_order_and_duplicates_dropped() {
     let mut state = state();
     state.apply(joined("lobby", "e1", Recovery::NotRequested));

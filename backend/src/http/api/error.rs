@@ -57,12 +57,21 @@ impl ApiError {
         }
     }
 
-    /// The store failed: nothing was published (or read); retrying is safe.
+    /// The store failed while publishing: nothing was published; retrying is safe.
     pub fn store(err: &EngineError) -> ApiError {
-        tracing::warn!(%err, "an API request failed in the store");
+        tracing::warn!(%err, "an API publish failed in the store");
         ApiError::new(
             ErrorCode::StoreUnavailable,
             "the message store is unavailable; nothing was published, retry later",
+        )
+    }
+
+    /// The store failed while reading: retry later.
+    pub fn store_read(err: &EngineError) -> ApiError {
+        tracing::warn!(%err, "an API read failed in the store");
+        ApiError::new(
+            ErrorCode::StoreUnavailable,
+            "the message store is unavailable; the room could not be read, retry later",
         )
     }
 

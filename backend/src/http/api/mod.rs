@@ -166,7 +166,8 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then_some(key)
 }
 
-async fn not_found() -> ApiError {
+/// An unknown operation.
+pub async fn not_found() -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
         "no such API operation; see docs/openapi.yaml",

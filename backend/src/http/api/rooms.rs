@@ -130,7 +130,7 @@ pub async fn history(
     let lease = relay
         .lease(&room)
         .await
-        .map_err(|err| ApiError::store(&err))?;
+        .map_err(|err| ApiError::store_read(&err))?;
     let epoch = lease.epoch().to_owned();
     let (_, top) = lease.counts();
     let engine = relay.engine();
@@ -138,7 +138,7 @@ pub async fn history(
         let oldest = engine
             .oldest(&room)
             .await
-            .map_err(|err| ApiError::store(&err))?;
+            .map_err(|err| ApiError::store_read(&err))?;
         Err(ApiError::history_unavailable(
             why,
             &epoch,
@@ -167,7 +167,7 @@ pub async fn history(
     let entries = engine
         .read(&room, after, until)
         .await
-        .map_err(|err| ApiError::store(&err))?;
+        .map_err(|err| ApiError::store_read(&err))?;
     let whole = entries.len() as u64 == until - after
         && entries
             .first()
