@@ -157,6 +157,13 @@ async fn every_refusal_has_its_status_and_json_code_and_changes_nothing() {
             "[1, 2]".into(),
             (400, "invalid_message"),
         ),
+        // serde alone would read an array of the fields' values as the struct.
+        (
+            "POST",
+            "/api/publish",
+            r#"["lobby", "hi"]"#.into(),
+            (400, "invalid_message"),
+        ),
         (
             "POST",
             "/api/publish",
@@ -205,6 +212,7 @@ async fn every_refusal_has_its_status_and_json_code_and_changes_nothing() {
             valid.clone(),
             (404, "not_found"),
         ),
+        ("GET", "/api/", String::new(), (404, "not_found")),
         (
             "GET",
             "/api/publish",
