@@ -28,6 +28,7 @@
 //!
 //! The wire protocol itself lives in the `common` crate, shared with the web client.
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod engine;
