@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -155,14 +156,48 @@ async def check(relay_address: str) -> int:
     return passed
 
 
+TOKEN_SECRET = "examples-token-secret-of-at-least-32-bytes"
+
+
+async def check_token(relay_address: str) -> int:
+    """examples/php/token.php mints a token the relay accepts: the user is who it names,
+    with exactly the rooms it grants."""
+    minted = subprocess.run(
+        ["php", "examples/php/token.php", "ada", "Ada", "support-*=read,write"],
+        cwd=ROOT,
+        env={**os.environ, "RELAY_AUTH_HMAC_SECRET": TOKEN_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if minted.returncode != 0:
+        raise TestFailure(f"examples/php/token.php failed: {minted.stderr}")
+    client = await Client.connect(relay_address, "/ws", "token client")
+    try:
+        await client.ws.send(json.dumps({"type": "auth", "token": minted.stdout.strip()}))
+        frames = await client.wait("authenticated", lambda fs: [json.loads(f) for f in fs if '"authenticated"' in f])
+        if (frames[0].get("user"), frames[0].get("name")) != ("ada", "Ada"):
+            raise TestFailure(f"the PHP token authenticated as {frames[0]}, expected ada / Ada")
+        await client.ws.send(json.dumps({"type": "join", "room": "support-1", "name": "x"}))
+        await client.wait("joined support-1", lambda fs: any('"joined"' in f for f in fs))
+        await client.ws.send(json.dumps({"type": "join", "room": "billing", "name": "x"}))
+        await client.wait("forbidden for billing", lambda fs: any('"forbidden"' in f for f in fs))
+    finally:
+        await client.close()
+    log("ok php token: the relay took it for ada / Ada with exactly its rooms")
+    return 1
+
+
 def main() -> int:
     stop_on_sigterm()
     binary = relay_binary(sys.argv[1] if len(sys.argv) > 1 else None)
     started = time.monotonic()
     with Relays(binary) as relays:
         relay = relays.start("examples", "--api-key", TEST_KEY)
+        token_relay = relays.start("token", "--auth-hmac-secret", TOKEN_SECRET)
         try:
             passed = asyncio.run(check(relay.address))
+            passed += asyncio.run(check_token(token_relay.address))
         except TestFailure as failure:
             log(f"FAILED: {failure}")
             print("0 passed, 1 failed")

@@ -8,6 +8,7 @@ use clap::Parser;
 use common::Limits;
 
 use crate::{
+    auth::{AuthSettings, PlainAccess},
     connection::{RateLimit, SendQueueLimits, SessionSettings},
     engine::{BOOT_ID_FILE, Durability, Retention, SqliteSettings},
     http::OriginPolicy,
@@ -72,6 +73,10 @@ pub mod defaults {
     pub const API_RATE_PER_SEC: f64 = 1000.0;
     /// `--api-rate-burst`.
     pub const API_RATE_BURST: u32 = 2000;
+    /// `--auth-timeout-ms`.
+    pub const AUTH_TIMEOUT_MS: u64 = 5_000;
+    /// `--token-grace-ms`.
+    pub const TOKEN_GRACE_MS: u64 = 10_000;
     /// Shortest API key accepted, in bytes: long enough not to be guessed.
     pub const MIN_API_KEY_BYTES: usize = 16;
     /// Most messages replayed to one recovering client (a longer gap is unrecoverable):
@@ -159,6 +164,8 @@ pub struct Config {
     pub socket_send_buffer: Option<usize>,
     /// The HTTP server API's keys and rate limit.
     pub api: ApiSettings,
+    /// Signed-token identity; off without a key.
+    pub auth: AuthSettings,
 }
 
 /// The HTTP server API's settings.
@@ -229,6 +236,7 @@ impl Default for Config {
             drain_pause: Duration::from_millis(defaults::DRAIN_PAUSE_MS),
             socket_send_buffer: None,
             api: ApiSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -298,6 +306,19 @@ impl Config {
         }
         if self.api.rate.per_second.is_nan() || self.api.rate.per_second <= 0.0 {
             return refuse("--api-rate-per-sec must be above 0".into());
+        }
+        if self.auth.timeout.is_zero() {
+            return refuse("--auth-timeout-ms must be at least 1".into());
+        }
+        if let Some(room) = self
+            .auth
+            .anonymous_rooms
+            .iter()
+            .find(|room| common::validate_room(room).is_err())
+        {
+            return refuse(format!(
+                "--anonymous-rooms: `{room}` is not a valid room name"
+            ));
         }
         if self.api.rate.burst == 0 {
             return refuse("--api-rate-burst must be at least 1".into());
@@ -470,6 +491,30 @@ pub struct Cli {
     /// HTTP API requests per key in a burst.
     #[arg(long, env = "RELAY_API_RATE_BURST", default_value_t = defaults::API_RATE_BURST)]
     pub api_rate_burst: u32,
+    /// Require HS256 tokens signed with this secret (at least 32 bytes).
+    #[arg(long, env = "RELAY_AUTH_HMAC_SECRET", hide_env_values = true)]
+    pub auth_hmac_secret: Option<String>,
+    /// Require RS256 or ES256 tokens verified with this public key (a PEM file).
+    #[arg(long, env = "RELAY_AUTH_PUBLIC_KEY")]
+    pub auth_public_key: Option<PathBuf>,
+    /// The `aud` every token must carry.
+    #[arg(long, env = "RELAY_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// The `iss` every token must carry.
+    #[arg(long, env = "RELAY_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Rooms anyone may read without a token when tokens are required (comma-separated).
+    #[arg(long, env = "RELAY_ANONYMOUS_ROOMS", value_delimiter = ',')]
+    pub anonymous_rooms: Vec<String>,
+    /// What the plain endpoint `/` allows when tokens are required.
+    #[arg(long, env = "RELAY_AUTH_PLAIN", value_enum, default_value_t = PlainAccess::Off)]
+    pub auth_plain: PlainAccess,
+    /// Milliseconds a connection has to send `auth` when tokens are required.
+    #[arg(long, env = "RELAY_AUTH_TIMEOUT_MS", default_value_t = defaults::AUTH_TIMEOUT_MS)]
+    pub auth_timeout_ms: u64,
+    /// Milliseconds past its token's expiry a connection may stay without a `refresh`.
+    #[arg(long, env = "RELAY_TOKEN_GRACE_MS", default_value_t = defaults::TOKEN_GRACE_MS)]
+    pub token_grace_ms: u64,
 }
 
 impl From<Cli> for Config {
@@ -530,6 +575,16 @@ impl From<Cli> for Config {
                     burst: cli.api_rate_burst,
                     ..ApiSettings::default().rate
                 },
+            },
+            auth: AuthSettings {
+                hmac_secret: cli.auth_hmac_secret,
+                public_key: cli.auth_public_key,
+                audience: cli.auth_audience,
+                issuer: cli.auth_issuer,
+                anonymous_rooms: cli.anonymous_rooms,
+                plain: cli.auth_plain,
+                timeout: Duration::from_millis(cli.auth_timeout_ms),
+                grace: Duration::from_millis(cli.token_grace_ms),
             },
         }
     }

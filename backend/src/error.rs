@@ -17,6 +17,12 @@ pub enum AppError {
     /// The page's origin may not connect.
     #[error("origin {0:?} is not allowed to connect to this relay")]
     OriginNotAllowed(String),
+    /// Tokens are required and the plain endpoint, whose clients cannot present one, is off.
+    #[error(
+        "this relay requires a signed token, which plain clients cannot present: use /ws (the \
+         relay can be started with --auth-plain read-only or on)"
+    )]
+    PlainClosed,
     /// No connection slot is free.
     #[error("the relay is at its limit of {0} connections; try again later")]
     ServerFull(usize),
@@ -29,6 +35,7 @@ impl IntoResponse for AppError {
                 (StatusCode::BAD_REQUEST, ErrorCode::UnsupportedProtocol)
             }
             AppError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, ErrorCode::OriginNotAllowed),
+            AppError::PlainClosed => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             AppError::ServerFull(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerFull),
         };
         tracing::debug!(error = %self, "request refused");

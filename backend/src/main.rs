@@ -1,16 +1,23 @@
-//! The relay binary: read settings, start logging, serve until SIGINT or SIGTERM.
+//! The relay binary: read settings, start logging, serve until SIGINT or SIGTERM. Or, as
+//! `relay token …`, print a signed token for development.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use backend::{
+    auth::cli::TokenArgs,
     config::{Cli, Config},
     shutdown, startup, telemetry,
 };
 use clap::Parser;
 
 fn main() -> ExitCode {
-    match serve() {
+    let outcome = if std::env::args().nth(1).as_deref() == Some("token") {
+        print_token()
+    } else {
+        serve()
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line a person can act on, with every cause.
@@ -18,6 +25,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `relay token`: the token goes to standard output, alone, for `$(relay token …)`.
+fn print_token() -> anyhow::Result<()> {
+    let args = TokenArgs::parse_from(std::env::args().skip(1));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    println!("{}", args.token(now)?);
+    Ok(())
 }
 
 #[tokio::main]

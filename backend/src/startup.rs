@@ -1,11 +1,12 @@
 //! Builds the application from its settings and serves it.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
+    auth::Auth,
     config::{Config, StoreKind},
     connection::{SessionSettings, heartbeat},
     engine::{Engine, SqliteEngine, memory::MemoryEngine, now_millis},
@@ -58,7 +59,15 @@ pub async fn run_with_engine(
 ) -> anyhow::Result<()> {
     config.check()?;
     let address = listener.local_addr()?;
-    let relay = Relay::new(RelaySettings::from_config(&config), engine.clone());
+    let auth = Auth::from_settings(&config.auth)?.map(Arc::new);
+    let sweep_period = sweep_period(&config);
+    let relay = Relay::new(
+        RelaySettings {
+            auth,
+            ..RelaySettings::from_config(&config)
+        },
+        engine.clone(),
+    );
     let drain = Drain::new();
     let (grace, batch, pause) = (
         config.shutdown_grace,
@@ -69,6 +78,7 @@ pub async fn run_with_engine(
     let heartbeat = tokio::spawn(sweep_heartbeats(
         relay.clone(),
         config.session,
+        sweep_period,
         drain.clone(),
     ));
     let serving = ServeSettings::from_config(&config);
@@ -105,9 +115,23 @@ pub async fn run_with_engine(
     Ok(())
 }
 
-/// Checks every connection's heartbeat twice per period until shutdown starts.
-async fn sweep_heartbeats(relay: Relay, settings: SessionSettings, drain: Drain) {
-    let mut ticks = tokio::time::interval(heartbeat::sweep_period(&settings));
+/// How often the sweep runs: twice per heartbeat period, and with tokens required, also
+/// twice per the time to authenticate and per the grace after expiry, so neither is
+/// overrun by more than half of itself.
+fn sweep_period(config: &Config) -> Duration {
+    let heartbeat = heartbeat::sweep_period(&config.session);
+    if config.auth.enabled() {
+        let auth = config.auth.timeout.min(config.auth.grace) / 2;
+        heartbeat.min(auth.max(Duration::from_millis(1)))
+    } else {
+        heartbeat
+    }
+}
+
+/// Checks every connection's heartbeat (and authentication deadline) every `period` until
+/// shutdown starts.
+async fn sweep_heartbeats(relay: Relay, settings: SessionSettings, period: Duration, drain: Drain) {
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

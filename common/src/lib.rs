@@ -21,12 +21,15 @@
 //! | `ping`  | | ask for a `pong` (a liveness check browsers can make) |
 //! | `send`  | `room`, `id`, `text`, optional `resend` | publish `text` to `room`; `id` is chosen by the client, echoed in the `ack` and used to drop resends |
 //! | `rename` | `name` | change this connection's display name in every room it is in; see [`ClientMessage::Rename`] |
+//! | `auth`  | optional `token` | when `welcome.auth_required`: the first frame, with the token the application issued (none: anonymous, where allowed) |
+//! | `refresh` | `token` | a fresh token for the same user, before the current one expires |
 //!
 //! # Server → client
 //!
 //! | `type`          | fields | meaning |
 //! |-----------------|--------|---------|
-//! | `welcome`       | `protocol`, `server`, `connection`, `default_room`, `limits` | first frame of every connection |
+//! | `welcome`       | `protocol`, `server`, `connection`, `default_room`, `limits`, optional `auth_required` | first frame of every connection |
+//! | `authenticated` | optional `user`, `name`, `expires_at` | the answer to `auth` and to `refresh`: who the relay takes this connection for, and until when |
 //! | `joined`        | `room`, `epoch`, `offset`, `members`, `recovery` | the join worked; replayed `message`s follow, then live ones |
 //! | `left`          | `room` | the leave worked |
 //! | `pong`          | | the answer to `ping` |
@@ -88,6 +91,13 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4000;
     /// The client did not answer pings (or send anything) within the heartbeat timeout.
     pub const HEARTBEAT_TIMEOUT: u16 = 4001;
+    /// The connection's token expired (and no `refresh` came within the grace period), or
+    /// the token presented was already expired: get a new token, then reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4003;
+    /// Authentication refused: the token is invalid (bad signature, wrong audience,
+    /// malformed, not yet valid), absent where required, or no `auth` came first or in
+    /// time. Do not retry with the same token.
+    pub const AUTH_REFUSED: u16 = 4004;
     /// The application closed this connection through the HTTP API (`POST /api/disconnect`).
     /// Do not reconnect on your own: the application decided this connection should end.
     pub const DISCONNECTED: u16 = 4002;
@@ -144,6 +154,20 @@ pub enum ClientMessage {
         /// The new display name; see [`validate_name`].
         name: String,
     },
+    /// The first frame when the relay requires authentication (`welcome.auth_required`):
+    /// the token the application issued for its user. Without a token the connection is
+    /// anonymous, which the relay allows only for the rooms it names as public (read only).
+    Auth {
+        /// A signed token (JWT).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// A fresh token for the same user, sent before the current one expires: the
+    /// connection carries on under it.
+    Refresh {
+        /// A signed token (JWT) with the same `sub`.
+        token: String,
+    },
 }
 
 fn is_false(value: &bool) -> bool {
@@ -176,6 +200,22 @@ pub enum ServerMessage {
         default_room: String,
         /// Limits the relay enforces, so the client can check input before sending.
         limits: Limits,
+        /// The first frame must be `auth`: nothing else is accepted before it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        auth_required: bool,
+    },
+    /// The answer to `auth` and `refresh`.
+    Authenticated {
+        /// The user id from the token; absent for an anonymous connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        /// The display name from the token, which this connection uses in every room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// When the token expires, in milliseconds since the Unix epoch: send `refresh`
+        /// before then (the relay closes with 4003 a short grace period after it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
     },
     /// A `join` succeeded. Replayed messages (history or recovery) follow, then live ones.
     Joined {
@@ -487,6 +527,15 @@ error_codes! {
         HistoryUnavailable = "history_unavailable"
             => "that history position cannot be served without a gap: another epoch, pruned, \
                or past the newest message (416)",
+        /// The connection's token does not grant this: `read` to join a room, `write` to send
+        /// to it; an authenticated connection's name comes from its token.
+        Forbidden = "forbidden"
+            => "the token does not grant this: `read` to join the room, `write` to send, and \
+               an authenticated name cannot be changed",
+        /// A `refresh` token was refused; the current token still holds until it expires.
+        InvalidToken = "invalid_token"
+            => "the `refresh` token is expired, badly signed, malformed or for another user; \
+               the current one holds until it expires",
     }
 }
 
@@ -524,7 +573,7 @@ impl std::fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// The `type` values a client may send.
-const CLIENT_TYPES: [&str; 5] = ["join", "leave", "ping", "send", "rename"];
+const CLIENT_TYPES: [&str; 7] = ["join", "leave", "ping", "send", "rename", "auth", "refresh"];
 
 /// Parses one text frame from a client, telling apart broken JSON, an unknown `type` and a
 /// known type with bad fields. Field values are not validated here; see [`validate_text`],

@@ -106,10 +106,58 @@ fn welcome_wire_format() {
             connection: 7,
             default_room: "lobby".into(),
             limits: Limits::default(),
+            auth_required: false,
         },
         json!({"type": "welcome", "protocol": 1, "server": "relay/0.1.0", "connection": 7,
                "default_room": "lobby",
                "limits": {"max_text_chars": 65536, "max_name_chars": 32, "max_room_chars": 32}}),
+    );
+    assert_server_wire(
+        ServerMessage::Welcome {
+            protocol: 1,
+            server: "relay/0.1.0".into(),
+            connection: 7,
+            default_room: "lobby".into(),
+            limits: Limits::default(),
+            auth_required: true,
+        },
+        json!({"type": "welcome", "protocol": 1, "server": "relay/0.1.0", "connection": 7,
+               "default_room": "lobby", "auth_required": true,
+               "limits": {"max_text_chars": 65536, "max_name_chars": 32, "max_room_chars": 32}}),
+    );
+}
+
+#[test]
+fn auth_and_refresh_wire_format() {
+    assert_client_wire(
+        ClientMessage::Auth {
+            token: Some("t.o.k".into()),
+        },
+        json!({"type": "auth", "token": "t.o.k"}),
+    );
+    assert_client_wire(ClientMessage::Auth { token: None }, json!({"type": "auth"}));
+    assert_client_wire(
+        ClientMessage::Refresh {
+            token: "t.o.k".into(),
+        },
+        json!({"type": "refresh", "token": "t.o.k"}),
+    );
+    assert_server_wire(
+        ServerMessage::Authenticated {
+            user: Some("ada".into()),
+            name: Some("Ada".into()),
+            expires_at: Some(1_764_000_000_000),
+        },
+        json!({"type": "authenticated", "user": "ada", "name": "Ada",
+               "expires_at": 1_764_000_000_000u64}),
+    );
+    assert_server_wire(
+        ServerMessage::Authenticated {
+            user: None,
+            name: None,
+            expires_at: None,
+        },
+        json!({"type": "authenticated"}),
     );
 }
 
@@ -257,6 +305,8 @@ fn error_wire_format_for_every_code() {
         (ErrorCode::BodyTooLarge, "body_too_large"),
         (ErrorCode::IdempotencyConflict, "idempotency_conflict"),
         (ErrorCode::HistoryUnavailable, "history_unavailable"),
+        (ErrorCode::Forbidden, "forbidden"),
+        (ErrorCode::InvalidToken, "invalid_token"),
     ];
     assert_eq!(codes.len(), ErrorCode::ALL.len());
     for (code, wire) in codes {

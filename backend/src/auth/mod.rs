@@ -16,6 +16,7 @@
 //! classic key confusion) is refused; `none` is never accepted. `aud` and `iss` are checked
 //! when configured. `exp` is required.
 
+pub mod cli;
 mod grants;
 
 use std::path::Path;
@@ -25,8 +26,21 @@ use serde::{Deserialize, Serialize};
 
 pub use grants::{Grants, Permission};
 
-/// The verification settings, from the configuration.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// What the plain endpoint `/` allows when authentication is on (plain clients cannot
+/// present a token).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlainAccess {
+    /// Refused (HTTP 403 before the upgrade).
+    #[default]
+    Off,
+    /// Plain clients receive the lobby (when it is an anonymous room) but cannot send.
+    ReadOnly,
+    /// As without authentication: plain clients read and write the lobby.
+    On,
+}
+
+/// The authentication settings, from the configuration.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     /// HS256 secret (its bytes).
     pub hmac_secret: Option<String>,
@@ -38,6 +52,50 @@ pub struct AuthSettings {
     pub issuer: Option<String>,
     /// Rooms anyone may read without a token when authentication is on.
     pub anonymous_rooms: Vec<String>,
+    /// What the plain endpoint allows when authentication is on.
+    pub plain: PlainAccess,
+    /// How long a new connection has to send `auth`.
+    pub timeout: std::time::Duration,
+    /// How long past its token's expiry a connection may stay without a `refresh`.
+    pub grace: std::time::Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            hmac_secret: None,
+            public_key: None,
+            audience: None,
+            issuer: None,
+            anonymous_rooms: Vec::new(),
+            plain: PlainAccess::Off,
+            timeout: std::time::Duration::from_millis(crate::config::defaults::AUTH_TIMEOUT_MS),
+            grace: std::time::Duration::from_millis(crate::config::defaults::TOKEN_GRACE_MS),
+        }
+    }
+}
+
+/// Authentication as the relay runs it: the verifier, and what anonymous connections may do.
+#[derive(Debug)]
+pub struct Auth {
+    /// Checks tokens.
+    pub verifier: Verifier,
+    /// The settings it was built from.
+    pub settings: AuthSettings,
+    /// What an anonymous connection may do: read the anonymous rooms.
+    pub anonymous: Grants,
+}
+
+impl Auth {
+    /// Authentication as configured; `None` when it is off. A key that cannot be used stops
+    /// the relay at start-up.
+    pub fn from_settings(settings: &AuthSettings) -> Result<Option<Auth>, KeyError> {
+        Ok(Verifier::from_settings(settings)?.map(|verifier| Auth {
+            verifier,
+            settings: settings.clone(),
+            anonymous: Grants::read_only(&settings.anonymous_rooms),
+        }))
+    }
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -52,6 +110,9 @@ impl std::fmt::Debug for AuthSettings {
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
             .field("anonymous_rooms", &self.anonymous_rooms)
+            .field("plain", &self.plain)
+            .field("timeout", &self.timeout)
+            .field("grace", &self.grace)
             .finish()
     }
 }

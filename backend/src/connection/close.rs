@@ -23,11 +23,16 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// The application asked for it through the HTTP API (4002).
     Disconnected,
+    /// The token expired, and no `refresh` came within the grace period; or the token
+    /// presented was expired already (4003).
+    TokenExpired,
+    /// Authentication refused, with why (4004).
+    AuthRefused(&'static str),
 }
 
 impl CloseReason {
     /// Every reason, once (the protocol error with a generic text).
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Shutdown,
         CloseReason::ProtocolError("protocol error"),
         CloseReason::InvalidPayload,
@@ -36,6 +41,8 @@ impl CloseReason {
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
         CloseReason::Disconnected,
+        CloseReason::TokenExpired,
+        CloseReason::AuthRefused("authentication refused"),
     ];
 
     /// The WebSocket close code.
@@ -49,6 +56,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => close_code::SLOW_CONSUMER,
             CloseReason::HeartbeatTimeout => close_code::HEARTBEAT_TIMEOUT,
             CloseReason::Disconnected => close_code::DISCONNECTED,
+            CloseReason::TokenExpired => close_code::TOKEN_EXPIRED,
+            CloseReason::AuthRefused(_) => close_code::AUTH_REFUSED,
         }
     }
 
@@ -63,6 +72,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow consumer: too many unread messages",
             CloseReason::HeartbeatTimeout => "no answer to ping",
             CloseReason::Disconnected => "disconnected by the application",
+            CloseReason::TokenExpired => "token expired: get a new one",
+            CloseReason::AuthRefused(why) => why,
         }
     }
 
@@ -77,6 +88,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::Disconnected => "disconnected",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::AuthRefused(_) => "auth_refused",
         }
     }
 }

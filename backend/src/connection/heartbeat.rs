@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::{CloseReason, End, SessionSettings, clock};
+use super::{CloseReason, End, SessionSettings, clock, send_queue::Deadline};
 use crate::relay::Relay;
 
 /// What a connection's pulse calls for.
@@ -50,10 +50,21 @@ pub fn sweep_period(settings: &SessionSettings) -> Duration {
     (settings.ping_interval.min(settings.ping_timeout) / 2).max(Duration::from_millis(1))
 }
 
-/// Checks every connection's pulse once and acts on it.
+/// Checks every connection's pulse once and acts on it; and ends the connections whose
+/// authentication ran out (no `auth` in time, or a token expired past its grace).
 pub fn sweep(relay: &Relay, settings: &SessionSettings) {
     let now = clock::now_ms();
     relay.for_each_outbox(|queue| {
+        let expired = match queue.deadline() {
+            Some(Deadline::Authenticate(at)) if now >= at => Some(CloseReason::AuthRefused(
+                "no auth frame in time: send it first, at once",
+            )),
+            Some(Deadline::Token(at)) if now >= at => Some(CloseReason::TokenExpired),
+            _ => None,
+        };
+        if let Some(reason) = expired {
+            return queue.end(End::Relay(reason));
+        }
         match pulse(now, queue.last_heard(), queue.writing_since(), settings) {
             Pulse::Fine => {}
             Pulse::Ping => queue.request_ping(),

@@ -64,6 +64,19 @@ struct Shared {
     last_heard: AtomicU64,
     /// When the write in progress started, in clock milliseconds; 0 when none is blocked.
     stalled_since: AtomicU64,
+    /// When authentication runs out, in clock milliseconds, times two, plus 1 if what runs
+    /// out is a token (rather than the time to send `auth`); 0 when nothing does. One atomic,
+    /// so the sweep reads a consistent pair.
+    deadline: AtomicU64,
+}
+
+/// What runs out at a connection's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The time to send `auth`.
+    Authenticate(u64),
+    /// The token, plus its grace period.
+    Token(u64),
 }
 
 /// What the writer is to do next, besides writing the batch.
@@ -133,6 +146,7 @@ impl SendQueue {
                 limits,
                 last_heard: AtomicU64::new(super::clock::now_ms()),
                 stalled_since: AtomicU64::new(0),
+                deadline: AtomicU64::new(0),
             }),
         }
     }
@@ -306,6 +320,29 @@ impl SendQueue {
             0
         };
         self.shared.stalled_since.store(since, Ordering::Relaxed);
+    }
+
+    /// Sets when authentication runs out (see [`Deadline`]), in clock milliseconds.
+    pub fn set_deadline(&self, deadline: Deadline) {
+        let encoded = match deadline {
+            Deadline::Authenticate(at) => at.max(1) << 1,
+            Deadline::Token(at) => (at.max(1) << 1) | 1,
+        };
+        self.shared.deadline.store(encoded, Ordering::Relaxed);
+    }
+
+    /// Nothing runs out any more (an anonymous connection).
+    pub fn clear_deadline(&self) {
+        self.shared.deadline.store(0, Ordering::Relaxed);
+    }
+
+    /// When authentication runs out, if it does.
+    pub fn deadline(&self) -> Option<Deadline> {
+        match self.shared.deadline.load(Ordering::Relaxed) {
+            0 => None,
+            encoded if encoded & 1 == 1 => Some(Deadline::Token(encoded >> 1)),
+            encoded => Some(Deadline::Authenticate(encoded >> 1)),
+        }
     }
 
     /// When the write in progress started, if one is.

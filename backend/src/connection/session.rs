@@ -26,10 +26,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CloseReason, End, SendQueue,
+    CloseReason, End, SendQueue, clock,
     framing::{Control, FrameReader, Incoming, Violation, write_frames},
     rate_limit::{RateLimit, TokenBucket, Verdict},
+    send_queue::Deadline,
 };
+use crate::auth::{Grants, Permission, PlainAccess, TokenError};
 use crate::config::defaults;
 use crate::engine::Source;
 use crate::relay::{AnswerTo, ClientKind, Connection, Publication, Relay, Room, encode};
@@ -267,6 +269,28 @@ struct Membership {
     name: Arc<str>,
 }
 
+/// Who a connection is, which decides what it may do.
+enum Standing {
+    /// The relay requires no token: anything goes, as on the server the relay replaces.
+    Open,
+    /// Tokens are required and no `auth` has come yet: only `auth` is accepted.
+    Unauthenticated,
+    /// `auth` came without a token: the anonymous rooms may be read.
+    Anonymous,
+    /// A verified user.
+    User(Box<User>),
+}
+
+/// An authenticated connection's user.
+struct User {
+    /// The token's `sub`.
+    id: Arc<str>,
+    /// The token's `name`: the connection's name in every room.
+    name: Arc<str>,
+    /// The rooms it may read and write.
+    grants: Grants,
+}
+
 /// A connection's state as the reader sees it. Opened before the upgrade is answered, so
 /// a plain client is in the lobby by the time its handshake completes; dropping it (when
 /// the connection ends, or if the upgrade never completes) leaves every room it joined.
@@ -274,6 +298,8 @@ pub struct Session {
     relay: Relay,
     connection: Connection,
     settings: SessionSettings,
+    /// Who the connection is, as far as the relay knows.
+    standing: Standing,
     /// Rooms this connection is in. A `Vec`: a connection is in a handful of rooms at most,
     /// and a map would cost every idle connection a few hundred bytes more.
     rooms: Vec<Membership>,
@@ -284,20 +310,39 @@ impl Session {
     /// lobby.
     pub async fn open(relay: Relay, kind: ClientKind, settings: SessionSettings) -> Self {
         let connection = relay.connect(kind);
+        let auth = relay.settings().auth.clone();
+        let standing = match (&auth, kind) {
+            (None, _) => Standing::Open,
+            (Some(_), ClientKind::Typed) => Standing::Unauthenticated,
+            (Some(auth), ClientKind::Plain) => match auth.settings.plain {
+                PlainAccess::On => Standing::Open,
+                // `Off` never gets this far: the upgrade is refused.
+                PlainAccess::ReadOnly | PlainAccess::Off => Standing::Anonymous,
+            },
+        };
         let mut session = Session {
             relay,
             connection,
             settings,
+            standing,
             // One slot: most connections (all plain ones) are in exactly one room.
             rooms: Vec::with_capacity(1),
         };
         if kind == ClientKind::Typed {
+            if let Some(auth) = &auth {
+                let deadline = clock::now_ms() + auth.settings.timeout.as_millis() as u64;
+                session
+                    .connection
+                    .queue
+                    .set_deadline(Deadline::Authenticate(deadline));
+            }
             session.send(&ServerMessage::Welcome {
                 protocol: PROTOCOL_VERSION,
                 server: concat!("relay/", env!("CARGO_PKG_VERSION")).to_owned(),
                 connection: session.connection.id,
                 default_room: DEFAULT_ROOM.to_owned(),
                 limits: session.relay.settings().limits,
+                auth_required: auth.is_some(),
             });
         } else {
             let name = format!("guest-{}", session.connection.id);
@@ -317,6 +362,31 @@ impl Session {
     }
 
     async fn on_client_message(&mut self, message: ClientMessage) {
+        match (&self.standing, message) {
+            (Standing::Unauthenticated, ClientMessage::Auth { token }) => {
+                return self.authenticate(token.as_deref());
+            }
+            (Standing::Unauthenticated, _) => {
+                return self.end(CloseReason::AuthRefused(
+                    "authenticate first: the first frame must be `auth`",
+                ));
+            }
+            (Standing::User(_), ClientMessage::Refresh { token }) => {
+                return self.refresh(&token);
+            }
+            (_, ClientMessage::Auth { .. } | ClientMessage::Refresh { .. }) => {
+                let err = ProtocolError::new(
+                    ErrorCode::InvalidMessage,
+                    "nothing to authenticate: the relay requires no token, or this connection \
+                     authenticated already (send `refresh` with a user token)",
+                );
+                return self.refuse(err, None, None);
+            }
+            (_, message) => self.on_request(message).await,
+        }
+    }
+
+    async fn on_request(&mut self, message: ClientMessage) {
         match message {
             ClientMessage::Join { room, name, since } => {
                 self.join(room, &name, since.as_ref()).await;
@@ -332,15 +402,143 @@ impl Session {
                 resend: _,
             } => self.publish(room, id, text),
             ClientMessage::Rename { name } => self.rename(&name),
+            // Handled before, in every standing.
+            ClientMessage::Auth { .. } | ClientMessage::Refresh { .. } => {}
         }
+    }
+
+    /// The first frame under required tokens: a valid token makes the connection its
+    /// user's until the token expires (plus the grace period, unless refreshed); no token
+    /// makes it anonymous where that is allowed. Anything else ends it: an expired token
+    /// with 4003 (get a new one), any other refusal with 4004.
+    fn authenticate(&mut self, token: Option<&str>) {
+        let Some(auth) = self.relay.settings().auth.clone() else {
+            return;
+        };
+        let Some(token) = token else {
+            if auth.settings.anonymous_rooms.is_empty() {
+                return self.end(CloseReason::AuthRefused("a token is required"));
+            }
+            self.standing = Standing::Anonymous;
+            self.connection.queue.clear_deadline();
+            return self.send(&ServerMessage::Authenticated {
+                user: None,
+                name: None,
+                expires_at: None,
+            });
+        };
+        let max_name_chars = self.relay.settings().limits.max_name_chars;
+        match auth.verifier.verify(token, max_name_chars) {
+            Ok(identity) => {
+                self.token_runs_until(identity.expires_at, auth.settings.grace);
+                self.send(&ServerMessage::Authenticated {
+                    user: Some(identity.user.clone()),
+                    name: Some(identity.name.clone()),
+                    expires_at: Some(identity.expires_at * 1000),
+                });
+                self.standing = Standing::User(Box::new(User {
+                    id: Arc::from(identity.user),
+                    name: Arc::from(identity.name),
+                    grants: identity.grants,
+                }));
+            }
+            Err(TokenError::Expired) => self.end(CloseReason::TokenExpired),
+            Err(err) => {
+                tracing::debug!(%err, connection = self.connection.id, "token refused");
+                self.end(CloseReason::AuthRefused(refusal_text(&err)));
+            }
+        }
+    }
+
+    /// A fresh token for the same user: the connection carries on under it (its rooms'
+    /// grants from now on, its expiry). A refused one changes nothing: the current token
+    /// holds until it runs out.
+    fn refresh(&mut self, token: &str) {
+        let Some(auth) = self.relay.settings().auth.clone() else {
+            return;
+        };
+        let Standing::User(user) = &mut self.standing else {
+            return;
+        };
+        let max_name_chars = self.relay.settings().limits.max_name_chars;
+        let identity = match auth.verifier.verify(token, max_name_chars) {
+            Ok(identity) if *identity.user == *user.id => identity,
+            Ok(_) => {
+                let err = ProtocolError::new(
+                    ErrorCode::InvalidToken,
+                    "the token is for another user; the current one still holds",
+                );
+                return self.refuse(err, None, None);
+            }
+            Err(err) => {
+                let err = ProtocolError::new(
+                    ErrorCode::InvalidToken,
+                    format!("{err}; the current token still holds until it expires"),
+                );
+                return self.refuse(err, None, None);
+            }
+        };
+        user.grants = identity.grants;
+        let expires_at = identity.expires_at;
+        self.token_runs_until(expires_at, auth.settings.grace);
+        self.send(&ServerMessage::Authenticated {
+            user: Some(identity.user),
+            name: Some(user_name(&self.standing)),
+            expires_at: Some(expires_at * 1000),
+        });
+    }
+
+    /// Sets the connection's deadline to a token's expiry (`exp`, Unix seconds) plus grace.
+    fn token_runs_until(&self, exp: u64, grace: Duration) {
+        let now_unix_ms = crate::engine::now_millis();
+        let left = (exp * 1000).saturating_sub(now_unix_ms) + grace.as_millis() as u64;
+        self.connection
+            .queue
+            .set_deadline(Deadline::Token(clock::now_ms() + left));
+    }
+
+    /// Whether this connection may do `permission` in `room`.
+    fn allowed(&self, room: &str, permission: Permission) -> bool {
+        match &self.standing {
+            Standing::Open => true,
+            Standing::Unauthenticated => false,
+            Standing::Anonymous => self
+                .relay
+                .settings()
+                .auth
+                .as_ref()
+                .is_some_and(|auth| auth.anonymous.allows(room, permission)),
+            Standing::User(user) => user.grants.allows(room, permission),
+        }
+    }
+
+    /// Ends the connection with `reason`.
+    fn end(&self, reason: CloseReason) {
+        self.connection.queue.end(End::Relay(reason));
     }
 
     async fn join(&mut self, room: String, name: &str, since: Option<&Position>) {
         let max_name_chars = self.relay.settings().limits.max_name_chars;
-        let checked = validate_room(&room).and_then(|()| validate_name(name, max_name_chars));
+        // An authenticated connection is called what its token says.
+        let token_name = match &self.standing {
+            Standing::User(user) => Some(user.name.clone()),
+            _ => None,
+        };
+        let checked = validate_room(&room).and_then(|()| match &token_name {
+            Some(_) => Ok(()),
+            None => validate_name(name, max_name_chars),
+        });
         if let Err(err) = checked {
             return self.refuse(err, None, Some(room));
         }
+        if !self.allowed(&room, Permission::Read) {
+            return self.refuse(
+                forbidden("your token does not grant `read` in this room"),
+                None,
+                Some(room),
+            );
+        }
+        let name = token_name.as_deref().unwrap_or(name);
         if self.membership(&room).is_some() {
             let err = ProtocolError::new(ErrorCode::AlreadyJoined, "already in this room");
             return self.refuse(err, None, Some(room));
@@ -404,8 +602,15 @@ impl Session {
         if let Err(err) = checked {
             return self.refuse(err, Some(id), Some(room));
         }
-        let Some(membership) = self.membership(&room) else {
+        if self.membership(&room).is_none() {
             return self.refuse(not_joined(), Some(id), Some(room));
+        }
+        if !self.allowed(&room, Permission::Write) {
+            let err = forbidden("your token does not grant `write` in this room");
+            return self.refuse(err, Some(id), Some(room));
+        }
+        let Some(membership) = self.membership(&room) else {
+            return;
         };
         // The ack (or a refusal) comes from the room once the message is stored and synced.
         membership.room.publish(Publication {
@@ -423,6 +628,10 @@ impl Session {
     /// messages carry the new name. Nothing changes on a refusal: an invalid name, or no
     /// room to be renamed in (names are per room, given with `join`).
     fn rename(&mut self, name: &str) {
+        if matches!(self.standing, Standing::User(_)) {
+            let err = forbidden("an authenticated connection is called what its token says");
+            return self.refuse(err, None, None);
+        }
         let max_name_chars = self.relay.settings().limits.max_name_chars;
         if let Err(err) = validate_name(name, max_name_chars) {
             return self.refuse(err, None, None);
@@ -449,6 +658,10 @@ impl Session {
     /// by the framing: close 1009); the typed protocol's text rules (`validate_text`) are not
     /// applied. Typed lobby members get the same text in their `message` frame.
     fn on_plain_text(&mut self, text: Utf8Bytes) {
+        if !self.allowed(DEFAULT_ROOM, Permission::Write) {
+            let err = forbidden("this relay lets plain clients read only");
+            return self.refuse(err, None, None);
+        }
         let Some(lobby) = self.membership(DEFAULT_ROOM) else {
             // The lobby could not be opened (the store failed); that was already reported.
             return;
@@ -494,6 +707,30 @@ impl Drop for Session {
         for membership in self.rooms.drain(..) {
             self.relay.leave(&self.connection, &membership.room);
         }
+    }
+}
+
+fn forbidden(why: &str) -> ProtocolError {
+    ProtocolError::new(ErrorCode::Forbidden, why)
+}
+
+/// The display name of a user standing (empty for any other).
+fn user_name(standing: &Standing) -> String {
+    match standing {
+        Standing::User(user) => user.name.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The close text for a refused token (a close frame's reason holds at most 123 bytes).
+fn refusal_text(err: &TokenError) -> &'static str {
+    match err {
+        TokenError::Expired => "token expired",
+        TokenError::NotYetValid => "token refused: not valid yet",
+        TokenError::BadSignature => "token refused: bad signature",
+        TokenError::Algorithm => "token refused: algorithm not accepted",
+        TokenError::WrongAudienceOrIssuer => "token refused: wrong audience or issuer",
+        TokenError::Malformed(_) => "token refused: malformed",
     }
 }
 

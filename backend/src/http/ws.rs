@@ -17,6 +17,7 @@ use super::{
     AppState,
     upgrade::{NotAnUpgrade, UpgradeRequest},
 };
+use crate::auth::PlainAccess;
 use crate::{
     connection::{
         framing::FrameReader,
@@ -35,7 +36,18 @@ pub async fn plain_or_web_client(
     request: Request,
 ) -> Result<Response, AppError> {
     match upgrade {
-        Ok(upgrade) => accept(state, &headers, upgrade, ClientKind::Plain).await,
+        Ok(upgrade) => {
+            let plain_off = state
+                .relay
+                .settings()
+                .auth
+                .as_ref()
+                .is_some_and(|auth| auth.settings.plain == PlainAccess::Off);
+            if plain_off {
+                return Err(AppError::PlainClosed);
+            }
+            accept(state, &headers, upgrade, ClientKind::Plain).await
+        }
         Err(_) => match state.web_client.oneshot(request).await {
             Ok(response) => Ok(response),
             Err(never) => match never {},

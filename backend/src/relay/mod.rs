@@ -49,6 +49,8 @@ pub struct RelaySettings {
     pub max_replay: u64,
     /// Bounds of every connection's send queue.
     pub send_queue: SendQueueLimits,
+    /// Signed-token identity, when the relay requires it.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl RelaySettings {
@@ -60,6 +62,8 @@ impl RelaySettings {
             dedup_window: config.dedup_window,
             max_replay: crate::config::defaults::MAX_REPLAY,
             send_queue: config.send_queue,
+            // Loaded by start-up, which can refuse to start on a bad key.
+            auth: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: a real relay on an ephemeral port, real WebSocket clients.
 
 mod api;
+mod auth;
 mod bad_input;
 mod close;
 mod delivery;

@@ -15,7 +15,9 @@ async fn welcome_announces_version_connection_and_limits() {
             default_room,
             limits,
             server,
+            auth_required,
         } => {
+            assert!(!auth_required, "no key configured: anonymous, as before");
             assert_eq!(protocol, PROTOCOL_VERSION);
             assert!(connection > 0);
             assert_eq!(default_room, "lobby");

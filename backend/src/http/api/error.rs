@@ -91,7 +91,8 @@ impl ApiError {
             ErrorCode::HistoryUnavailable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::StoreUnavailable | ErrorCode::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ErrorCode::BadJson
             | ErrorCode::UnknownType
             | ErrorCode::InvalidMessage
