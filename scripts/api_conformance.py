@@ -551,6 +551,7 @@ def check_disconnect(a: str, checks: Checks, ada: Client, ada_connection: int, l
         ("invalid_message", {}, "no id"),
         ("invalid_message", "[18446744073709551615]", "an array of the fields' values"),
         ("invalid_message", {"connection": 1, "all": True}, "an unknown field"),
+        ("invalid_message", {"connection": 1, "user": "ada"}, "both a connection and a user"),
     ]
     for code, body, what in bad:
         checks.expect(a, "disconnect", 400, f"disconnect 400 {code}: {what}", code=code, body=body)
@@ -558,6 +559,8 @@ def check_disconnect(a: str, checks: Checks, ada: Client, ada_connection: int, l
                   body='{"connection":' + " " * (1 << 20) + "1}")
     checks.expect(a, "disconnect", 404, "disconnect 404: no such connection", code="not_found",
                   body={"connection": 18446744073709551615})
+    checks.expect(a, "disconnect", 404, "disconnect 404: no connection of that user", code="not_found",
+                  body={"user": "nobody"})
     answer = checks.expect(a, "disconnect", 200, "disconnect: the typed client", body={"connection": ada_connection})
     if answer:
         checks.check("disconnect: one connection", answer.json() == {"disconnected": 1}, str(answer.json()))

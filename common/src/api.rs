@@ -59,12 +59,17 @@ pub struct BroadcastRequest {
     pub idempotency_key: Option<String>,
 }
 
-/// `POST /api/disconnect`: close one connection.
+/// `POST /api/disconnect`: close one connection, or every connection of a user; exactly
+/// one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectRequest {
     /// The connection's id (`welcome.connection`, and `members[].connection`).
-    pub connection: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<u64>,
+    /// A user id (a token's `sub`): every connection of that user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The answer to a publish: where the message is stored.
@@ -237,9 +242,16 @@ pub fn parse_broadcast(body: &[u8], limits: &Limits) -> Result<BroadcastRequest,
     Ok(request)
 }
 
-/// Parses a disconnect body.
+/// Parses a disconnect body: exactly one of `connection` and `user`.
 pub fn parse_disconnect(body: &[u8]) -> Result<DisconnectRequest, ProtocolError> {
-    parse_body(body)
+    let request: DisconnectRequest = parse_body(body)?;
+    if request.connection.is_some() == request.user.is_some() {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "name exactly one of `connection` and `user`",
+        ));
+    }
+    Ok(request)
 }
 
 /// The rules every published text, sender name and key follow.

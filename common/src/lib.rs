@@ -320,13 +320,41 @@ pub struct ChatMessage {
     pub api: bool,
 }
 
-/// A member of a room.
+/// A member of a room: a user (every connection of one user is one member), or an
+/// anonymous connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Member {
-    /// The member's connection id (see `welcome.connection`).
+    /// The member's connection id (see `welcome.connection`); for a user with several
+    /// connections in the room, the first one's.
     pub connection: u64,
     /// The member's display name in this room.
     pub name: String,
+    /// The user id from the member's token; absent for anonymous connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// How many of the user's connections are in the room (absent: 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub connections: u32,
+}
+
+impl Member {
+    /// An anonymous connection as a member.
+    pub fn anonymous(connection: u64, name: impl Into<String>) -> Member {
+        Member {
+            connection,
+            name: name.into(),
+            user: None,
+            connections: 1,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(value: &u32) -> bool {
+    *value == 1
 }
 
 /// What became of a `join`'s `since`.

@@ -80,10 +80,7 @@ fn rename_wire_format() {
     assert_server_wire(
         ServerMessage::MemberRenamed {
             room: "r".into(),
-            member: Member {
-                connection: 7,
-                name: "Y".into(),
-            },
+            member: Member::anonymous(7, "Y"),
             previous: "X".into(),
         },
         json!({"type": "member_renamed", "room": "r",
@@ -177,10 +174,7 @@ fn joined_and_left_wire_format() {
                 room: "lobby".into(),
                 epoch: "e1".into(),
                 offset: 12,
-                members: vec![Member {
-                    connection: 3,
-                    name: "Ada".into(),
-                }],
+                members: vec![Member::anonymous(3, "Ada")],
                 recovery,
             },
             json!({"type": "joined", "room": "lobby", "epoch": "e1", "offset": 12,
@@ -256,10 +250,7 @@ fn ack_and_presence_wire_format() {
         json!({"type": "ack", "id": "c1-1", "room": "lobby", "epoch": "e1", "offset": 5,
                "ts": 9, "duplicate": false}),
     );
-    let member = Member {
-        connection: 4,
-        name: "Bo".into(),
-    };
+    let member = Member::anonymous(4, "Bo");
     assert_server_wire(
         ServerMessage::MemberJoined {
             room: "lobby".into(),

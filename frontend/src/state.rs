@@ -430,20 +430,32 @@ impl ChatState {
                 recovery,
                 ..
             } => self.on_joined(&room, epoch, members, recovery),
-            ServerMessage::Left { .. } | ServerMessage::Pong => {}
+            // The web client does not authenticate yet (it connects to relays without
+            // tokens); an `authenticated` answer changes nothing it shows.
+            ServerMessage::Left { .. }
+            | ServerMessage::Pong
+            | ServerMessage::Authenticated { .. } => {}
             ServerMessage::Message(message) => self.on_message(message),
             ServerMessage::Ack { id, .. } => self.outbox.retain(|p| p.id != id),
             ServerMessage::MemberJoined { room, member } => {
                 let text = format!("{} joined", member.name);
                 if let Some(view) = self.room_mut(&room) {
-                    view.members.retain(|m| m.connection != member.connection);
+                    // A user is one member, whichever of its connections left last.
+                    view.members.retain(|m| match &member.user {
+                        Some(user) => m.user.as_ref() != Some(user),
+                        None => m.connection != member.connection,
+                    });
                     view.members.push(member);
                 }
                 self.notice(&room, text, NoticeLevel::Info);
             }
             ServerMessage::MemberLeft { room, member } => {
                 if let Some(view) = self.room_mut(&room) {
-                    view.members.retain(|m| m.connection != member.connection);
+                    // A user is one member, whichever of its connections left last.
+                    view.members.retain(|m| match &member.user {
+                        Some(user) => m.user.as_ref() != Some(user),
+                        None => m.connection != member.connection,
+                    });
                 }
                 self.notice(&room, format!("{} left", member.name), NoticeLevel::Info);
             }

@@ -51,6 +51,11 @@ impl Fields {
         Ok(Member {
             connection: self.number("connection")?,
             name: self.string("name")?,
+            user: self.optional_string("user"),
+            connections: self
+                .get("connections")
+                .and_then(|n| n.as_f64())
+                .map_or(1, |n| n as u32),
         })
     }
 }
@@ -73,6 +78,7 @@ pub fn decode(text: &str) -> Result<ServerMessage, String> {
                     max_name_chars: limits.number("max_name_chars")? as usize,
                     max_room_chars: limits.number("max_room_chars")? as usize,
                 },
+                auth_required: fields.get("auth_required").and_then(|a| a.as_bool()) == Some(true),
             }
         }
         "joined" => {
@@ -185,6 +191,11 @@ pub fn encode(message: &ClientMessage) -> String {
         ClientMessage::Leave { room } => Builder::new("leave").set("room", room.as_str()),
         ClientMessage::Ping => Builder::new("ping"),
         ClientMessage::Rename { name } => Builder::new("rename").set("name", name.as_str()),
+        ClientMessage::Auth { token } => match token {
+            Some(token) => Builder::new("auth").set("token", token.as_str()),
+            None => Builder::new("auth"),
+        },
+        ClientMessage::Refresh { token } => Builder::new("refresh").set("token", token.as_str()),
         ClientMessage::Send {
             room,
             id,

@@ -436,8 +436,10 @@ impl Session {
                     name: Some(identity.name.clone()),
                     expires_at: Some(identity.expires_at * 1000),
                 });
+                let id: Arc<str> = Arc::from(identity.user);
+                self.relay.identify(&self.connection, id.clone());
                 self.standing = Standing::User(Box::new(User {
-                    id: Arc::from(identity.user),
+                    id,
                     name: Arc::from(identity.name),
                     grants: identity.grants,
                 }));

@@ -97,9 +97,9 @@ struct Shared {
     next_connection: AtomicU64,
     /// Connections currently open, for health and metrics.
     open_connections: AtomicUsize,
-    /// Every open connection's queue, oldest first: for the heartbeat sweep and for closing
-    /// everyone on shutdown.
-    connections: Mutex<BTreeMap<u64, SendQueue>>,
+    /// Every open connection's queue (and user), oldest first: for the heartbeat sweep, for
+    /// closing everyone on shutdown, and for closing a user's connections.
+    connections: Mutex<BTreeMap<u64, Open>>,
     /// Fixed at start-up.
     settings: RelaySettings,
     /// Where messages are numbered and stored.
@@ -161,6 +161,13 @@ impl Drop for RoomLease {
     }
 }
 
+/// An open connection in the relay's list.
+#[derive(Debug)]
+struct Open {
+    queue: SendQueue,
+    user: Option<Arc<str>>,
+}
+
 /// One open connection as the relay core knows it.
 #[derive(Debug)]
 pub struct Connection {
@@ -170,8 +177,17 @@ pub struct Connection {
     pub kind: ClientKind,
     /// Its outgoing queue.
     pub queue: SendQueue,
+    /// The user it authenticated as (set once, by [`Relay::identify`]).
+    user: std::sync::OnceLock<Arc<str>>,
     /// Keeps `open_connections` right however the session ends.
     relay: Relay,
+}
+
+impl Connection {
+    /// The user it authenticated as, if any.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.get()
+    }
 }
 
 impl Drop for Connection {
@@ -229,11 +245,18 @@ impl Relay {
         self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.connection_opened();
         let queue = SendQueue::new(self.shared.settings.send_queue);
-        self.connections().insert(id, queue.clone());
+        self.connections().insert(
+            id,
+            Open {
+                queue: queue.clone(),
+                user: None,
+            },
+        );
         Connection {
             id,
             kind,
             queue,
+            user: std::sync::OnceLock::new(),
             relay: self.clone(),
         }
     }
@@ -241,8 +264,8 @@ impl Relay {
     /// Calls `visit` with every open connection's queue, under the registry's lock (so keep
     /// it short: it runs for each connection).
     pub fn for_each_outbox(&self, mut visit: impl FnMut(&SendQueue)) {
-        for queue in self.connections().values() {
-            visit(queue);
+        for open in self.connections().values() {
+            visit(&open.queue);
         }
     }
 
@@ -250,7 +273,11 @@ impl Relay {
     /// (clients then reconnect spread out rather than all at once). Connections opened after
     /// this starts are not included: the caller stops accepting first.
     pub async fn end_all(&self, end: End, batch: usize, pause: std::time::Duration) {
-        let queues: Vec<SendQueue> = self.connections().values().cloned().collect();
+        let queues: Vec<SendQueue> = self
+            .connections()
+            .values()
+            .map(|open| open.queue.clone())
+            .collect();
         let mut batches = queues.chunks(batch.max(1)).peekable();
         while let Some(batch) = batches.next() {
             for queue in batch {
@@ -262,7 +289,7 @@ impl Relay {
         }
     }
 
-    fn connections(&self) -> MutexGuard<'_, BTreeMap<u64, SendQueue>> {
+    fn connections(&self) -> MutexGuard<'_, BTreeMap<u64, Open>> {
         // Inserts and removes only: a panic elsewhere cannot leave it inconsistent.
         self.shared
             .connections
@@ -351,8 +378,32 @@ impl Relay {
 
     /// Ends connection `id` with `end`; false if no such connection is open.
     pub fn end_connection(&self, id: u64, end: End) -> bool {
-        let queue = self.connections().get(&id).cloned();
+        let queue = self.connections().get(&id).map(|open| open.queue.clone());
         queue.map(|queue| queue.end(end)).is_some()
+    }
+
+    /// Ends every connection of `user` with `end`; returns how many.
+    pub fn end_user(&self, user: &str, end: End) -> usize {
+        let queues: Vec<SendQueue> = self
+            .connections()
+            .values()
+            .filter(|open| open.user.as_deref() == Some(user))
+            .map(|open| open.queue.clone())
+            .collect();
+        for queue in &queues {
+            queue.end(end);
+        }
+        queues.len()
+    }
+
+    /// Records that `connection` is `user`'s (once: a connection never changes user). Its
+    /// rooms list it as that user from its next join on.
+    pub fn identify(&self, connection: &Connection, user: Arc<str>) {
+        if connection.user.set(user.clone()).is_ok()
+            && let Some(open) = self.connections().get_mut(&connection.id)
+        {
+            open.user = Some(user);
+        }
     }
 
     fn room_from(&self, name: &str, snapshot: crate::engine::RoomSnapshot) -> Room {

@@ -354,3 +354,70 @@ fn base64url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+#[tokio::test]
+async fn two_tabs_of_one_user_are_one_member_and_disconnect_by_user_closes_both() {
+    let (mut config, data) = auth_config();
+    config.api.keys = vec![crate::helpers::API_KEY.into()];
+    let relay = spawn_relay_with(config, data).await;
+    let mut watcher = signed_in(
+        &relay,
+        hs256(&Claims {
+            sub: "bo".into(),
+            name: Some("Bo".into()),
+            ..ada_claims()
+        }),
+    )
+    .await;
+    watcher.join("support-1", "Bo").await;
+    let mut first_tab = signed_in(&relay, hs256(&ada_claims())).await;
+    first_tab.join("support-1", "Ada").await;
+    let joined = match watcher.next_event().await {
+        ServerMessage::MemberJoined { member, .. } => member,
+        other => panic!("expected member_joined, got {other:?}"),
+    };
+    assert_eq!(
+        (joined.user.as_deref(), joined.connections),
+        (Some("ada"), 1)
+    );
+    let mut second_tab = signed_in(&relay, hs256(&ada_claims())).await;
+    let members = second_tab.join("support-1", "Ada").await;
+    let ada: Vec<_> = members
+        .iter()
+        .filter(|m| m.user.as_deref() == Some("ada"))
+        .collect();
+    assert_eq!(ada.len(), 1, "one entry for the user: {members:?}");
+    assert_eq!(ada[0].connections, 2);
+    let presence: common::api::Presence = relay
+        .api()
+        .get("/api/rooms/support-1/presence")
+        .await
+        .parse();
+    assert_eq!(presence.members.len(), 2, "Bo and Ada: {presence:?}");
+
+    // The second tab was no news to the room; its leaving is none either.
+    drop(second_tab);
+    first_tab.say("support-1", "a-1", "still here").await;
+    assert_eq!(
+        watcher.next_message().await.text,
+        "still here",
+        "no presence event came first"
+    );
+
+    // Every connection of a user, from the application.
+    let mut third_tab = signed_in(&relay, hs256(&ada_claims())).await;
+    third_tab.join("support-1", "Ada").await;
+    let answer = relay
+        .api()
+        .post("/api/disconnect", serde_json::json!({"user": "ada"}))
+        .await;
+    assert_eq!(answer.json(), serde_json::json!({"disconnected": 2}));
+    for tab in [&mut first_tab, &mut third_tab] {
+        assert_eq!(close_code_of(tab).await, close_code::DISCONNECTED);
+    }
+    match watcher.next_event().await {
+        ServerMessage::MemberLeft { member, .. } => assert_eq!(member.user.as_deref(), Some("ada")),
+        other => panic!("expected member_left once the last tab went, got {other:?}"),
+    }
+    still_open(&mut watcher).await;
+}

@@ -24,10 +24,7 @@ async fn rename(client: &mut Client, name: &str) {
 fn renamed(room: &str, connection: u64, name: &str, previous: &str) -> ServerMessage {
     ServerMessage::MemberRenamed {
         room: room.into(),
-        member: Member {
-            connection,
-            name: name.into(),
-        },
+        member: Member::anonymous(connection, name),
         previous: previous.into(),
     }
 }
@@ -143,18 +140,9 @@ async fn an_invalid_rename_is_refused_and_changes_nothing() {
     assert_eq!(
         members,
         [
-            Member {
-                connection: ada_id,
-                name: "Ada".into()
-            },
-            Member {
-                connection: bo_id,
-                name: "Bo".into()
-            },
-            Member {
-                connection: cy_id,
-                name: "Cy".into()
-            },
+            Member::anonymous(ada_id, "Ada"),
+            Member::anonymous(bo_id, "Bo"),
+            Member::anonymous(cy_id, "Cy"),
         ]
     );
 }
@@ -206,14 +194,8 @@ async fn a_later_member_sees_the_new_name_and_history_keeps_the_old_one() {
     assert_eq!(
         members,
         [
-            Member {
-                connection: ada_id,
-                name: "Ada L".into()
-            },
-            Member {
-                connection: cy_id,
-                name: "Cy".into()
-            },
+            Member::anonymous(ada_id, "Ada L"),
+            Member::anonymous(cy_id, "Cy"),
         ]
     );
     // Replayed history: each message under the name it was sent with.

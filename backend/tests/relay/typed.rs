@@ -115,30 +115,15 @@ async fn presence_join_leave_and_disconnect_are_announced() {
     let relay = spawn_relay().await;
     let (mut ada, ada_id) = relay.typed().await;
     let members = ada.join("team", "Ada").await;
-    assert_eq!(
-        members,
-        [Member {
-            connection: ada_id,
-            name: "Ada".into()
-        }]
-    );
+    assert_eq!(members, [Member::anonymous(ada_id, "Ada")]);
 
     let (mut bo, bo_id) = relay.typed().await;
     let mut members = bo.join("team", "Bo").await;
     members.sort_by_key(|m| m.connection);
-    let bo_member = Member {
-        connection: bo_id,
-        name: "Bo".into(),
-    };
+    let bo_member = Member::anonymous(bo_id, "Bo");
     assert_eq!(
         members,
-        [
-            Member {
-                connection: ada_id,
-                name: "Ada".into()
-            },
-            bo_member.clone()
-        ]
+        [Member::anonymous(ada_id, "Ada"), bo_member.clone()]
     );
     assert_eq!(
         ada.next_event().await,
@@ -174,10 +159,7 @@ async fn presence_join_leave_and_disconnect_are_announced() {
         ada.next_event().await,
         ServerMessage::MemberLeft {
             room: "team".into(),
-            member: Member {
-                connection: cy_id,
-                name: "Cy".into()
-            }
+            member: Member::anonymous(cy_id, "Cy")
         },
         "a dropped connection leaves its rooms"
     );

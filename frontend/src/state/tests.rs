@@ -29,10 +29,7 @@ fn joined(room: &str, epoch: &str, recovery: Recovery) -> ServerMessage {
         room: room.into(),
         epoch: epoch.into(),
         offset: 0,
-        members: vec![Member {
-            connection: 1,
-            name: "Ada".into(),
-        }],
+        members: vec![Member::anonymous(1, "Ada")],
         recovery,
     }
 }
@@ -304,10 +301,7 @@ fn a_new_epoch_resets_the_position_and_an_unrecoverable_gap_is_shown() {
 fn presence_updates_members_and_adds_notices() {
     let mut state = state();
     state.apply(joined("lobby", "e1", Recovery::NotRequested));
-    let bo = Member {
-        connection: 2,
-        name: "Bo".into(),
-    };
+    let bo = Member::anonymous(2, "Bo");
     state.apply(ServerMessage::MemberJoined {
         room: "lobby".into(),
         member: bo.clone(),
@@ -358,10 +352,7 @@ fn a_rename_is_one_notice_and_updates_the_member_list() {
     state.apply(joined("lobby", "e1", Recovery::NotRequested));
     state.apply(ServerMessage::MemberRenamed {
         room: "lobby".into(),
-        member: Member {
-            connection: 1,
-            name: "Grace".into(),
-        },
+        member: Member::anonymous(1, "Grace"),
         previous: "Ada".into(),
     });
     assert_eq!(texts(&state, "lobby"), ["* Ada is now Grace"]);
@@ -371,10 +362,7 @@ fn a_rename_is_one_notice_and_updates_the_member_list() {
     // A rename in a room that is not open is ignored.
     state.apply(ServerMessage::MemberRenamed {
         room: "elsewhere".into(),
-        member: Member {
-            connection: 1,
-            name: "Grace".into(),
-        },
+        member: Member::anonymous(1, "Grace"),
         previous: "Ada".into(),
     });
     assert_eq!(texts(&state, "lobby"), ["* Ada is now Grace"]);
@@ -495,6 +483,7 @@ fn welcome_brings_the_connection_online_with_the_relays_limits() {
         connection: 42,
         default_room: "lobby".into(),
         limits,
+        auth_required: false,
     });
     assert_eq!(state.status, ConnectionStatus::Online);
     assert_eq!(state.connection, Some(42));
@@ -533,6 +522,7 @@ fn going_offline_keeps_messages_and_the_last_known_members() {
         connection: 43,
         default_room: "lobby".into(),
         limits: Limits::default(),
+        auth_required: false,
     });
     assert!(!state.outage);
 }
@@ -579,10 +569,7 @@ fn consecutive_messages_by_one_sender_within_five_minutes_are_grouped() {
     state.apply(message_at("Cy", 5, start + 12 * minute)); // another sender
     state.apply(ServerMessage::MemberJoined {
         room: "lobby".into(),
-        member: Member {
-            connection: 9,
-            name: "Di".into(),
-        },
+        member: Member::anonymous(9, "Di"),
     });
     state.apply(message_at("Cy", 6, start + 13 * minute)); // after a notice
     state.apply(message_at("Cy", 7, start + 13 * minute));
@@ -669,4 +656,35 @@ fn a_message_from_the_http_api_is_marked_as_such() {
         })
         .collect();
     assert_eq!(marks, [true, false]);
+}
+
+#[test]
+fn a_user_leaves_the_member_list_when_its_last_connection_does() {
+    let mut state = state();
+    state.apply(joined("lobby", "e1", Recovery::NotRequested));
+    let ada = Member {
+        user: Some("ada".into()),
+        ..Member::anonymous(5, "Ada")
+    };
+    state.apply(ServerMessage::MemberJoined {
+        room: "lobby".into(),
+        member: ada.clone(),
+    });
+    assert!(state.room("lobby").unwrap().members.contains(&ada));
+    // The relay names the connection that left last, which need not be the first one.
+    state.apply(ServerMessage::MemberLeft {
+        room: "lobby".into(),
+        member: Member {
+            connection: 8,
+            ..ada.clone()
+        },
+    });
+    assert!(
+        !state
+            .room("lobby")
+            .unwrap()
+            .members
+            .iter()
+            .any(|m| m.user.is_some())
+    );
 }

@@ -71,24 +71,30 @@ pub async fn stats(State(api): State<ApiState>) -> Json<Stats> {
     })
 }
 
-/// `POST /api/disconnect`: closes the connection with 4002, which tells the client not to
-/// reconnect on its own.
+/// `POST /api/disconnect`: closes the connection, or every connection of the user, with
+/// 4002, which tells the client not to reconnect on its own.
 pub async fn disconnect(
     State(api): State<ApiState>,
     body: Body,
 ) -> Result<Json<Disconnected>, ApiError> {
     let body = read_body(body, api.max_body()).await?;
     let request = parse_disconnect(&body)?;
-    if !api
-        .relay
-        .end_connection(request.connection, End::Relay(CloseReason::Disconnected))
-    {
+    let end = End::Relay(CloseReason::Disconnected);
+    let (disconnected, what) = match (request.connection, &request.user) {
+        (Some(connection), _) => (
+            usize::from(api.relay.end_connection(connection, end)),
+            format!("connection {connection}"),
+        ),
+        (None, Some(user)) => (api.relay.end_user(user, end), format!("user `{user}`")),
+        (None, None) => (0, String::new()),
+    };
+    if disconnected == 0 {
         return Err(ApiError::new(
             ErrorCode::NotFound,
-            format!("no connection {} is open", request.connection),
+            format!("no connection of {what} is open"),
         ));
     }
-    Ok(Json(Disconnected { disconnected: 1 }))
+    Ok(Json(Disconnected { disconnected }))
 }
 
 /// The query of a history request.

@@ -282,6 +282,8 @@ struct RoomMember {
     kind: ClientKind,
     /// Where its frames go.
     queue: SendQueue,
+    /// The user it authenticated as; `None` for anonymous connections.
+    user: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -447,18 +449,28 @@ impl Room {
         since: Option<&Position>,
     ) -> Option<CatchUp> {
         let mut state = self.lock();
-        state.push_to_typed(&ServerMessage::MemberJoined {
-            room: self.name.to_string(),
-            member: Member {
-                connection: connection.id,
-                name: name.to_string(),
-            },
-        });
+        let user = connection.user().cloned();
+        // A user's second tab is not news to the room: the user is in it already.
+        let new_member = user
+            .as_ref()
+            .is_none_or(|user| state.connections_of(user) == 0);
+        if new_member {
+            state.push_to_typed(&ServerMessage::MemberJoined {
+                room: self.name.to_string(),
+                member: Member {
+                    connection: connection.id,
+                    name: name.to_string(),
+                    user: user.as_deref().map(Into::into),
+                    connections: 1,
+                },
+            });
+        }
         state.members.push(RoomMember {
             connection: connection.id,
             name: name.clone(),
             kind: connection.kind,
             queue: connection.queue.clone(),
+            user,
         });
         if connection.kind != ClientKind::Typed {
             return None;
@@ -524,14 +536,24 @@ impl Room {
             .iter()
             .position(|m| m.connection == connection)
         {
-            let gone = state.members.swap_remove(index);
-            state.push_to_typed(&ServerMessage::MemberLeft {
-                room: self.name.to_string(),
-                member: Member {
-                    connection: gone.connection,
-                    name: gone.name.to_string(),
-                },
-            });
+            // `remove`, not `swap_remove`: the order is the join order, which names a user's
+            // first connection.
+            let gone = state.members.remove(index);
+            let still_here = gone
+                .user
+                .as_ref()
+                .is_some_and(|user| state.connections_of(user) > 0);
+            if !still_here {
+                state.push_to_typed(&ServerMessage::MemberLeft {
+                    room: self.name.to_string(),
+                    member: Member {
+                        connection: gone.connection,
+                        name: gone.name.to_string(),
+                        user: gone.user.as_deref().map(Into::into),
+                        connections: 1,
+                    },
+                });
+            }
         }
     }
 
@@ -694,10 +716,7 @@ impl Room {
         let previous = std::mem::replace(&mut member.name, name.clone());
         state.push_to_typed(&ServerMessage::MemberRenamed {
             room: self.name.to_string(),
-            member: Member {
-                connection,
-                name: name.to_string(),
-            },
+            member: Member::anonymous(connection, name.to_string()),
             previous: previous.to_string(),
         });
         Some(previous)
@@ -715,14 +734,35 @@ impl RoomState {
         }
     }
 
+    /// Everyone in the room, in join order: one entry per user (at its first connection,
+    /// with its count), one per anonymous connection.
     fn member_list(&self) -> Vec<Member> {
-        self.members
-            .iter()
-            .map(|m| Member {
+        let mut list: Vec<Member> = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            if let Some(user) = &m.user
+                && let Some(known) = list
+                    .iter_mut()
+                    .find(|known| known.user.as_deref() == Some(&**user))
+            {
+                known.connections += 1;
+                continue;
+            }
+            list.push(Member {
                 connection: m.connection,
                 name: m.name.to_string(),
-            })
-            .collect()
+                user: m.user.as_deref().map(Into::into),
+                connections: 1,
+            });
+        }
+        list
+    }
+
+    /// How many of `user`'s connections are in the room.
+    fn connections_of(&self, user: &str) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.user.as_deref() == Some(user))
+            .count()
     }
 
     /// Adds a delivered message to the in-memory history (the newest `capacity`) and its
