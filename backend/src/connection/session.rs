@@ -345,7 +345,10 @@ impl Session {
                 auth_required: auth.is_some(),
             });
         } else {
-            let name = format!("guest-{}", session.connection.id);
+            let name = format!(
+                "guest-{}",
+                crate::relay::connection_count(session.connection.id)
+            );
             Box::pin(session.enter(DEFAULT_ROOM.to_owned(), &name, None)).await;
         }
         session

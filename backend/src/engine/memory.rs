@@ -23,6 +23,8 @@ pub struct MemoryEngine {
     rooms: Mutex<HashMap<String, Arc<Mutex<MemoryRoom>>>>,
     /// Most messages a room keeps (the same limit the SQLite engine prunes to).
     max_messages: usize,
+    /// Drawn at random: this engine shares nothing with other processes.
+    instance: u32,
 }
 
 #[derive(Debug)]
@@ -42,6 +44,7 @@ impl MemoryEngine {
         MemoryEngine {
             rooms: Mutex::default(),
             max_messages: usize::try_from(max_messages).unwrap_or(usize::MAX),
+            instance: rand::random::<u32>().max(1),
         }
     }
 
@@ -148,6 +151,10 @@ impl Engine for MemoryEngine {
                 .collect()
         });
         Box::pin(async move { Ok(entries) })
+    }
+
+    fn instance(&self) -> u32 {
+        self.instance
     }
 
     fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>> {

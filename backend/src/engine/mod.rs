@@ -248,6 +248,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// come back when retention removed some.
     fn read(&self, room: &str, after: u64, until: u64) -> EngineFuture<'_, Vec<Entry>>;
 
+    /// A number for this relay process, different from every other process's on the same
+    /// data (the SQLite engine numbers its runs; the memory engine, which shares nothing,
+    /// draws one at random): connection ids are made unique across processes with it.
+    fn instance(&self) -> u32;
+
     /// The oldest offset `room` still keeps, or `None` when it keeps no message.
     fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>>;
 

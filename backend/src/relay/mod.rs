@@ -83,6 +83,19 @@ pub enum ClientKind {
     Plain,
 }
 
+/// The low bits of a connection id: this process's count.
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+
+/// The high bits of this process's connection ids, from its engine's instance number.
+fn connection_id_base(instance: u32) -> u64 {
+    u64::from(instance & 0xF_FFFF) << 32
+}
+
+/// The per-process count in a connection id, short enough for a guest name.
+pub fn connection_count(id: u64) -> u64 {
+    id & COUNT_MASK
+}
+
 /// A cheap, cloneable handle to the relay's shared state.
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -95,6 +108,9 @@ struct Shared {
     registry: Arc<Registry>,
     /// Source of connection ids; never reused while the process runs.
     next_connection: AtomicU64,
+    /// The high bits of every connection id, from the engine's instance number, so ids
+    /// differ between processes (see [`Relay::connect`]).
+    id_base: u64,
     /// Connections currently open, for health and metrics.
     open_connections: AtomicUsize,
     /// Every open connection's queue (and user), oldest first: for the heartbeat sweep, for
@@ -208,6 +224,7 @@ impl Relay {
             shared: Arc::new(Shared {
                 registry: Arc::default(),
                 next_connection: AtomicU64::new(1),
+                id_base: connection_id_base(engine.instance()),
                 open_connections: AtomicUsize::new(0),
                 connections: Mutex::default(),
                 settings,
@@ -239,9 +256,12 @@ impl Relay {
         &self.shared.engine
     }
 
-    /// Registers a new connection.
+    /// Registers a new connection. Its id is the process's instance number (20 bits) and a
+    /// count (32 bits): unique across the processes of one store (and, with a shared engine,
+    /// of a cluster), and below 2^53, so JavaScript reads it exactly.
     pub fn connect(&self, kind: ClientKind) -> Connection {
-        let id = self.shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        let count = self.shared.next_connection.fetch_add(1, Ordering::Relaxed) & COUNT_MASK;
+        let id = self.shared.id_base | count;
         self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.connection_opened();
         let queue = SendQueue::new(self.shared.settings.send_queue);

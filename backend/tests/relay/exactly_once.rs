@@ -134,6 +134,10 @@ impl Engine for Flaky {
         self.inner.read(room, after, until)
     }
 
+    fn instance(&self) -> u32 {
+        self.inner.instance()
+    }
+
     fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>> {
         self.inner.oldest(room)
     }

@@ -204,6 +204,32 @@ async fn an_api_retry_after_a_kill_answers_the_same_offset_and_is_delivered_once
     relay.kill().await;
 }
 
+/// The connection id in a typed client's `welcome`.
+async fn welcomed_as(relay: &RelayProcess) -> u64 {
+    let mut client = Client::connect(&format!("ws://{}/ws", relay.address)).await;
+    match client.next_event().await {
+        ServerMessage::Welcome { connection, .. } => connection,
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connection_ids_differ_between_runs_and_stay_exact_in_javascript() {
+    let data = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let relay = RelayProcess::start(data.path()).await;
+        seen.push(welcomed_as(&relay).await);
+        seen.push(welcomed_as(&relay).await);
+        relay.kill().await;
+    }
+    let mut distinct = seen.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), seen.len(), "every id once: {seen:?}");
+    assert!(seen.iter().all(|id| *id < 1 << 53), "{seen:?}");
+}
+
 /// Runs the relay on `data_dir`, expecting it to refuse to start; returns its error output.
 async fn refused_start(data_dir: &Path) -> String {
     let mut child = relay_command(data_dir, &[]).spawn().unwrap();

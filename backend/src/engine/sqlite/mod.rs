@@ -109,6 +109,8 @@ pub struct SqliteEngine {
     checkpoint: Checkpointer,
     /// Connections for reads, each on a thread of its own.
     readers: ReadPool,
+    /// This run's number on this store.
+    run: u32,
 }
 
 impl SqliteEngine {
@@ -141,7 +143,7 @@ impl SqliteEngine {
             .pragma_update(None, "journal_size_limit", 0)
             .map_err(open_error)?;
         migrate(&mut writer, &path)?;
-        run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
+        let run = run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
         let readers = (0..READERS)
             .map(|_| connect_reader(&path))
             .collect::<Result<Vec<_>, _>>()
@@ -162,6 +164,7 @@ impl SqliteEngine {
             checkpoint,
             readers: ReadPool::start(readers),
             path,
+            run: run.number,
         })
     }
 
@@ -226,6 +229,10 @@ impl Engine for SqliteEngine {
                 })
                 .await
         })
+    }
+
+    fn instance(&self) -> u32 {
+        self.run
     }
 
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {

@@ -21,10 +21,19 @@ use crate::engine::new_epoch;
 /// Where Linux publishes the id of the current boot, new at every boot.
 pub const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
+/// What [`begin`] found and recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Run {
+    /// Rooms whose epoch was rotated.
+    pub rotated: usize,
+    /// This run's number on this store: 1 for the first, one more at every start.
+    pub number: u32,
+}
+
 /// Starts a run: rotates every room's epoch if the last run ended with the machine (an
-/// unclean stop under another boot id), then records this run as under way. Both in one
-/// transaction, synced before the relay serves anyone. Returns how many rooms were rotated.
-pub(super) fn begin(connection: &mut Connection, boot_id_file: &Path) -> rusqlite::Result<usize> {
+/// unclean stop under another boot id), then records this run as under way and numbers it.
+/// All in one transaction, synced before the relay serves anyone.
+pub(super) fn begin(connection: &mut Connection, boot_id_file: &Path) -> rusqlite::Result<Run> {
     let boot_id = std::fs::read_to_string(boot_id_file)
         .ok()
         .map(|id| id.trim().to_owned())
@@ -67,7 +76,13 @@ pub(super) fn begin(connection: &mut Connection, boot_id_file: &Path) -> rusqlit
         }
         set(transaction, "boot_id", boot_id.as_deref().unwrap_or(""))?;
         set(transaction, "clean", "0")?;
-        Ok(rotated)
+        let number = value("runs")?
+            .and_then(|runs| runs.parse::<u32>().ok())
+            .unwrap_or(0)
+            .wrapping_add(1)
+            .max(1);
+        set(transaction, "runs", &number.to_string())?;
+        Ok(Run { rotated, number })
     })
 }
 
