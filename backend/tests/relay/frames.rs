@@ -23,12 +23,17 @@ pub async fn raw_upgrade(mut stream: TcpStream, address: SocketAddr) -> TcpStrea
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
+    read_upgrade_answer(stream).await
+}
+
+/// Reads the relay's answer to an upgrade request up to its empty line; it must be 101.
+pub async fn read_upgrade_answer(mut stream: TcpStream) -> TcpStream {
     let mut response = Vec::new();
     while !response.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout(WAIT, stream.read(&mut byte))
             .await
-            .expect("handshake answer in time")
+            .expect("the answer in time")
             .unwrap();
         assert_eq!(read, 1, "connection closed during the handshake");
         response.push(byte[0]);

@@ -20,7 +20,7 @@ use tokio::{
 use tokio_tungstenite::connect_async;
 
 use crate::{
-    frames::{frame, read_frame},
+    frames::{frame, read_frame, read_upgrade_answer},
     helpers::{TestRelay, WAIT, http_get, spawn_relay_with, test_config},
 };
 
@@ -235,23 +235,6 @@ async fn a_slow_client_that_finishes_its_headers_in_time_is_served() {
         .await
         .unwrap();
     assert_eq!(plain.next_text().await, "from the slow one");
-}
-
-/// Reads the relay's answer to an upgrade request up to its empty line; it must be 101.
-async fn read_upgrade_answer(mut stream: TcpStream) -> TcpStream {
-    let mut response = Vec::new();
-    while !response.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let read = tokio::time::timeout(WAIT, stream.read(&mut byte))
-            .await
-            .expect("the answer in time")
-            .unwrap();
-        assert_eq!(read, 1, "connection closed during the handshake");
-        response.push(byte[0]);
-    }
-    let response = String::from_utf8_lossy(&response);
-    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
-    stream
 }
 
 /// The limit of the pending-limit test.
