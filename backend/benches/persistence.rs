@@ -20,8 +20,8 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use backend::{
     connection::SendQueueLimits,
-    engine::{Durability, Engine, SqliteEngine, memory::MemoryEngine},
-    relay::{ClientKind, Publication, Relay, RelaySettings, Room},
+    engine::{Durability, Engine, Source, SqliteEngine, memory::MemoryEngine},
+    relay::{AnswerTo, ClientKind, Publication, Relay, RelaySettings, Room},
 };
 use hdrhistogram::Histogram;
 
@@ -143,13 +143,13 @@ async fn bench(kind: Kind) -> Bench {
 fn publication(bench: &Bench, n: usize) -> Publication {
     Publication {
         origin: bench.member.id,
-        origin_kind: ClientKind::Typed,
+        source: Source::Typed,
         from: Arc::from("bench"),
         text: Utf8Bytes::from_static(
             "a 64-byte message of the kind people send, give or take a bit..",
         ),
         id: Some(format!("b-{n}")),
-        ack_to: Some(bench.member.queue.clone()),
+        answer_to: Some(AnswerTo::Queue(bench.member.queue.clone())),
     }
 }
 

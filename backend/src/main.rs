@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 }
 
 /// `relay token`: the token goes to standard output, alone, for `$(relay token …)`.
+#[allow(clippy::print_stdout)] // Printing it is the whole point.
 fn print_token() -> anyhow::Result<()> {
     let args = TokenArgs::parse_from(std::env::args().skip(1));
     let now = std::time::SystemTime::now()

@@ -127,6 +127,14 @@ pub fn decode(text: &str) -> Result<ServerMessage, String> {
             room: room()?,
             member: fields.object("member")?.member()?,
         },
+        "authenticated" => ServerMessage::Authenticated {
+            user: fields.optional_string("user"),
+            name: fields.optional_string("name"),
+            expires_at: fields
+                .get("expires_at")
+                .and_then(|n| n.as_f64())
+                .map(|n| n as u64),
+        },
         "member_renamed" => ServerMessage::MemberRenamed {
             room: room()?,
             member: fields.object("member")?.member()?,

@@ -322,9 +322,11 @@ async fn messages_sent_offline_survive_closing_the_page_and_are_delivered_once()
 /// One of each server message, with every optional field both ways.
 fn every_server_message() -> Vec<ServerMessage> {
     use common::{ChatMessage, ErrorCode, Limits, Member, Recovery};
-    let member = Member {
-        connection: 9,
-        name: "Zoë \"quoted\" <b>".into(),
+    let member = Member::anonymous(9, "Zoë \"quoted\" <b>");
+    let user = Member {
+        user: Some("ada".into()),
+        connections: 3,
+        ..Member::anonymous(9_007_199_254_740_000, "Ada")
     };
     let mut messages = vec![
         ServerMessage::Welcome {
@@ -333,6 +335,29 @@ fn every_server_message() -> Vec<ServerMessage> {
             connection: 7,
             default_room: "lobby".into(),
             limits: Limits::default(),
+            auth_required: false,
+        },
+        ServerMessage::Welcome {
+            protocol: 1,
+            server: "relay/0.1.0".into(),
+            connection: 7,
+            default_room: "lobby".into(),
+            limits: Limits::default(),
+            auth_required: true,
+        },
+        ServerMessage::Authenticated {
+            user: Some("ada".into()),
+            name: Some("Ada".into()),
+            expires_at: Some(1_764_000_000_000),
+        },
+        ServerMessage::Authenticated {
+            user: None,
+            name: None,
+            expires_at: None,
+        },
+        ServerMessage::MemberJoined {
+            room: "r".into(),
+            member: user.clone(),
         },
         ServerMessage::Left { room: "r".into() },
         ServerMessage::Pong,
@@ -344,6 +369,7 @@ fn every_server_message() -> Vec<ServerMessage> {
             text: "line\nbreak, emoji 🎉, \\ and \u{0}".into(),
             ts: 1_764_000_000_123,
             id: Some("a-1".into()),
+            api: false,
         }),
         ServerMessage::Message(ChatMessage {
             room: "lobby".into(),
@@ -353,6 +379,7 @@ fn every_server_message() -> Vec<ServerMessage> {
             text: "plain".into(),
             ts: 5,
             id: None,
+            api: true,
         }),
         ServerMessage::Ack {
             id: "a-1".into(),
@@ -441,6 +468,13 @@ fn the_browser_json_codec_agrees_with_the_protocol_crate() {
             id: "i".into(),
             text: "again".into(),
             resend: true,
+        },
+        ClientMessage::Auth {
+            token: Some("t.o.k".into()),
+        },
+        ClientMessage::Auth { token: None },
+        ClientMessage::Refresh {
+            token: "t.o.k".into(),
         },
     ];
     for message in clients {

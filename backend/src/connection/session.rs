@@ -367,23 +367,21 @@ impl Session {
     async fn on_client_message(&mut self, message: ClientMessage) {
         match (&self.standing, message) {
             (Standing::Unauthenticated, ClientMessage::Auth { token }) => {
-                return self.authenticate(token.as_deref());
+                self.authenticate(token.as_deref());
             }
             (Standing::Unauthenticated, _) => {
-                return self.end(CloseReason::AuthRefused(
+                self.end(CloseReason::AuthRefused(
                     "authenticate first: the first frame must be `auth`",
                 ));
             }
-            (Standing::User(_), ClientMessage::Refresh { token }) => {
-                return self.refresh(&token);
-            }
+            (Standing::User(_), ClientMessage::Refresh { token }) => self.refresh(&token),
             (_, ClientMessage::Auth { .. } | ClientMessage::Refresh { .. }) => {
                 let err = ProtocolError::new(
                     ErrorCode::InvalidMessage,
                     "nothing to authenticate: the relay requires no token, or this connection \
                      authenticated already (send `refresh` with a user token)",
                 );
-                return self.refuse(err, None, None);
+                self.refuse(err, None, None);
             }
             (_, message) => self.on_request(message).await,
         }

@@ -5,13 +5,13 @@
 //!
 //! | operation | what |
 //! |---|---|
-//! | `POST /api/publish` | one text into one room, answered once stored ([`publish`]) |
-//! | `POST /api/broadcast` | one text into up to 100 rooms, a result per room ([`publish`]) |
-//! | `GET /api/rooms` | open rooms with member counts and newest offsets ([`rooms`]) |
-//! | `GET /api/rooms/{room}/history` | a page of a room's history, never with a gap ([`rooms`]) |
-//! | `GET /api/rooms/{room}/presence` | who is in a room ([`rooms`]) |
-//! | `GET /api/stats` | relay-wide counts ([`rooms`]) |
-//! | `POST /api/disconnect` | close one connection with 4002 ([`rooms`]) |
+//! | `POST /api/publish` | one text into one room, answered once stored (`publish`) |
+//! | `POST /api/broadcast` | one text into up to 100 rooms, a result per room (`publish`) |
+//! | `GET /api/rooms` | open rooms with member counts and newest offsets (`rooms`) |
+//! | `GET /api/rooms/{room}/history` | a page of a room's history, never with a gap (`rooms`) |
+//! | `GET /api/rooms/{room}/presence` | who is in a room (`rooms`) |
+//! | `GET /api/stats` | relay-wide counts (`rooms`) |
+//! | `POST /api/disconnect` | close one connection with 4002 (`rooms`) |
 //!
 //! Every request needs `Authorization: Bearer <key>` with one of the `--api-key`s (compared
 //! in constant time), and each key has its own rate limit. Without a key configured the API
