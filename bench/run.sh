@@ -13,6 +13,10 @@
 #                                sync; and this disk's fdatasync latency
 #   bench/run.sh catchup         relay only, not in the default list: live latency without and
 #                                with clients recovering 10,000 messages (about a minute)
+#   bench/run.sh api             relay only, not in the default list: the HTTP server API
+#                                (issue 12) against the WebSocket `send`: publishes per relay
+#                                CPU-second, and delivery latency to 1,000 subscribers at 100
+#                                publishes/s (about 2.5 minutes)
 #
 # Besides the side-by-side scenarios, the relay alone runs two more: its typed JSON
 # endpoint against its plain one at the same fixed load, and 19,000 idle connections. The
@@ -82,14 +86,19 @@ stop_server() {
   server_pid=
 }
 
-# bench LABEL ARGS...: one run of the load generator on core 1, its JSON lines kept.
+# bench LABEL ARGS...: one run of the load generator on core 1, its JSON lines kept. When it
+# fails against the relay, the end of the relay's log says what the relay saw.
 bench() {
-  local label=$1
+  local label=$1 status=0
   shift
   taskset -c 1 target/release/relay-bench "$@" --pid "$server_pid" --label "$label" \
-    >"$work/run.txt" || true
+    >"$work/run.txt" || status=$?
   grep -v '^{' "$work/run.txt" || true
   grep '^{' "$work/run.txt" >>"$results" || true
+  if [ "$status" -ne 0 ] && [[ "$label" == relay* ]] && [ -f "$work/relay.log" ]; then
+    echo "relay-bench failed (exit $status); the end of the relay's log:"
+    tail -n 20 "$work/relay.log"
+  fi
 }
 
 for scenario in "${scenarios[@]}"; do
@@ -156,6 +165,21 @@ for scenario in "${scenarios[@]}"; do
           done
         done
       done
+      ;;
+    api)
+      # Issue 12: `POST /api/publish` from keep-alive HTTP/1.1 connections next to the typed
+      # WebSocket `send`, on one relay with the default durability (SQLite, fsync before the
+      # answer), the API's per-key rate limit raised for a push load. Three rounds of each
+      # part, the two paths alternating (bench/src/scenarios/api.rs says what each does).
+      # No retention pass during the run: the first would fall about 60 s in, always inside
+      # the same phase of the same path, and a pass stalls the commit thread (SQLite "database
+      # is locked", a 100 ms retry, sometimes refused messages; docs/benchmarks.md, issue 12).
+      api_key="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+      start_relay --api-key "$api_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000 \
+        --prune-interval-ms 3600000
+      step "api: HTTP publish against WebSocket send: throughput, then latency to 1,000"
+      bench relay-api api --url "$url" --api-key "$api_key"
+      stop_server
       ;;
     catchup)
       # Default settings: each catch-up is replayed 9,950 messages from the store (a page at
@@ -236,6 +260,16 @@ if (catchup) {
   const c = catchup.catchups;
   const f = v => (v == null ? '?' : v.toFixed(2));
   console.log(`catch-ups of ${catchup.gap.toLocaleString('en')} messages every ${catchup.catchup_every_ms} ms beside ${catchup.rooms} rooms x ${catchup.subscribers} subscribers at ${catchup.rate} msg/s: live p99 ${f(catchup.p99_without_ms)} ms without, ${f(catchup.p99_with_ms)} ms with (${f(catchup.p99_ratio)}x; medians of ${catchup.rounds}); ${c.started} catch-ups, ${c.complete} complete (median ${f(c.median_ms)} ms), ${catchup.failures} failed`);
+}
+for (const r of rows.filter(r => r.scenario === 'api')) {
+  const f0 = v => (v == null ? '?' : Math.round(v).toLocaleString('en'));
+  const f2 = v => (v == null ? '?' : v.toFixed(2));
+  const rounds = (phases, path, key, f) => phases.filter(p => p.path === path).map(p => f(p[key])).join(', ');
+  const t = r.throughput;
+  console.log(`HTTP API, ${r.connections} keep-alive connections into ${r.rooms} rooms, ${r.deliveries_per_publish} typed members each: ${rounds(r.throughput_phases, 'http', 'publishes_per_cpu_s', f0)} publishes per relay CPU-second (median ${f0(t.http.publishes_per_cpu_s)}; target 30,000), request p50/p99 ${f2(t.http.request_p50_ms)}/${f2(t.http.request_p99_ms)} ms; WebSocket send at the same concurrency ${rounds(r.throughput_phases, 'ws', 'publishes_per_cpu_s', f0)} (median ${f0(t.ws.publishes_per_cpu_s)}), ack p50/p99 ${f2(t.ws.request_p50_ms)}/${f2(t.ws.request_p99_ms)} ms: HTTP is ${f2(r.http_vs_ws_per_cpu)}x`);
+  const split = path => Object.entries(t[path].cpu_us_per_publish_by_thread).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+  console.log(`  relay CPU per publish by thread (µs, medians): HTTP ${split('http')}; WebSocket ${split('ws')}`);
+  console.log(`HTTP API delivery latency to ${r.latency_subscribers.toLocaleString('en')} subscribers at ${r.rate}/s: p99 HTTP ${rounds(r.latency_phases, 'http', 'p99_ms', f2)} ms (median ${f2(r.http_p99_ms)}), WebSocket ${rounds(r.latency_phases, 'ws', 'p99_ms', f2)} ms (median ${f2(r.ws_p99_ms)}): HTTP / WebSocket ${f2(r.p99_ratio)}x (target within 1.2x); p50 ${f2(r.latency.http.p50_ms)} vs ${f2(r.latency.ws.p50_ms)} ms, max ${f2(r.latency.http.max_ms)} vs ${f2(r.latency.ws.max_ms)} ms`);
 }
 const hold = rows.find(r => r.server === 'relay-hold');
 if (hold) {

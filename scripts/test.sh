@@ -95,9 +95,12 @@ MIN_TESTS=200 layer "HTTP API conformance" \
 
 MIN_TESTS=3 layer "end to end" cargo test -p backend --features e2e --test e2e
 
-start_relay bench --rate-per-sec 1000000 --rate-burst 1000000
+# The smoke publishes through the HTTP API too, so the relay gets a key and a high API rate.
+bench_key=relay-bench-smoke-key-0123456789
+start_relay bench --rate-per-sec 1000000 --rate-burst 1000000 \
+  --api-key "$bench_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000
 layer "benchmark smoke" cargo run -q -p relay-bench -- smoke --url "ws://$relay_address/" \
-  --pid "$relay_pid" --label relay
+  --pid "$relay_pid" --label relay --api-key "$bench_key"
 stop_relay
 
 step "summary"

@@ -4,19 +4,21 @@
 //! Each scenario prints a readable line and then one JSON line; server CPU time (in total and
 //! per thread name) and memory are read from `/proc/<pid>`. Loopback only, and every loop is
 //! bounded in time and count. Two scenarios, `churn` and `catchup`, need this relay's typed
-//! protocol (rooms and history), so their `--url` is its `/ws` endpoint.
+//! protocol (rooms and history), so their `--url` is its `/ws` endpoint; `api` needs its
+//! HTTP server API (`--api-key`) and finds `/ws` and `/api/` on the host and port of `--url`.
 //! `bench/run.sh` runs the relay and the Node `ws` peer side by side and reports ratios.
 
 // A load generator reports on stdout; that is its whole point.
 #![allow(clippy::print_stdout)]
 
 mod client;
+mod http;
 mod scenarios;
 mod server;
 
 use clap::{Parser, Subcommand};
 use client::Target;
-use scenarios::{catchup, churn, fanout, idle, latency, storm};
+use scenarios::{api, catchup, churn, fanout, idle, latency, storm};
 use server::Server;
 
 #[derive(Debug, Parser)]
@@ -40,6 +42,9 @@ struct Cli {
     /// (then point --url at `/ws`).
     #[arg(long, global = true, value_enum, default_value = "plain")]
     protocol: scenarios::Protocol,
+    /// A key of the relay's HTTP server API (one of its `--api-key`s), for `api` and `smoke`.
+    #[arg(long, global = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -60,9 +65,14 @@ enum Scenario {
     /// Live delivery latency without and with clients recovering a long history alongside
     /// (--url must be the relay's `/ws`).
     Catchup(catchup::Options),
+    /// The HTTP server API against the WebSocket `send`: publishes per relay CPU-second, and
+    /// delivery latency to many subscribers (needs --api-key; finds `/ws` and `/api/` on the
+    /// host and port of --url).
+    Api(api::Options),
     /// A few seconds of every scenario at a small scale, failing on any lost, repeated or
-    /// misdirected message or failed connection: keeps the tool and the relay honest in CI.
-    /// `churn` and `catchup` talk to `/ws` on the same host and port as --url.
+    /// misdirected message, failed connection or refused publish: keeps the tool and the
+    /// relay honest in CI. `churn`, `catchup` and `api` talk to `/ws` (and `/api/`) on the
+    /// same host and port as --url; `api` needs --api-key.
     Smoke,
 }
 
@@ -81,27 +91,55 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Storm(options) => vec![storm::run(&target, server, options).await?],
         Scenario::Churn(options) => vec![churn::run(&target, server, options).await?],
         Scenario::Catchup(options) => vec![catchup::run(&target, server, options).await?],
-        Scenario::Smoke => smoke(&target, server).await?,
+        Scenario::Api(options) => {
+            vec![api::run(&target, server, api_key(&cli.api_key)?, options).await?]
+        }
+        Scenario::Smoke => smoke(&target, server, api_key(&cli.api_key)?).await?,
     };
     let mut clean = true;
     for mut result in results {
         let integrity = &result["integrity"];
-        for problem in ["lost", "repeats", "gaps", "echoes"] {
+        for problem in [
+            "lost",
+            "repeats",
+            "gaps",
+            "echoes",
+            "misdirected",
+            "surplus",
+            "duplicate_acks",
+            "errors",
+        ] {
             clean &= integrity[problem].as_u64().unwrap_or(0) == 0;
         }
-        // Connections of `churn` and catch-ups of `catchup` that did not go as they should.
+        // Connections of `churn`, catch-ups of `catchup` and publishes of `api` that did not
+        // go as they should.
         clean &= result["failures"].as_u64().unwrap_or(0) == 0;
         result["server"] = cli.label.clone().into();
         println!("{result}");
     }
     anyhow::ensure!(
         clean,
-        "messages were lost, repeated, reordered or echoed, or connections failed"
+        "messages were lost, repeated, reordered, echoed or misdirected, or connections or \
+         publishes failed"
     );
     Ok(())
 }
 
-async fn smoke(target: &Target, server: Server) -> anyhow::Result<Vec<serde_json::Value>> {
+/// The API key the scenario needs.
+fn api_key(key: &Option<String>) -> anyhow::Result<&str> {
+    key.as_deref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--api-key is required: start the relay with `--api-key <key> --api-rate-per-sec \
+             1000000 --api-rate-burst 1000000` and pass the same key here"
+        )
+    })
+}
+
+async fn smoke(
+    target: &Target,
+    server: Server,
+    api_key: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
     let fanout = fanout::Options {
         subscribers: 10,
         senders: 3,
@@ -142,6 +180,20 @@ async fn smoke(target: &Target, server: Server) -> anyhow::Result<Vec<serde_json
         window: 500,
         catchup_every_ms: 100,
     };
+    // Both paths of both parts, a round each, half a second a phase.
+    let api = api::Options {
+        connections: 4,
+        rooms: 2,
+        subscribers: 2,
+        seconds: 0.5,
+        rounds: 1,
+        latency_subscribers: 20,
+        rate: 50,
+        latency_seconds: 0.5,
+        latency_connections: 2,
+        size: 64,
+        no_keys: false,
+    };
     Ok(vec![
         fanout::run(target, server, fanout).await?,
         latency::run(target, server, latency).await?,
@@ -157,5 +209,6 @@ async fn smoke(target: &Target, server: Server) -> anyhow::Result<Vec<serde_json
         .await?,
         churn::run(&typed, server, churn).await?,
         catchup::run(&typed, server, catchup).await?,
+        api::run(target, server, api_key, api).await?,
     ])
 }

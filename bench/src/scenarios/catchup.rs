@@ -27,7 +27,7 @@ use tokio::{task::JoinSet, time::Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    Client, Integrity, Protocol, RunClock, connect_to, drain, payload, run_id, sync,
+    Client, Integrity, Protocol, RunClock, connect_to, drain, median, payload, run_id, sync,
     typed::{self, Event, Failures, Since},
 };
 use crate::{
@@ -585,15 +585,4 @@ async fn catch_up(plan: Plan, index: usize) -> Result<f64, (&'static str, anyhow
         .await
         .map_err(|err| ("close", err))?;
     Ok(took)
-}
-
-/// The median, or `None` of nothing.
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    match values.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(values[middle]),
-        _ => Some((values[middle - 1] + values[middle]) / 2.0),
-    }
 }

@@ -13,10 +13,16 @@
 //! instead (`/ws`: join a room, `send`, receive `message` events), to compare its cost with
 //! the plain endpoint's.
 //!
-//! Two scenarios exist only for this relay's typed protocol, with rooms and history:
-//! `churn` (memory under many short connections over many rooms) and `catchup` (live latency
-//! while clients recover long histories); see [`typed`] for the client side they share.
+//! Typed clients also check what the plain protocol cannot show: every `message` is of the
+//! room the client joined, every `ack` is of a new message (not a duplicate), and no `error`
+//! arrives.
+//!
+//! Three scenarios exist only for this relay's typed protocol, with rooms and history:
+//! `churn` (memory under many short connections over many rooms), `catchup` (live latency
+//! while clients recover long histories), and `api` (its HTTP server API next to the
+//! WebSocket `send`); see [`typed`] for the client side the first two share.
 
+pub mod api;
 pub mod catchup;
 pub mod churn;
 pub mod fanout;
@@ -70,19 +76,34 @@ impl Protocol {
         }
     }
 
-    /// The text a received frame carries, if it carries a message.
+    /// What a received frame is.
     ///
     /// Typed frames are read into borrowed fields, not a `serde_json::Value` tree: with a
     /// map allocated per frame the load generator spent three times the CPU of the plain
     /// protocol and, close to saturating its core, read its sockets late; the relay's kernel
     /// then did extra work on the backed-up receive queues (loopback charges it to the
     /// sender), which made the typed endpoint look slower than it is.
-    fn text(self, frame: &str) -> Option<Cow<'_, str>> {
+    fn classify(self, frame: &str) -> Frame<'_> {
         match self {
-            Protocol::Plain => Some(Cow::Borrowed(frame)),
+            Protocol::Plain => Frame::Message {
+                room: None,
+                text: Cow::Borrowed(frame),
+            },
             Protocol::Typed => {
-                let event: TypedEvent<'_> = serde_json::from_str(frame).ok()?;
-                (event.kind == "message").then_some(event.text?)
+                let Ok(event) = serde_json::from_str::<TypedEvent<'_>>(frame) else {
+                    return Frame::Other;
+                };
+                match (&*event.kind, event.text) {
+                    ("message", Some(text)) => Frame::Message {
+                        room: event.room,
+                        text,
+                    },
+                    ("ack", _) => Frame::Ack {
+                        duplicate: event.duplicate == Some(true),
+                    },
+                    ("error", _) => Frame::Error,
+                    _ => Frame::Other,
+                }
             }
         }
     }
@@ -96,10 +117,31 @@ impl Protocol {
 /// The fields of a typed event the generator needs; everything else is skipped unread.
 #[derive(serde::Deserialize)]
 struct TypedEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(borrow)]
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    /// In `message` (and `ack`, `error`): the room.
+    #[serde(default, borrow)]
+    room: Option<Cow<'a, str>>,
+    /// In `ack`.
+    #[serde(default)]
+    duplicate: Option<bool>,
+}
+
+/// A received frame, as the reader sorts it.
+enum Frame<'a> {
+    /// A published message: its room (typed protocol) and its text.
+    Message {
+        room: Option<Cow<'a, str>>,
+        text: Cow<'a, str>,
+    },
+    /// The relay acknowledged one of this client's messages (typed protocol).
+    Ack { duplicate: bool },
+    /// The relay refused something this client sent (typed protocol).
+    Error,
+    /// Presence, `welcome`, `joined` and the like.
+    Other,
 }
 
 /// A name for this run of the load generator, for message ids that no earlier run on the
@@ -156,6 +198,20 @@ pub struct Seen {
     pub repeats: AtomicU64,
     /// Messages from this client itself (the server must never echo to the sender).
     pub echoes: AtomicU64,
+    /// Typed `message` events of a room other than the one this client joined.
+    pub misdirected: AtomicU64,
+    /// Typed `ack`s of this client's messages, in order of arrival.
+    pub acks: AtomicU64,
+    /// Of those, acks saying "duplicate": every id the scenarios send is new, so each is a
+    /// message the relay took for one it had already published.
+    pub duplicate_acks: AtomicU64,
+    /// Typed `error` events: the relay refused something this client sent.
+    pub errors: AtomicU64,
+    /// The first of those, as received.
+    pub first_error: Mutex<Option<String>>,
+    /// Woken at each ack or error, for a sender waiting for its message's answer (see
+    /// [`Client::await_answers`]).
+    pub answered: tokio::sync::Notify,
 }
 
 /// A connected client: its sending half, and its reader task filling in `seen`.
@@ -179,6 +235,51 @@ impl Client {
     /// The frame that publishes `text` from this client.
     pub fn frame(&self, text: &str, id: &str) -> String {
         self.protocol.frame(&self.room, text, id)
+    }
+
+    /// Answers (acks and errors) this client has received so far (typed protocol): each
+    /// message it sends gets one, in order.
+    pub fn answers(&self) -> u64 {
+        self.seen.acks.load(Ordering::Relaxed) + self.seen.errors.load(Ordering::Relaxed)
+    }
+
+    /// Waits until this client has received `count` answers in all (see
+    /// [`Client::answers`]), or the deadline passes (an error).
+    pub async fn await_answers(
+        &self,
+        count: u64,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<()> {
+        loop {
+            // `notify_one` keeps a permit when nobody waits, so an answer arriving between
+            // this check and the wait below still wakes it.
+            if self.answers() >= count {
+                return Ok(());
+            }
+            tokio::time::timeout_at(deadline, self.seen.answered.notified())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "client {} timed out waiting for answer number {count}",
+                        self.index
+                    )
+                })?;
+        }
+    }
+
+    /// An error if this client has received more than `before` errors: the first one.
+    pub fn check_errors(&self, before: u64) -> anyhow::Result<()> {
+        let errors = self.seen.errors.load(Ordering::Relaxed);
+        if errors > before {
+            let first = self.seen.first_error.lock().unwrap().clone();
+            anyhow::bail!(
+                "client {} got {} refusals from the relay; the first: {}",
+                self.index,
+                errors - before,
+                first.unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -236,7 +337,7 @@ pub async fn connect_to(
     let seen = Arc::new(Seen::default());
     let reader = tokio::spawn(read(
         stream,
-        (index, target.protocol),
+        (index, target.protocol, room.to_owned()),
         senders,
         seen.clone(),
         clock,
@@ -254,7 +355,7 @@ pub async fn connect_to(
 
 async fn read(
     mut stream: SplitStream<Socket>,
-    (me, protocol): (usize, Protocol),
+    (me, protocol, my_room): (usize, Protocol, String),
     senders: usize,
     seen: Arc<Seen>,
     clock: Arc<RunClock>,
@@ -265,9 +366,31 @@ async fn read(
         let Message::Text(frame) = frame else {
             continue;
         };
-        let Some(text) = protocol.text(&frame) else {
-            continue;
+        let (room, text) = match protocol.classify(&frame) {
+            Frame::Message { room, text } => (room, text),
+            Frame::Ack { duplicate } => {
+                if duplicate {
+                    seen.duplicate_acks.fetch_add(1, Ordering::Relaxed);
+                }
+                seen.acks.fetch_add(1, Ordering::Relaxed);
+                seen.answered.notify_one();
+                continue;
+            }
+            Frame::Error => {
+                seen.first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| format!("{frame:.300}"));
+                seen.errors.fetch_add(1, Ordering::Relaxed);
+                seen.answered.notify_one();
+                continue;
+            }
+            Frame::Other => continue,
         };
+        if room.is_some_and(|room| room != my_room) {
+            seen.misdirected.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if text.starts_with(SYNC) {
             seen.synced.store(true, Ordering::Relaxed);
             continue;
@@ -322,17 +445,25 @@ pub async fn connect_all(
 }
 
 /// Waits until every client is surely in the room: client 0 sends sync frames until all
-/// others have received one (anything sent after that reaches everybody).
+/// others have received one (anything sent after that reaches everybody). With the typed
+/// protocol it then waits for the acks of its sync frames too, so that a scenario counting
+/// a sender's acks starts from a settled count.
 pub async fn sync(clients: &mut [Client]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let Some((first, others)) = clients.split_first_mut() else {
         return Ok(());
     };
+    let answers_before = first.answers();
     // Each sync frame needs its own id: the relay drops a resent id as a duplicate, so
     // repeating one id would reach nobody who joined after the first.
     let mut attempt = 0u32;
     loop {
         if others.iter().all(|c| c.seen.synced.load(Ordering::Relaxed)) {
+            if first.protocol == Protocol::Typed {
+                first
+                    .await_answers(answers_before + u64::from(attempt), deadline.into())
+                    .await?;
+            }
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -351,8 +482,8 @@ pub async fn sync(clients: &mut [Client]) -> anyhow::Result<()> {
 
 /// Waits until every client has received what it should, or until nothing arrives for
 /// `stall`. Returns the time at which the last expected message arrived (or the stall began).
-pub async fn drain(
-    clients: &[Client],
+pub async fn drain<C: std::borrow::Borrow<Client>>(
+    clients: &[C],
     expected: impl Fn(&Client) -> u64,
     stall: Duration,
 ) -> Instant {
@@ -361,12 +492,12 @@ pub async fn drain(
     loop {
         let total: u64 = clients
             .iter()
-            .map(|c| c.seen.received.load(Ordering::Relaxed))
+            .map(|c| c.borrow().seen.received.load(Ordering::Relaxed))
             .sum();
-        if clients
-            .iter()
-            .all(|c| c.seen.received.load(Ordering::Relaxed) >= expected(c))
-        {
+        if clients.iter().all(|c| {
+            let c = c.borrow();
+            c.seen.received.load(Ordering::Relaxed) >= expected(c)
+        }) {
             return Instant::now();
         }
         if total != last_total {
@@ -379,7 +510,18 @@ pub async fn drain(
     }
 }
 
-/// Totals over all clients: received, lost, repeated, echoed.
+/// The median, or `None` of nothing.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
+}
+
+/// Totals over all clients: received, lost, repeated, echoed, misdirected.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Integrity {
     pub received: u64,
@@ -389,6 +531,15 @@ pub struct Integrity {
     pub gaps: u64,
     pub repeats: u64,
     pub echoes: u64,
+    /// Messages of another room (typed protocol).
+    pub misdirected: u64,
+    /// Messages beyond what a client should have received (summed per client, so one
+    /// client's surplus does not hide another's loss).
+    pub surplus: u64,
+    /// Acks that said "duplicate" of a new message (typed protocol).
+    pub duplicate_acks: u64,
+    /// `error` events (typed protocol).
+    pub errors: u64,
 }
 
 impl Integrity {
@@ -396,14 +547,35 @@ impl Integrity {
         let mut totals = Integrity::default();
         for client in clients {
             let seen = &client.seen;
-            totals.received += seen.received.load(Ordering::Relaxed);
+            let received = seen.received.load(Ordering::Relaxed);
+            totals.received += received;
             totals.frame_bytes += seen.frame_bytes.load(Ordering::Relaxed);
             totals.expected += expected(client);
+            totals.surplus += received.saturating_sub(expected(client));
             totals.gaps += seen.gaps.load(Ordering::Relaxed);
             totals.repeats += seen.repeats.load(Ordering::Relaxed);
             totals.echoes += seen.echoes.load(Ordering::Relaxed);
+            totals.misdirected += seen.misdirected.load(Ordering::Relaxed);
+            totals.duplicate_acks += seen.duplicate_acks.load(Ordering::Relaxed);
+            totals.errors += seen.errors.load(Ordering::Relaxed);
         }
         totals
+    }
+
+    /// These totals and `other`'s together.
+    pub fn merge(self, other: Integrity) -> Integrity {
+        Integrity {
+            received: self.received + other.received,
+            frame_bytes: self.frame_bytes + other.frame_bytes,
+            expected: self.expected + other.expected,
+            gaps: self.gaps + other.gaps,
+            repeats: self.repeats + other.repeats,
+            echoes: self.echoes + other.echoes,
+            misdirected: self.misdirected + other.misdirected,
+            surplus: self.surplus + other.surplus,
+            duplicate_acks: self.duplicate_acks + other.duplicate_acks,
+            errors: self.errors + other.errors,
+        }
     }
 
     /// Average frame size of a delivered message.
@@ -411,25 +583,40 @@ impl Integrity {
         self.frame_bytes as f64 / self.received.max(1) as f64
     }
 
-    /// Messages that should have arrived and did not.
+    /// Messages that should have arrived and did not (per client, so one client's surplus
+    /// does not hide another's loss).
     pub fn lost(&self) -> u64 {
-        self.expected.saturating_sub(self.received)
+        (self.expected + self.surplus).saturating_sub(self.received)
     }
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "received": self.received, "expected": self.expected, "lost": self.lost(),
             "gaps": self.gaps, "repeats": self.repeats, "echoes": self.echoes,
+            "misdirected": self.misdirected, "surplus": self.surplus,
+            "duplicate_acks": self.duplicate_acks, "errors": self.errors,
         })
     }
 
     pub fn summary(&self) -> String {
-        format!(
+        let mut summary = format!(
             "lost {}, repeated {}, gaps {}, echoed {}",
             self.lost(),
             self.repeats,
             self.gaps,
             self.echoes
-        )
+        );
+        // Only the typed protocol can show these; shown when they happened.
+        for (count, what) in [
+            (self.misdirected, "misdirected"),
+            (self.surplus, "more than expected"),
+            (self.duplicate_acks, "acked as duplicates"),
+            (self.errors, "errors from the relay"),
+        ] {
+            if count > 0 {
+                summary.push_str(&format!(", {what} {count}"));
+            }
+        }
+        summary
     }
 }
