@@ -21,13 +21,14 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, Sender},
     },
     thread::JoinHandle,
     time::Duration,
 };
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{run_state, signed, sync::SyncRequest, unsigned};
@@ -62,20 +63,31 @@ pub(super) struct GroupCommit {
     queue: Sender<Request>,
     /// The thread, joined by [`GroupCommit::stop`].
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Batches whose first write failed and were written again.
+    retries: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
     /// Starts the thread on its own connection, handing committed batches to `sync`.
     pub(super) fn start(connection: Connection, sync: Sender<SyncRequest>) -> GroupCommit {
         let (queue, work) = mpsc::channel();
+        let retries = Arc::new(AtomicU64::new(0));
+        let counted = retries.clone();
         let thread = std::thread::Builder::new()
             .name("relay-commit".into())
-            .spawn(move || run(connection, &work, &sync))
+            .spawn(move || run(connection, &work, &sync, &counted))
             .expect("spawn the group-commit thread");
         GroupCommit {
             queue,
             thread: Mutex::new(Some(thread)),
+            retries,
         }
+    }
+
+    /// How many batches had to be written a second time (each one a stall of the relay's
+    /// every room, and the step before refusing messages): zero when nothing else writes.
+    pub(super) fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     pub(super) fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
@@ -113,7 +125,12 @@ impl GroupCommit {
     }
 }
 
-fn run(mut connection: Connection, work: &Receiver<Request>, sync: &Sender<SyncRequest>) {
+fn run(
+    mut connection: Connection,
+    work: &Receiver<Request>,
+    sync: &Sender<SyncRequest>,
+    retries: &AtomicU64,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = work.recv() {
         batch.push(first);
@@ -126,9 +143,10 @@ fn run(mut connection: Connection, work: &Receiver<Request>, sync: &Sender<SyncR
         let stop = batch.iter().any(|request| matches!(request, Request::Stop));
         let mut stored = write(&mut connection, &batch);
         if let Err(err) = &stored {
-            // One retry covers a passing lock held by the pruner; anything else fails the
-            // batch, and each appender is told nothing was stored.
+            // One retry for anything passing; beyond that the batch fails, and each appender
+            // is told nothing was stored.
             tracing::warn!(%err, "storing a batch failed; retrying once");
+            retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(100));
             stored = write(&mut connection, &batch);
         }
@@ -197,7 +215,11 @@ fn write(
     connection: &mut Connection,
     batch: &[Request],
 ) -> Result<Vec<Vec<Appended>>, EngineError> {
-    let transaction = connection.transaction()?;
+    // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout waits out the
+    // pruner's short deletes. A deferred transaction reads first and asks for the lock at its
+    // first write; if the pruner committed in between, SQLite refuses at once
+    // (SQLITE_BUSY_SNAPSHOT, which no timeout covers) and the whole batch had to be retried.
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut heads: HashMap<&str, Head> = HashMap::new();
     let mut results = Vec::new();
     {

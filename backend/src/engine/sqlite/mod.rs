@@ -114,6 +114,12 @@ pub struct SqliteEngine {
 }
 
 impl SqliteEngine {
+    /// How many batches the group commit had to write a second time since the store was
+    /// opened (a passing lock or conflict); each is a stall of every room.
+    pub fn write_retries(&self) -> u64 {
+        self.commit.retries()
+    }
+
     /// Opens (creating if needed) the store under `data_dir` with `durability` and the real
     /// boot id. See [`SqliteEngine::open_with`].
     pub fn open(data_dir: &Path, durability: Durability) -> Result<SqliteEngine, EngineError> {
