@@ -171,14 +171,13 @@ for scenario in "${scenarios[@]}"; do
       # WebSocket `send`, on one relay with the default durability (SQLite, fsync before the
       # answer), the API's per-key rate limit raised for a push load. Three rounds of each
       # part, the two paths alternating (bench/src/scenarios/api.rs says what each does).
-      # No retention pass during the run: the first would fall about 60 s in, always inside
-      # the same phase of the same path, and a pass stalls the commit thread (SQLite "database
-      # is locked", a 100 ms retry, sometimes refused messages; docs/benchmarks.md, issue 12).
+      # Retention runs at its default interval, as in production. API_BENCH_ARGS passes
+      # options to the scenario (e.g. "--connections 256").
       api_key="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
-      start_relay --api-key "$api_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000 \
-        --prune-interval-ms 3600000
+      start_relay --api-key "$api_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000
       step "api: HTTP publish against WebSocket send: throughput, then latency to 1,000"
-      bench relay-api api --url "$url" --api-key "$api_key"
+      # shellcheck disable=SC2086 # word splitting of the extra options is wanted
+      bench relay-api api --url "$url" --api-key "$api_key" ${API_BENCH_ARGS:-}
       stop_server
       ;;
     catchup)
