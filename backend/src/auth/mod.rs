@@ -33,7 +33,7 @@ pub enum PlainAccess {
     /// Refused (HTTP 403 before the upgrade).
     #[default]
     Off,
-    /// Plain clients receive the lobby (when it is an anonymous room) but cannot send.
+    /// Plain clients hear the lobby but cannot send.
     ReadOnly,
     /// As without authentication: plain clients read and write the lobby.
     On,

@@ -435,7 +435,7 @@ impl Session {
                 self.send(&ServerMessage::Authenticated {
                     user: Some(identity.user.clone()),
                     name: Some(identity.name.clone()),
-                    expires_at: Some(identity.expires_at * 1000),
+                    expires_at: Some(identity.expires_at.saturating_mul(1000)),
                 });
                 let id: Arc<str> = Arc::from(identity.user);
                 self.relay.identify(&self.connection, id.clone());
@@ -487,14 +487,21 @@ impl Session {
         self.send(&ServerMessage::Authenticated {
             user: Some(identity.user),
             name: Some(user_name(&self.standing)),
-            expires_at: Some(expires_at * 1000),
+            expires_at: Some(expires_at.saturating_mul(1000)),
         });
     }
 
     /// Sets the connection's deadline to a token's expiry (`exp`, Unix seconds) plus grace.
     fn token_runs_until(&self, exp: u64, grace: Duration) {
         let now_unix_ms = crate::engine::now_millis();
-        let left = (exp * 1000).saturating_sub(now_unix_ms) + grace.as_millis() as u64;
+        // A token may say it lasts for ages; a deadline past a year is as good as none, and
+        // keeps the arithmetic far from overflowing.
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        let left = exp
+            .saturating_mul(1000)
+            .saturating_sub(now_unix_ms)
+            .saturating_add(grace.as_millis() as u64)
+            .min(YEAR_MS);
         self.connection
             .queue
             .set_deadline(Deadline::Token(clock::now_ms() + left));

@@ -421,3 +421,15 @@ async fn two_tabs_of_one_user_are_one_member_and_disconnect_by_user_closes_both(
     }
     still_open(&mut watcher).await;
 }
+
+#[tokio::test]
+async fn a_token_that_lasts_for_ages_is_taken_without_overflow() {
+    let relay = auth_relay().await;
+    let forever = Claims {
+        exp: u64::MAX / 2,
+        ..ada_claims()
+    };
+    let mut ada = signed_in(&relay, hs256(&forever)).await;
+    ada.join("support-9", "Ada").await;
+    still_open(&mut ada).await;
+}
