@@ -17,6 +17,12 @@
 #                                (issue 12) against the WebSocket `send`: publishes per relay
 #                                CPU-second, and delivery latency to 1,000 subscribers at 100
 #                                publishes/s (about 2.5 minutes)
+#   bench/run.sh http-floor      relay only, not in the default list: `POST /api/publish` from
+#                                32 keep-alive connections against the least an HTTP endpoint
+#                                can do here (bench/src/bin/floor-http.rs, hand-written and
+#                                hyper) and the relay with the memory store (rooms empty, or
+#                                held by one member each): requests per server CPU-second,
+#                                three alternating rounds (about 3 minutes)
 #
 # Besides the side-by-side scenarios, the relay alone runs two more: its typed JSON
 # endpoint against its plain one at the same fixed load, and 19,000 idle connections. The
@@ -78,6 +84,14 @@ start_floor() {
   server_pid=$!
   wait_for_port 18082
   url=ws://127.0.0.1:18082/
+}
+
+# start_floor_http MODE: the bare HTTP endpoint, `threads` (hand-written) or `hyper`.
+start_floor_http() {
+  taskset -c 0 target/release/floor-http --mode "$1" 127.0.0.1:18083 >"$work/floor.log" 2>&1 &
+  server_pid=$!
+  wait_for_port 18083
+  url=ws://127.0.0.1:18083/
 }
 
 stop_server() {
@@ -180,6 +194,42 @@ for scenario in "${scenarios[@]}"; do
       bench relay-api api --url "$url" --api-key "$api_key" ${API_BENCH_ARGS:-}
       stop_server
       ;;
+    http-floor)
+      # The floor of the HTTP publish path: the same client and load (the `api` scenario's
+      # HTTP throughput phase, without WebSocket members) against floor-http hand-written
+      # (a blocking thread per connection), floor-http on hyper 1 + tokio (the relay's
+      # stack), and the relay's `POST /api/publish` with the memory store (nothing on disk):
+      # once with nobody in the rooms (the memory store then drops a room with its history
+      # after each publish, so each publish re-creates its room), once with one typed member
+      # per room holding it (as in the `api` scenario; each publish then also reaches one
+      # member). A fresh server for each run; three rounds, the order reversed every other
+      # round. HTTP_FLOOR_ARGS passes options to the scenario.
+      api_key="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+      for round in 1 2 3; do
+        order=(threads hyper relay relay-members)
+        [ $((round % 2)) -eq 0 ] && order=(relay-members relay hyper threads)
+        for server in "${order[@]}"; do
+          members=0
+          case "$server" in
+            relay*)
+              start_relay --store memory --api-key "$api_key" --api-rate-per-sec 1000000 \
+                --api-rate-burst 1000000
+              label="relay-memory${server#relay}"
+              [ "$server" = relay-members ] && members=1
+              ;;
+            *)
+              start_floor_http "$server"
+              label="floor-$server"
+              ;;
+          esac
+          step "round $round: http-floor against $label"
+          # shellcheck disable=SC2086 # word splitting of the extra options is wanted
+          bench "$label" http-floor --url "$url" --api-key "$api_key" --members "$members" \
+            ${HTTP_FLOOR_ARGS:-}
+          stop_server
+        done
+      done
+      ;;
     catchup)
       # Default settings: each catch-up is replayed 9,950 messages from the store (a page at
       # a time, at the client's pace) and the last 50 from memory.
@@ -269,6 +319,40 @@ for (const r of rows.filter(r => r.scenario === 'api')) {
   const split = path => Object.entries(t[path].cpu_us_per_publish_by_thread).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
   console.log(`  relay CPU per publish by thread (µs, medians): HTTP ${split('http')}; WebSocket ${split('ws')}`);
   console.log(`HTTP API delivery latency to ${r.latency_subscribers.toLocaleString('en')} subscribers at ${r.rate}/s: p99 HTTP ${rounds(r.latency_phases, 'http', 'p99_ms', f2)} ms (median ${f2(r.http_p99_ms)}), WebSocket ${rounds(r.latency_phases, 'ws', 'p99_ms', f2)} ms (median ${f2(r.ws_p99_ms)}): HTTP / WebSocket ${f2(r.p99_ratio)}x (target within 1.2x); p50 ${f2(r.latency.http.p50_ms)} vs ${f2(r.latency.ws.p50_ms)} ms, max ${f2(r.latency.http.max_ms)} vs ${f2(r.latency.ws.max_ms)} ms`);
+}
+{
+  // http-floor: per server, the rounds and their medians; then the relay against each floor.
+  const floorRows = rows.filter(r => r.scenario === 'http-floor');
+  const of = (server, key) => floorRows.filter(r => r.server === server).map(r => r[key]);
+  const f0 = v => Math.round(v).toLocaleString('en');
+  const servers = [['floor-threads', 'floor-http, hand-written (thread per connection)'],
+    ['floor-hyper', 'floor-http, hyper 1 + tokio'],
+    ['relay-memory', 'relay POST /api/publish, memory store, empty rooms'],
+    ['relay-memory-members', 'relay POST /api/publish, memory store, 1 member per room']];
+  const medians = {};
+  for (const [server, name] of servers) {
+    const perCpu = of(server, 'requests_per_cpu_s');
+    if (!perCpu.length) continue;
+    medians[server] = median(perCpu);
+    const threads = floorRows.filter(r => r.server === server).map(r => r.threads);
+    const names = [...new Set(threads.flatMap(Object.keys))];
+    const split = names.map(n => [n, median(floorRows.filter(r => r.server === server)
+      .map(r => 1e6 * (r.threads[n] || 0) / r.requests))]).sort((a, b) => b[1] - a[1])
+      .map(([n, us]) => `${n} ${us.toFixed(1)}`).join(', ');
+    console.log(`${name}, ${floorRows[0].connections} keep-alive connections: ${perCpu.map(f0).join(', ')} requests per server CPU-second (median ${f0(medians[server])}; ${(1e6 / medians[server]).toFixed(1)} µs each), ${of(server, 'requests_per_s').map(f0).join(', ')} requests/s (median ${f0(median(of(server, 'requests_per_s')))}), p50/p99 ${median(of(server, 'request_p50_ms')).toFixed(2)}/${median(of(server, 'request_p99_ms')).toFixed(2)} ms, generator CPU ${median(of(server, 'generator_cpu_s')).toFixed(2)} s; server CPU per request by thread (µs, medians): ${split}`);
+  }
+  for (const floor of ['floor-threads', 'floor-hyper']) {
+    if (!medians[floor]) continue;
+    console.log(`target 30,000 requests per CPU-second (33.3 µs each) against ${floor}: ${(30000 / medians[floor]).toFixed(2)}x its median`);
+    for (const relay of ['relay-memory', 'relay-memory-members']) {
+      if (medians[relay]) {
+        console.log(`  ${relay} / ${floor}: ${(medians[relay] / medians[floor]).toFixed(2)}x the requests per CPU-second; ${(1e6 / medians[relay] - 1e6 / medians[floor]).toFixed(1)} µs more CPU per request`);
+      }
+    }
+  }
+  for (const r of floorRows.filter(r => r.epochs > r.connections)) {
+    console.log(`  ${r.server}: ${r.epochs.toLocaleString('en')} epochs over ${r.requests.toLocaleString('en')} publishes (rooms re-created)`);
+  }
 }
 const hold = rows.find(r => r.server === 'relay-hold');
 if (hold) {

@@ -5,7 +5,8 @@
 //! per thread name) and memory are read from `/proc/<pid>`. Loopback only, and every loop is
 //! bounded in time and count. Two scenarios, `churn` and `catchup`, need this relay's typed
 //! protocol (rooms and history), so their `--url` is its `/ws` endpoint; `api` needs its
-//! HTTP server API (`--api-key`) and finds `/ws` and `/api/` on the host and port of `--url`.
+//! HTTP server API (`--api-key`) and finds `/ws` and `/api/` on the host and port of `--url`;
+//! `http-floor` sends `POST /api/publish` alone there, to the relay or to `floor-http`.
 //! `bench/run.sh` runs the relay and the Node `ws` peer side by side and reports ratios.
 
 // A load generator reports on stdout; that is its whole point.
@@ -18,7 +19,7 @@ mod server;
 
 use clap::{Parser, Subcommand};
 use client::Target;
-use scenarios::{api, catchup, churn, fanout, idle, latency, storm};
+use scenarios::{api, catchup, churn, fanout, http_floor, idle, latency, storm};
 use server::Server;
 
 #[derive(Debug, Parser)]
@@ -69,6 +70,10 @@ enum Scenario {
     /// delivery latency to many subscribers (needs --api-key; finds `/ws` and `/api/` on the
     /// host and port of --url).
     Api(api::Options),
+    /// `POST /api/publish` alone from keep-alive HTTP connections, against the relay or any
+    /// server answering like it (e.g. `floor-http`): requests per server CPU-second. Finds
+    /// the server on the host and port of --url; --api-key is sent if given.
+    HttpFloor(http_floor::Options),
     /// A few seconds of every scenario at a small scale, failing on any lost, repeated or
     /// misdirected message, failed connection or refused publish: keeps the tool and the
     /// relay honest in CI. `churn`, `catchup` and `api` talk to `/ws` (and `/api/`) on the
@@ -93,6 +98,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Catchup(options) => vec![catchup::run(&target, server, options).await?],
         Scenario::Api(options) => {
             vec![api::run(&target, server, api_key(&cli.api_key)?, options).await?]
+        }
+        Scenario::HttpFloor(options) => {
+            let key = cli.api_key.as_deref().unwrap_or("none");
+            vec![http_floor::run(&target, server, key, options).await?]
         }
         Scenario::Smoke => smoke(&target, server, api_key(&cli.api_key)?).await?,
     };

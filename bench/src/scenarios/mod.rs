@@ -20,12 +20,15 @@
 //! Three scenarios exist only for this relay's typed protocol, with rooms and history:
 //! `churn` (memory under many short connections over many rooms), `catchup` (live latency
 //! while clients recover long histories), and `api` (its HTTP server API next to the
-//! WebSocket `send`); see [`typed`] for the client side the first two share.
+//! WebSocket `send`); see [`typed`] for the client side the first two share. One more,
+//! `http-floor` ([`http_floor`]), is HTTP only: the `api` scenario's publishes against any
+//! server that answers them, the relay or the bare floor of the path.
 
 pub mod api;
 pub mod catchup;
 pub mod churn;
 pub mod fanout;
+pub mod http_floor;
 pub mod idle;
 pub mod latency;
 pub mod storm;
