@@ -555,6 +555,38 @@ struct Unfinished {
 }
 
 impl Unfinished {
+    /// A phase's loops are done: their request times merged, their failures recorded
+    /// (under the path's name), the publishes counted since `before`.
+    fn gather(
+        run: &mut Run<'_>,
+        path: Path,
+        outcomes: Vec<(Histogram<u64>, Option<anyhow::Error>)>,
+        sent: &[u64],
+        before: u64,
+        started: Instant,
+        meter: CpuMeter,
+    ) -> Unfinished {
+        let wall_s = started.elapsed().as_secs_f64();
+        let mut requests = histogram();
+        let step = match path {
+            Path::Http => "http publish",
+            Path::Ws => "ws send",
+        };
+        for (histogram, failure) in outcomes {
+            requests.add(&histogram).expect("same bounds");
+            if let Some(err) = failure {
+                run.failures.record(step, &err);
+            }
+        }
+        Unfinished {
+            path,
+            publishes: sent.iter().sum::<u64>() - before,
+            wall_s,
+            meter,
+            requests,
+        }
+    }
+
     fn finish(self, run: &Run<'_>) -> anyhow::Result<Throughput> {
         Ok(Throughput {
             path: self.path,
@@ -619,21 +651,15 @@ async fn http_throughput(
             (requests, None)
         });
     let outcomes = join_all(loops).await;
-    let wall_s = started.elapsed().as_secs_f64();
-    let mut requests = histogram();
-    for (histogram, failure) in outcomes {
-        requests.add(&histogram).expect("same bounds");
-        if let Some(err) = failure {
-            run.failures.record("http publish", &err);
-        }
-    }
-    Ok(Unfinished {
-        path: Path::Http,
-        publishes: sent.iter().sum::<u64>() - before,
-        wall_s,
+    Ok(Unfinished::gather(
+        run,
+        Path::Http,
+        outcomes,
+        sent,
+        before,
+        started,
         meter,
-        requests,
-    })
+    ))
 }
 
 /// Every WebSocket sender sends into its room in a loop, waiting for each message's ack
@@ -687,21 +713,15 @@ async fn ws_throughput(
             (requests, None)
         });
     let outcomes = join_all(loops).await;
-    let wall_s = started.elapsed().as_secs_f64();
-    let mut requests = histogram();
-    for (histogram, failure) in outcomes {
-        requests.add(&histogram).expect("same bounds");
-        if let Some(err) = failure {
-            run.failures.record("ws send", &err);
-        }
-    }
-    Ok(Unfinished {
-        path: Path::Ws,
-        publishes: sent.iter().sum::<u64>() - before,
-        wall_s,
+    Ok(Unfinished::gather(
+        run,
+        Path::Ws,
+        outcomes,
+        sent,
+        before,
+        started,
         meter,
-        requests,
-    })
+    ))
 }
 
 /// The latency phases' publishing schedule.
