@@ -42,6 +42,25 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+impl Response {
+    /// The body as a publish answer (`T`), if the status is 200; otherwise, or if the body
+    /// is not a `T`, an error quoting the start of the body.
+    pub fn publish_answer<'a, T: serde::Deserialize<'a>>(&'a self) -> anyhow::Result<T> {
+        anyhow::ensure!(
+            self.status == 200,
+            "HTTP {}: {:.300}",
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        );
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "not a publish answer: {:.300}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
 impl Connection {
     /// Connects from loopback source address number `index` (127.0.0.1 to 127.0.0.250 in
     /// turn, as the WebSocket clients do), with Nagle off: each request is one small write.

@@ -35,7 +35,8 @@ use tokio::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    Client, Integrity, Protocol, RunClock, connect_to, drain, median, payload, run_id, sync,
+    Client, Integrity, Protocol, RunClock, connect_to, drain, histogram, median, payload, run_id,
+    sync,
     typed::{self, Failures},
 };
 use crate::{
@@ -135,18 +136,7 @@ fn publish_body(room: &str, text: &str, key: Option<&str>) -> String {
 /// Checks an answer to a publish into `room`: 200, that room, a new message, at an offset
 /// above `after` (the connection's previous one there). Returns the offset.
 fn check_published(response: &http::Response, room: &str, after: u64) -> anyhow::Result<u64> {
-    anyhow::ensure!(
-        response.status == 200,
-        "HTTP {}: {:.300}",
-        response.status,
-        String::from_utf8_lossy(&response.body)
-    );
-    let published: Published<'_> = serde_json::from_slice(&response.body).with_context(|| {
-        format!(
-            "not a publish answer: {:.300}",
-            String::from_utf8_lossy(&response.body)
-        )
-    })?;
+    let published: Published<'_> = response.publish_answer()?;
     anyhow::ensure!(
         published.room == room,
         "published into `{room}`, answered for `{}`",
@@ -176,11 +166,6 @@ struct Run<'a> {
     /// Whether API publishes carry idempotency keys.
     keys: bool,
     failures: Failures,
-}
-
-/// A histogram of microseconds, 1 µs to 60 s.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
 fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {

@@ -21,13 +21,11 @@
 //! Reported: requests per second and per server CPU-second (the server's CPU from
 //! `/proc/<pid>`, in total and by thread), request latency, and the load generator's CPU.
 
-use anyhow::Context;
 use futures_util::future::join_all;
-use hdrhistogram::Histogram;
 use tokio::time::{Duration, Instant};
 
 use super::{
-    Client, Integrity, Protocol, RunClock, connect_to, drain, payload, run_id, sync,
+    Client, Integrity, Protocol, RunClock, connect_to, drain, histogram, payload, run_id, sync,
     typed::Failures,
 };
 use crate::{
@@ -72,18 +70,7 @@ struct Answer {
 /// Checks one answer: 200, a JSON body not a duplicate, with an offset above `after` if in
 /// the same epoch (`after`: the connection's previous answer). Returns the answer.
 fn check(response: &http::Response, after: Option<&Answer>) -> anyhow::Result<Answer> {
-    anyhow::ensure!(
-        response.status == 200,
-        "HTTP {}: {:.300}",
-        response.status,
-        String::from_utf8_lossy(&response.body)
-    );
-    let answer: Answer = serde_json::from_slice(&response.body).with_context(|| {
-        format!(
-            "not a publish answer: {:.300}",
-            String::from_utf8_lossy(&response.body)
-        )
-    })?;
+    let answer: Answer = response.publish_answer()?;
     anyhow::ensure!(
         !answer.duplicate,
         "a new idempotency key answered as a duplicate"
@@ -256,9 +243,4 @@ pub async fn run(
         "failures": failures.total(),
         "failure_detail": failures.json(),
     }))
-}
-
-/// A histogram of microseconds, 1 µs to 60 s.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }

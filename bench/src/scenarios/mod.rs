@@ -297,7 +297,7 @@ impl RunClock {
     pub fn new() -> Arc<RunClock> {
         Arc::new(RunClock {
             started: Instant::now(),
-            latencies: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
+            latencies: Mutex::new(histogram()),
         })
     }
 
@@ -511,6 +511,11 @@ pub async fn drain<C: std::borrow::Borrow<Client>>(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// A histogram of microseconds, 1 µs to 60 s.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
 /// The median, or `None` of nothing.
