@@ -8,53 +8,35 @@
 //! checkpoint has copied everything, the writer starts the WAL over (and, with
 //! `journal_size_limit`, cuts the file back), so the WAL stays small.
 
-use std::{
-    sync::{
-        Mutex,
-        mpsc::{self, SyncSender},
-    },
-    thread::JoinHandle,
-};
+use std::sync::mpsc::{self, SyncSender};
 
 use rusqlite::Connection;
+
+use super::worker::Worker;
 
 /// Handle to the checkpoint thread.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     /// The thread: it ends when every nudge sender (the sync thread's) is gone.
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Worker,
 }
 
 impl Checkpointer {
     /// Starts the thread on `connection`; returns it and the sender that nudges it.
     pub(super) fn start(connection: Connection) -> (Checkpointer, SyncSender<()>) {
         let (nudge, nudged) = mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("relay-checkpoint".into())
-            .spawn(move || {
-                while nudged.recv().is_ok() {
-                    checkpoint(&connection);
-                }
-            })
-            .expect("spawn the checkpoint thread");
-        let checkpointer = Checkpointer {
-            thread: Mutex::new(Some(thread)),
-        };
+        let thread = Worker::spawn("relay-checkpoint", move || {
+            while nudged.recv().is_ok() {
+                checkpoint(&connection);
+            }
+        });
+        let checkpointer = Checkpointer { thread };
         (checkpointer, nudge)
     }
 
     /// Waits for the thread, once the sync thread has ended.
     pub(super) fn join(&self) {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!("the checkpoint thread panicked");
-        }
+        self.thread.join();
     }
 }
 

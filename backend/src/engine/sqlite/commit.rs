@@ -20,18 +20,17 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, Sender},
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::{run_state, signed, sync::SyncRequest, unsigned};
+use super::{run_state, signed, sync::SyncRequest, unsigned, worker::Worker};
 use crate::engine::{
     AppendDone, Appended, Draft, EngineError, Entry, Progress, new_epoch, now_millis,
 };
@@ -62,7 +61,7 @@ pub(super) struct GroupCommit {
     /// Where requests queue.
     queue: Sender<Request>,
     /// The thread, joined by [`GroupCommit::stop`].
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Worker,
     /// Batches whose first write failed and were written again.
     retries: Arc<AtomicU64>,
 }
@@ -73,13 +72,12 @@ impl GroupCommit {
         let (queue, work) = mpsc::channel();
         let retries = Arc::new(AtomicU64::new(0));
         let counted = retries.clone();
-        let thread = std::thread::Builder::new()
-            .name("relay-commit".into())
-            .spawn(move || run(connection, &work, &sync, &counted))
-            .expect("spawn the group-commit thread");
+        let thread = Worker::spawn("relay-commit", move || {
+            run(connection, &work, &sync, &counted);
+        });
         GroupCommit {
             queue,
-            thread: Mutex::new(Some(thread)),
+            thread,
             retries,
         }
     }
@@ -112,16 +110,7 @@ impl GroupCommit {
     /// after its last batch, the sync thread) and waits for it.
     pub(super) fn stop(&self) {
         let _ = self.queue.send(Request::Stop);
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!("the group-commit thread panicked");
-        }
+        self.thread.join();
     }
 }
 

@@ -25,6 +25,7 @@ mod commit;
 mod read_pool;
 mod run_state;
 mod sync;
+mod worker;
 
 use std::{
     path::{Path, PathBuf},

@@ -23,15 +23,11 @@
 use std::{
     fs::{File, OpenOptions},
     path::{Path, PathBuf},
-    sync::{
-        Mutex,
-        mpsc::{self, Receiver, Sender, SyncSender},
-    },
-    thread::JoinHandle,
+    sync::mpsc::{self, Receiver, Sender, SyncSender},
     time::Duration,
 };
 
-use super::Durability;
+use super::{Durability, worker::Worker};
 use crate::engine::{AppendDone, EngineError, Progress};
 
 /// WAL size past which a checkpoint is due: about 1,000 pages of 4 KiB, SQLite's own default
@@ -64,7 +60,7 @@ pub(super) struct SyncThread {
     /// Where committed batches queue; the commit thread holds a clone.
     queue: Sender<SyncRequest>,
     /// The thread, joined by [`SyncThread::join`].
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Worker,
 }
 
 impl SyncThread {
@@ -72,21 +68,15 @@ impl SyncThread {
     /// has grown.
     pub(super) fn start(wal: PathBuf, settings: SyncSettings, checkpoint: SyncSender<()>) -> Self {
         let (queue, work) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("relay-sync".into())
-            .spawn(move || {
-                let mut wal = Wal {
-                    path: wal,
-                    file: None,
-                    settings,
-                };
-                run(&work, &mut wal, &checkpoint);
-            })
-            .expect("spawn the sync thread");
-        SyncThread {
-            queue,
-            thread: Mutex::new(Some(thread)),
-        }
+        let thread = Worker::spawn("relay-sync", move || {
+            let mut wal = Wal {
+                path: wal,
+                file: None,
+                settings,
+            };
+            run(&work, &mut wal, &checkpoint);
+        });
+        SyncThread { queue, thread }
     }
 
     /// Where the commit thread hands over committed batches.
@@ -96,16 +86,7 @@ impl SyncThread {
 
     /// Waits for the thread, which ends after the commit thread's [`SyncRequest::Stop`].
     pub(super) fn join(&self) {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!("the sync thread panicked");
-        }
+        self.thread.join();
     }
 }
 
