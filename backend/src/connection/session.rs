@@ -431,12 +431,12 @@ impl Session {
         let max_name_chars = self.relay.settings().limits.max_name_chars;
         match auth.verifier.verify(token, max_name_chars) {
             Ok(identity) => {
-                self.token_runs_until(identity.expires_at, auth.settings.grace);
-                self.send(&ServerMessage::Authenticated {
-                    user: Some(identity.user.clone()),
-                    name: Some(identity.name.clone()),
-                    expires_at: Some(identity.expires_at.saturating_mul(1000)),
-                });
+                self.carry_on_until(
+                    &identity.user,
+                    &identity.name,
+                    identity.expires_at,
+                    auth.settings.grace,
+                );
                 let id: Arc<str> = Arc::from(identity.user);
                 self.relay.identify(&self.connection, id.clone());
                 self.standing = Standing::User(Box::new(User {
@@ -482,17 +482,19 @@ impl Session {
             }
         };
         user.grants = identity.grants;
-        let expires_at = identity.expires_at;
-        self.token_runs_until(expires_at, auth.settings.grace);
-        self.send(&ServerMessage::Authenticated {
-            user: Some(identity.user),
-            name: Some(user_name(&self.standing)),
-            expires_at: Some(expires_at.saturating_mul(1000)),
-        });
+        // The name stays the one the connection signed in with: members know it by it.
+        let name = user.name.clone();
+        self.carry_on_until(
+            &identity.user,
+            &name,
+            identity.expires_at,
+            auth.settings.grace,
+        );
     }
 
-    /// Sets the connection's deadline to a token's expiry (`exp`, Unix seconds) plus grace.
-    fn token_runs_until(&self, exp: u64, grace: Duration) {
+    /// A token was accepted: the connection runs until its expiry (`exp`, Unix seconds)
+    /// plus `grace`, and the client is told who it is and until when.
+    fn carry_on_until(&self, user: &str, name: &str, exp: u64, grace: Duration) {
         let now_unix_ms = crate::engine::now_millis();
         // A token may say it lasts for ages; a deadline past a year is as good as none, and
         // keeps the arithmetic far from overflowing.
@@ -505,6 +507,11 @@ impl Session {
         self.connection
             .queue
             .set_deadline(Deadline::Token(clock::now_ms() + left));
+        self.send(&ServerMessage::Authenticated {
+            user: Some(user.to_owned()),
+            name: Some(name.to_owned()),
+            expires_at: Some(exp.saturating_mul(1000)),
+        });
     }
 
     /// Whether this connection may do `permission` in `room`.
@@ -722,14 +729,6 @@ impl Drop for Session {
 
 fn forbidden(why: &str) -> ProtocolError {
     ProtocolError::new(ErrorCode::Forbidden, why)
-}
-
-/// The display name of a user standing (empty for any other).
-fn user_name(standing: &Standing) -> String {
-    match standing {
-        Standing::User(user) => user.name.to_string(),
-        _ => String::new(),
-    }
 }
 
 /// The close text for a refused token (a close frame's reason holds at most 123 bytes).
