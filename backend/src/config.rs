@@ -105,6 +105,10 @@ pub struct Config {
     pub listen_backlog: u32,
     /// Folder holding the built web client (`trunk build --release` writes `dist/`).
     pub static_dir: PathBuf,
+    /// Where the web client gets its tokens when tokens are required (the application's
+    /// endpoint, e.g. `/chat-token`), given to the page in its configuration. None: the
+    /// web client connects without a token.
+    pub web_token_url: Option<String>,
     /// Input limits, announced to typed clients in `welcome`.
     pub limits: Limits,
     /// How many recent messages a room keeps in memory and replays to a client that joins.
@@ -209,6 +213,7 @@ impl Default for Config {
                 .expect("the default address parses"),
             listen_backlog: defaults::LISTEN_BACKLOG,
             static_dir: PathBuf::from(defaults::STATIC_DIR),
+            web_token_url: None,
             limits: Limits::default(),
             history_len: defaults::HISTORY_LEN,
             dedup_window: defaults::DEDUP_WINDOW,
@@ -323,6 +328,21 @@ impl Config {
         if self.api.rate.burst == 0 {
             return refuse("--api-rate-burst must be at least 1".into());
         }
+        if let Some(url) = &self.web_token_url {
+            if self.auth.hmac_secret.is_none() && self.auth.public_key.is_none() {
+                return refuse(
+                    "--web-token-url is set but no token is required: add --auth-hmac-secret \
+                     or --auth-public-key (or drop --web-token-url)"
+                        .into(),
+                );
+            }
+            if !is_token_url(url) {
+                return refuse(format!(
+                    "--web-token-url `{url}` is not a path on this host (`/chat-token`) or an \
+                     http(s) URL of at most {MAX_TOKEN_URL_BYTES} bytes without spaces or quotes"
+                ));
+            }
+        }
         if let Some(short) = self
             .api
             .keys
@@ -357,6 +377,10 @@ pub struct Cli {
     /// Folder with the built web client.
     #[arg(long, env = "RELAY_STATIC_DIR", default_value = defaults::STATIC_DIR)]
     pub static_dir: PathBuf,
+    /// URL the web client POSTs to (with the user's cookies) for its token, when tokens are
+    /// required: a path on this host (`/chat-token`) or an `https://` URL.
+    #[arg(long, env = "RELAY_WEB_TOKEN_URL")]
+    pub web_token_url: Option<String>,
     /// Longest message text, in characters.
     #[arg(long, env = "RELAY_MAX_TEXT_CHARS", default_value_t = Limits::default().max_text_chars)]
     pub max_text_chars: usize,
@@ -523,6 +547,7 @@ impl From<Cli> for Config {
             listen: cli.listen,
             listen_backlog: cli.listen_backlog,
             static_dir: cli.static_dir,
+            web_token_url: cli.web_token_url,
             limits: Limits {
                 max_text_chars: cli.max_text_chars,
                 max_name_chars: cli.max_name_chars,
@@ -590,6 +615,22 @@ impl From<Cli> for Config {
     }
 }
 
+/// Longest `--web-token-url`.
+const MAX_TOKEN_URL_BYTES: usize = 2048;
+
+/// Whether `url` is a token URL the page can use as it is: a path on the page's host (not
+/// `//host`, which would be another host) or an absolute http(s) URL, in printable ASCII
+/// without the characters that would need escaping in an HTML attribute.
+fn is_token_url(url: &str) -> bool {
+    let form = (url.starts_with('/') && !url.starts_with("//"))
+        || url.starts_with("https://")
+        || url.starts_with("http://");
+    form && url.len() <= MAX_TOKEN_URL_BYTES
+        && url
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +682,29 @@ mod tests {
             |c| c.max_pending_connections = 0,
             "--max-pending-connections",
         );
+        refused(
+            |c| c.web_token_url = Some("/chat-token".into()),
+            "--web-token-url",
+        );
+        let with_tokens = |url: &str| {
+            let mut config = Config::default();
+            config.auth.hmac_secret = Some("a".repeat(32));
+            config.web_token_url = Some(url.into());
+            config.check()
+        };
+        for bad in [
+            "chat-token",
+            "//evil.example/token",
+            "javascript:alert(1)",
+            "/chat token",
+            "/chat\"token",
+            "/<script>",
+        ] {
+            let err = with_tokens(bad).expect_err(bad).to_string();
+            assert!(err.contains("--web-token-url"), "{err}");
+        }
+        for good in ["/chat-token", "https://app.example/chat-token?room=a&b=1"] {
+            assert_eq!(with_tokens(good), Ok(()), "{good}");
+        }
     }
 }

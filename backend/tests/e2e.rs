@@ -128,15 +128,20 @@ impl Browser {
     }
 
     async fn open_sized(driver: &ChromeDriver, page: &str, size: (u32, u32)) -> Browser {
+        let browser = Browser::load(driver, page, size).await;
+        browser.wait_for_text("[role=status]", "Connected").await;
+        browser
+    }
+
+    /// Loads `page` without waiting for anything.
+    async fn load(driver: &ChromeDriver, page: &str, size: (u32, u32)) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let client = session_sized(driver, profile.path(), size).await;
         client.goto(page).await.unwrap();
-        let browser = Browser {
+        Browser {
             client,
             _profile: profile,
-        };
-        browser.wait_for_text("[role=status]", "Connected").await;
-        browser
+        }
     }
 
     /// Waits until the element at `selector` contains `needle`.
@@ -1166,15 +1171,10 @@ async fn a_multi_line_message_arrives_with_its_line_breaks() {
     relay.stop().await;
 }
 
-/// `POST /api/publish` over its own connection; returns the status line and body.
-async fn api_publish(address: SocketAddr, key: &str, body: &serde_json::Value) -> String {
+/// Sends one HTTP/1.1 `request` (with `Connection: close`) over its own connection to
+/// `address`; returns the whole answer, status line first.
+async fn http_exchange(address: SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.to_string();
-    let request = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
@@ -1183,6 +1183,17 @@ async fn api_publish(address: SocketAddr, key: &str, body: &serde_json::Value) -
         .expect("an answer in time")
         .unwrap();
     response
+}
+
+/// `POST /api/publish`; returns the status line and body.
+async fn api_publish(address: SocketAddr, key: &str, body: &serde_json::Value) -> String {
+    let body = body.to_string();
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http_exchange(address, &request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1234,5 +1245,297 @@ async fn a_message_pushed_through_the_http_api_shows_in_the_page_in_order_and_ma
     .catch_unwind()
     .await;
     finish(vec![("e2e-api", alice)], outcome).await;
+    relay.stop().await;
+}
+
+/// The application's side of signing in: a token endpoint on its own origin, as a PHP
+/// application's `/chat-token` would be, answering the page's cross-origin POST with CORS and
+/// credentials allowed. What it answers is switched by the test.
+mod token_server {
+    use std::{
+        net::SocketAddr,
+        sync::{
+            Arc,
+            atomic::{AtomicU8, AtomicUsize, Ordering},
+        },
+    };
+
+    use axum::{
+        Router,
+        extract::State,
+        http::{HeaderMap, HeaderValue, StatusCode, header},
+        response::{IntoResponse, Response},
+        routing::post,
+    };
+    use backend::auth::{Claims, Permission, Signer};
+
+    /// What the endpoint answers.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    #[repr(u8)]
+    pub enum Answer {
+        /// A fresh token for Ada.
+        Token = 0,
+        /// 503: the application is having trouble.
+        Unavailable = 1,
+        /// 401: nobody is signed in to the application.
+        SignedOut = 2,
+    }
+
+    pub struct TokenServer {
+        pub url: String,
+        state: Arc<Shared>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    struct Shared {
+        secret: String,
+        ttl_secs: u64,
+        answer: AtomicU8,
+        issued: AtomicUsize,
+    }
+
+    impl TokenServer {
+        /// Serves tokens signed with `secret` that expire `ttl_secs` after they are issued.
+        pub async fn start(secret: &str, ttl_secs: u64) -> TokenServer {
+            let state = Arc::new(Shared {
+                secret: secret.into(),
+                ttl_secs,
+                answer: AtomicU8::new(Answer::Token as u8),
+                issued: AtomicUsize::new(0),
+            });
+            let app = Router::new()
+                .route("/chat-token", post(token))
+                .with_state(state.clone());
+            let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .unwrap();
+            let url = format!("http://{}/chat-token", listener.local_addr().unwrap());
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            TokenServer { url, state, task }
+        }
+
+        pub fn answer(&self, answer: Answer) {
+            self.state.answer.store(answer as u8, Ordering::SeqCst);
+        }
+
+        /// Tokens handed out so far.
+        pub fn issued(&self) -> usize {
+            self.state.issued.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for TokenServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn token(State(state): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+        let answer = state.answer.load(Ordering::SeqCst);
+        let mut response = if answer == Answer::Unavailable as u8 {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        } else if answer == Answer::SignedOut as u8 {
+            StatusCode::UNAUTHORIZED.into_response()
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = Claims {
+                sub: "ada".into(),
+                name: Some("Ada Lovelace".into()),
+                exp: now + state.ttl_secs,
+                nbf: None,
+                iat: Some(now),
+                aud: None,
+                iss: None,
+                rooms: [
+                    ("lobby".into(), vec![Permission::Read, Permission::Write]),
+                    ("news".into(), vec![Permission::Read]),
+                ]
+                .into(),
+            };
+            let token = Signer::Hmac(state.secret.clone()).sign(&claims).unwrap();
+            state.issued.fetch_add(1, Ordering::SeqCst);
+            axum::Json(serde_json::json!({ "token": token })).into_response()
+        };
+        // The page is on the relay's origin: allow exactly it, with its cookies.
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        response
+    }
+}
+
+/// `relay_closed_total` for `reason`, read from the relay's `/metrics`.
+async fn closes_for(address: SocketAddr, reason: &str) -> u64 {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let series = format!("relay_closed_total{{reason=\"{reason}\"}} ");
+    http_exchange(address, &request)
+        .await
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&series)
+                .map(|value| value.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_page_refreshes_its_token_and_signs_in_again_after_expiry() {
+    use token_server::{Answer, TokenServer};
+    const SECRET: &str = "e2e-secret-of-at-least-thirty-two-bytes";
+    const TTL_SECS: u64 = 4;
+    const GRACE: Duration = Duration::from_secs(1);
+    let tokens = TokenServer::start(SECRET, TTL_SECS).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        static_dir: dist_dir(),
+        data_dir: data.path().to_owned(),
+        web_token_url: Some(tokens.url.clone()),
+        ..Config::default()
+    };
+    config.auth.hmac_secret = Some(SECRET.into());
+    config.auth.grace = GRACE;
+    let relay = RunningRelay::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), config).await;
+    let address = relay.address;
+    let page = format!("http://{address}/");
+    let driver = ChromeDriver::start().await;
+    let ada = Browser::load(&driver, &page, (1100, 800)).await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        // Signed in with the token's name, which the page does not offer to change.
+        ada.wait_for_text("[role=status]", "Signed in as Ada Lovelace")
+            .await;
+        let signed_in = Instant::now();
+        assert_eq!(
+            ada.eval("return document.querySelector('form.name-editor').hidden;")
+                .await,
+            true,
+            "no name field when the name comes from the token"
+        );
+        ada.send_with_enter("hello as Ada").await;
+        ada.wait_for_text("[role=log] .msg:not(.pending)", "hello as Ada")
+            .await;
+        assert_eq!(
+            ada.eval("return document.querySelector('[role=log] .msg .from').textContent;")
+                .await,
+            "Ada Lovelace"
+        );
+
+        // Refreshes keep the connection past the first token's expiry and grace.
+        let deadline = Instant::now() + WAIT;
+        while tokens.issued() < 3 || signed_in.elapsed() < Duration::from_secs(TTL_SECS) + GRACE * 2
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{} tokens issued in {:?}",
+                tokens.issued(),
+                signed_in.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(closes_for(address, "token_expired").await, 0);
+        ada.wait_for_text("[role=status]", "Signed in as Ada Lovelace")
+            .await;
+
+        // The application stops handing out tokens: the relay closes with 4003 once the
+        // last one expires, and the page says so. What is written meanwhile waits.
+        tokens.answer(Answer::Unavailable);
+        ada.wait_for_text(".outage", "Your session expired").await;
+        assert_eq!(closes_for(address, "token_expired").await, 1);
+        ada.send_with_enter("written while expired").await;
+        ada.wait_for_text("[role=log] .pending", "written while expired")
+            .await;
+
+        // Tokens again: the page signs in with a fresh one and sends what waited, once.
+        let issued = tokens.issued();
+        tokens.answer(Answer::Token);
+        let retry = ada
+            .client
+            .find(Locator::XPath("//div[@class='outage']//button"))
+            .await
+            .unwrap();
+        let _ = retry.click().await;
+        ada.wait_for_text("[role=status]", "Signed in as Ada Lovelace")
+            .await;
+        assert!(tokens.issued() > issued, "a fresh token");
+        ada.wait_for_absence("[role=log] .pending").await;
+        let texts = ada
+            .eval(
+                "return [...document.querySelectorAll('[role=log] .msg .text')]
+                   .map((m) => m.textContent);",
+            )
+            .await;
+        assert_eq!(
+            texts,
+            serde_json::json!(["hello as Ada", "written while expired"]),
+            "delivered exactly once, in order"
+        );
+
+        // A room the token does not grant, and one it grants only for reading.
+        let room = ada.field("Room to join").await;
+        room.send_keys(&format!("secret{ENTER}")).await.unwrap();
+        ada.wait_for_text("[role=log]", "You are not allowed in this room.")
+            .await;
+        ada.wait_for_text(
+            ".composer + .form-problem",
+            "You are not allowed in this room.",
+        )
+        .await;
+        room.send_keys(&format!("news{ENTER}")).await.unwrap();
+        ada.wait_for_text(".room-title", "#news").await;
+        ada.send_with_enter("may I?").await;
+        ada.wait_for_text("[role=log]", "Not sent: “may I?”").await;
+        ada.wait_for_text(
+            ".composer + .form-problem",
+            "You can read this room but not write in it.",
+        )
+        .await;
+        assert_eq!(
+            ada.eval("return document.querySelector('.composer button').disabled;")
+                .await,
+            true
+        );
+
+        // The connection signed in again refreshes like the first one did.
+        let deadline = Instant::now() + WAIT;
+        let recovered = tokens.issued();
+        while tokens.issued() < recovered + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "no refresh after signing in again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(closes_for(address, "token_expired").await, 1);
+        ada.wait_for_text("[role=status]", "Signed in as Ada Lovelace")
+            .await;
+    })
+    .catch_unwind()
+    .await;
+    let signed_out = if outcome.is_ok() {
+        // Nobody signed in to the application: a new page says so instead of chatting.
+        tokens.answer(Answer::SignedOut);
+        let page = Browser::load(&driver, &page, (1100, 800)).await;
+        let outcome = std::panic::AssertUnwindSafe(async {
+            page.wait_for_text(".outage", "You are signed out").await;
+        })
+        .catch_unwind()
+        .await;
+        vec![("e2e-signed-out", page, outcome)]
+    } else {
+        Vec::new()
+    };
+    finish(vec![("e2e-signed-in", ada)], outcome).await;
+    for (name, page, outcome) in signed_out {
+        finish(vec![(name, page)], outcome).await;
+    }
     relay.stop().await;
 }

@@ -64,6 +64,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// first room.
 pub const DEFAULT_ROOM: &str = "lobby";
 
+/// The `name` of the `<meta>` tag whose `content` tells the web client where to get its
+/// tokens (the relay adds it to the page it serves when started with `--web-token-url`).
+pub const TOKEN_URL_META: &str = "relay-token-url";
+
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 32;
 

@@ -8,7 +8,7 @@ use crate::{
         Composer, ConnectionStatus, MemberList, MessageList, NameEditor, OutageBanner, RoomList,
         effect, on_click, reactive,
     },
-    identity,
+    identity, sign_in,
     state::ChatState,
     ws::{self, ChatClient},
 };
@@ -23,7 +23,12 @@ pub fn App(
     let me = identity::load();
     let mut state = ChatState::new(me.name, &me.browser_key, &me.tab_key);
     state.utc_offset_min = -(js_sys::Date::new_0().get_timezone_offset() as i32);
-    let client = ChatClient::start(url.unwrap_or_else(ws::default_url), state, me.tab_key);
+    let client = ChatClient::start(
+        url.unwrap_or_else(ws::default_url),
+        sign_in::token_url(),
+        state,
+        me.tab_key,
+    );
     provide_context(client);
     let room_title = move || client.state.with(|s| format!("#{}", s.active_room));
     let member_count = move || {

@@ -1,6 +1,5 @@
-//! Entry point of the web client: install the panic hook and mount the app.
+//! Entry point of the web client: mount the app.
 
 fn main() {
-    console_error_panic_hook::set_once();
     leptos::mount::mount_to_body(|| leptos::view! { <frontend::App/> });
 }

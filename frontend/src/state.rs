@@ -10,7 +10,7 @@
 use crate::format::{GROUP_WINDOW_MS, local_day};
 use common::{
     ChatMessage, ClientMessage, DEFAULT_ROOM, ErrorCode, Limits, Member, Position, ProtocolError,
-    Recovery, ServerMessage, validate_name, validate_room, validate_text,
+    Recovery, ServerMessage, close_code, validate_name, validate_room, validate_text,
 };
 
 /// Entries kept per room; older ones are dropped from view.
@@ -34,6 +34,25 @@ pub enum ConnectionStatus {
         /// Delay before the next attempt.
         retry_in_ms: u32,
     },
+}
+
+/// Whether the user is signed in, as shown to the user. Only a page configured with a token
+/// URL signs in; every other page is [`Access::Anonymous`] throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No sign-in: the relay requires no token, or the page has no token URL.
+    Anonymous,
+    /// Getting a token, or waiting for the relay to accept it.
+    SigningIn,
+    /// The relay accepted the token: the name shown is the token's.
+    SignedIn,
+    /// The token URL answered 401 or 403: the user is not signed in to the application.
+    SignedOut,
+    /// The relay closed the connection because the token ran out (close 4003); a fresh one
+    /// is on its way.
+    Expired,
+    /// The relay refused the token (close 4004).
+    Refused,
 }
 
 /// Everything the UI shows and the connection needs.
@@ -60,9 +79,10 @@ pub struct ChatState {
     pub away: bool,
     /// Minutes the browser's time zone is ahead of UTC, for day separators.
     pub utc_offset_min: i32,
-    /// The relay answered `rename` with `unknown_type` (an older relay): renames re-join
-    /// every room instead.
-    legacy_rename: bool,
+    /// Whether the user is signed in.
+    pub access: Access,
+    /// The name is the one the user's token gives (it cannot be changed here).
+    pub verified_name: bool,
     /// Prefix shared by every tab of this browser: messages whose id starts with it are ours.
     browser_key: String,
     /// Prefix for this tab's message ids, unique per tab.
@@ -86,6 +106,12 @@ pub struct RoomView {
     pub position: Option<Position>,
     /// Messages that arrived while another room was shown.
     pub unread: u32,
+    /// The relay refused to let us in (error `forbidden` to `join`): the user's token does
+    /// not grant reading it.
+    pub forbidden: bool,
+    /// The relay refused a message here (error `forbidden` to `send`): the user may read but
+    /// not write.
+    pub read_only: bool,
 }
 
 /// A line in a room's log.
@@ -186,8 +212,6 @@ pub struct Link {
     joined: Vec<(String, String)>,
     /// Message ids already sent on this connection (and still in the outbox).
     sent: Vec<String>,
-    /// A `rename` was sent on this connection.
-    renamed: bool,
 }
 
 impl Link {
@@ -214,7 +238,8 @@ impl ChatState {
             outage: false,
             away: false,
             utc_offset_min: 0,
-            legacy_rename: false,
+            access: Access::Anonymous,
+            verified_name: false,
             browser_key: browser_key.to_owned(),
             id_prefix: format!("{browser_key}{tab_key}-"),
             next_id: 1,
@@ -252,9 +277,15 @@ impl ChatState {
             .collect()
     }
 
-    /// Checks a draft against the relay's limits without queuing it.
+    /// Checks a draft against the room's permissions (error `forbidden`) and the relay's
+    /// limits without queuing it.
     pub fn check_draft(&self, text: &str) -> Result<(), ProtocolError> {
-        validate_text(text, self.limits.max_text_chars.min(COMPOSER_MAX_CHARS))
+        let refused = |why: &str| Err(ProtocolError::new(ErrorCode::Forbidden, why));
+        match self.active() {
+            Some(room) if room.forbidden => refused("You are not allowed in this room."),
+            Some(room) if room.read_only => refused("You can read this room but not write in it."),
+            _ => validate_text(text, self.limits.max_text_chars.min(COMPOSER_MAX_CHARS)),
+        }
     }
 
     /// Queues `text` for the active room. It stays in the outbox (and on screen as pending)
@@ -327,9 +358,14 @@ impl ChatState {
         validate_name(name, self.limits.max_name_chars)
     }
 
-    /// Changes the display name in every open room: one `rename` to the relay (or, with a
-    /// relay that does not know it, leaving and re-joining each room).
+    /// Changes the display name in every open room: one `rename` to the relay.
     pub fn rename(&mut self, name: &str) -> Result<(), ProtocolError> {
+        if self.verified_name {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "your name comes from your sign-in",
+            ));
+        }
         self.check_name(name)?;
         self.name = name.to_owned();
         Ok(())
@@ -351,22 +387,20 @@ impl ChatState {
     }
 
     /// Frames that bring `link` in line with what the user wants: leave closed rooms, join
-    /// open ones (re-joining under a new name), then send messages not yet sent on this link.
+    /// open ones (or rename in them), then send messages not yet sent on this link.
     pub fn sync(&mut self, link: &mut Link) -> Vec<ClientMessage> {
         let mut frames = Vec::new();
-        let renamed = link.joined.iter().any(|(_, name)| *name != self.name);
-        if self.legacy_rename && link.renamed {
-            // The relay refused the `rename`: re-join under the new name instead.
-            link.renamed = false;
-            link.joined.iter_mut().for_each(|(_, name)| name.clear());
-        } else if renamed && !self.legacy_rename {
-            link.renamed = true;
+        if link.joined.iter().any(|(_, name)| *name != self.name) {
             link.joined
                 .iter_mut()
                 .for_each(|(_, name)| name.clone_from(&self.name));
-            frames.push(ClientMessage::Rename {
-                name: self.name.clone(),
-            });
+            // The relay calls a signed-in connection by its token's name, whatever it was
+            // called before: nothing to rename.
+            if !self.verified_name {
+                frames.push(ClientMessage::Rename {
+                    name: self.name.clone(),
+                });
+            }
         }
         let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut link.joined)
             .into_iter()
@@ -412,6 +446,29 @@ impl ChatState {
         self.outage = true;
     }
 
+    /// The relay closed the connection with `code`: a token that ran out or was refused is
+    /// shown as such until the next sign-in.
+    pub fn closed_with(&mut self, code: u16) {
+        match code {
+            close_code::TOKEN_EXPIRED => self.access = Access::Expired,
+            close_code::AUTH_REFUSED => self.access = Access::Refused,
+            _ => {}
+        }
+    }
+
+    /// Getting a token (or presenting it) for a new connection.
+    pub fn signing_in(&mut self) {
+        // What went wrong last time stays on screen until this attempt is through.
+        if matches!(self.access, Access::Anonymous | Access::SignedIn) {
+            self.access = Access::SigningIn;
+        }
+    }
+
+    /// The application says the user is not signed in (its token URL answered 401 or 403).
+    pub fn signed_out(&mut self) {
+        self.access = Access::SignedOut;
+    }
+
     /// Applies one event from the relay.
     pub fn apply(&mut self, event: ServerMessage) {
         match event {
@@ -430,11 +487,18 @@ impl ChatState {
                 recovery,
                 ..
             } => self.on_joined(&room, epoch, members, recovery),
-            // The web client does not authenticate yet (it connects to relays without
-            // tokens); an `authenticated` answer changes nothing it shows.
-            ServerMessage::Left { .. }
-            | ServerMessage::Pong
-            | ServerMessage::Authenticated { .. } => {}
+            ServerMessage::Authenticated { user, name, .. } => {
+                self.access = if user.is_some() {
+                    Access::SignedIn
+                } else {
+                    Access::Anonymous
+                };
+                if let Some(name) = name {
+                    self.name = name;
+                    self.verified_name = true;
+                }
+            }
+            ServerMessage::Left { .. } | ServerMessage::Pong => {}
             ServerMessage::Message(message) => self.on_message(message),
             ServerMessage::Ack { id, .. } => self.outbox.retain(|p| p.id != id),
             ServerMessage::MemberJoined { room, member } => {
@@ -476,14 +540,6 @@ impl ChatState {
                 self.notice(&room, text, NoticeLevel::Info);
             }
             ServerMessage::Error {
-                code: ErrorCode::UnknownType,
-                id: None,
-                ..
-            } if !self.legacy_rename => {
-                // Only `rename` is newer than every relay this client talks to.
-                self.legacy_rename = true;
-            }
-            ServerMessage::Error {
                 code,
                 message,
                 id,
@@ -497,6 +553,7 @@ impl ChatState {
             return;
         };
         view.members = members;
+        view.forbidden = false;
         let same_epoch = view.position.as_ref().is_some_and(|p| p.epoch == epoch);
         if !same_epoch {
             // A new history: offsets start over, so forget the old position.
@@ -571,15 +628,28 @@ impl ChatState {
         room: Option<String>,
     ) {
         let mut text = format!("Relay error ({code}): {message}");
+        let mut sent = false;
         if let Some(id) = id
             && let Some(index) = self.outbox.iter().position(|p| p.id == id)
         {
             let refused = self.outbox.remove(index);
             text = format!("Not sent: “{}” — {message}", refused.text);
+            sent = true;
         }
         let room = room
             .filter(|r| self.room(r).is_some())
             .unwrap_or_else(|| self.active_room.clone());
+        if code == ErrorCode::Forbidden
+            && let Some(view) = self.room_mut(&room)
+        {
+            if sent {
+                view.read_only = true;
+            } else {
+                // Shown in place of the room's messages; no notice needed.
+                view.forbidden = true;
+                return;
+            }
+        }
         self.notice(&room, text, NoticeLevel::Error);
     }
 
@@ -603,6 +673,8 @@ impl RoomView {
             members: Vec::new(),
             position: None,
             unread: 0,
+            forbidden: false,
+            read_only: false,
         }
     }
 

@@ -224,6 +224,18 @@ pub fn encode(message: &ClientMessage) -> String {
     .json()
 }
 
+/// The token in a token URL's answer: the `token` of a JSON object, or the whole body
+/// (trimmed) when it is not JSON. None when there is none.
+pub fn token_from_body(body: &str) -> Option<String> {
+    let body = body.trim();
+    let token = if body.starts_with('{') {
+        Fields(JSON::parse(body).ok()?).optional_string("token")?
+    } else {
+        body.to_owned()
+    };
+    Some(token).filter(|token| !token.is_empty() && !token.contains(char::is_whitespace))
+}
+
 /// The outbox as JSON, for `localStorage`.
 pub fn pending_to_json(pending: &[crate::state::PendingMessage]) -> String {
     let list = Array::new();

@@ -8,6 +8,11 @@
 //! The driver is event-driven on purpose: the browser's own WebSocket callbacks and two timers
 //! (the pulse check and the reconnect delay) call into it. An async task with channels,
 //! `select` and a split socket did the same job in about 8 KB more of gzipped wasm.
+//!
+//! Where the relay requires tokens (`welcome.auth_required`), a page with a token URL (see
+//! [`crate::sign_in`]) fetches one and presents it in `auth` before anything else; one without
+//! sends `auth` with no token (anonymous reading, where the relay allows it). The token is
+//! refreshed when three quarters of its remaining life have passed.
 
 use std::{
     cell::RefCell,
@@ -22,6 +27,7 @@ use web_sys::{CloseEvent, MessageEvent, WebSocket};
 use crate::{
     backoff::{Backoff, Heartbeat, Pulse},
     identity, outbox_store,
+    sign_in::{self, NoToken},
     state::{ChatState, ConnectionStatus, Link},
     wire,
 };
@@ -43,7 +49,14 @@ impl ChatClient {
     /// Connects to the relay at `url` (a `ws://` or `wss://` URL of `/ws`). Messages earlier
     /// pages left unacknowledged are adopted, and the outbox is saved to `localStorage` under
     /// `tab_key` whenever it changes.
-    pub fn start(url: String, mut initial: ChatState, tab_key: String) -> Self {
+    ///
+    /// With a `token_url`, the user signs in where the relay requires tokens.
+    pub fn start(
+        url: String,
+        token_url: Option<String>,
+        mut initial: ChatState,
+        tab_key: String,
+    ) -> Self {
         initial.adopt(outbox_store::take_all());
         let state = RwSignal::new(initial);
         let outbox = Memo::new(move |_| state.with(|s| s.outbox.clone()));
@@ -53,6 +66,7 @@ impl ChatClient {
         let retry_in = RwSignal::new(0);
         let driver = Rc::new(Driver {
             url,
+            token_url,
             state,
             retry_in,
             backoff: Backoff::default(),
@@ -132,9 +146,18 @@ pub fn default_url() -> String {
 /// How often a quiet connection's pulse is checked.
 const PULSE_CHECK_MS: u32 = 1_000;
 
+/// Wait before trying a failed refresh again.
+const REFRESH_RETRY_MS: u32 = 5_000;
+
+/// Shortest wait before refreshing a token, however little of its life the browser's clock
+/// says is left (a clock far ahead of the relay's would otherwise refresh in a loop).
+const MIN_REFRESH_DELAY_MS: f64 = 2_000.0;
+
 /// Keeps one socket open to the relay while the app lives.
 struct Driver {
     url: String,
+    /// Where the user's token comes from, if the page signs in.
+    token_url: Option<String>,
     state: RwSignal<ChatState>,
     retry_in: RwSignal<u32>,
     backoff: Backoff,
@@ -152,6 +175,8 @@ struct DriverState {
     retry: Option<(Timeout, Interval)>,
     /// Called by the window's `online` and `visibilitychange` events.
     on_wake: Option<Closure<dyn FnMut()>>,
+    /// Counts sockets opened, so a token fetched for one is never presented on the next.
+    generation: u32,
 }
 
 /// Window events after which an offline page reconnects at once.
@@ -172,8 +197,11 @@ impl Drop for Driver {
 struct Socket {
     socket: WebSocket,
     link: Link,
-    /// Whether the relay's `welcome` arrived (nothing is sent before it).
-    welcomed: bool,
+    /// Whether the relay is ready for requests: `welcome` arrived and, where the relay
+    /// requires tokens, it answered `auth` (nothing but `auth` is sent before).
+    ready: bool,
+    /// The pending token refresh.
+    refresh: Option<Timeout>,
     last_heard_ms: f64,
     pinged: bool,
     // Kept alive as long as the socket: the browser calls these.
@@ -193,7 +221,11 @@ impl Drop for Socket {
 impl Driver {
     /// Opens a socket; its events come back to this driver for as long as it lives.
     fn connect(self: &Rc<Self>) {
-        self.inner.borrow_mut().retry = None;
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.retry = None;
+            inner.generation = inner.generation.wrapping_add(1);
+        }
         if self
             .state
             .try_update(|s| s.status = ConnectionStatus::Connecting)
@@ -224,7 +256,8 @@ impl Driver {
         self.inner.borrow_mut().socket = Some(Socket {
             socket,
             link: Link::default(),
-            welcomed: false,
+            ready: false,
+            refresh: None,
             last_heard_ms: js_sys::Date::now(),
             pinged: false,
             _on_message: on_message,
@@ -281,12 +314,19 @@ impl Driver {
         }
         match wire::decode(text) {
             Ok(event) => {
-                let welcome = matches!(event, ServerMessage::Welcome { .. });
+                let step = match &event {
+                    ServerMessage::Welcome { auth_required, .. } => Some(Err(*auth_required)),
+                    ServerMessage::Authenticated { expires_at, .. } => Some(Ok(*expires_at)),
+                    _ => None,
+                };
                 if self.state.try_update(|s| s.apply(event)).is_none() {
                     return;
                 }
-                if let Some(socket) = self.inner.borrow_mut().socket.as_mut() {
-                    socket.welcomed |= welcome;
+                match step {
+                    Some(Err(true)) => self.sign_in(),
+                    Some(Err(false)) => self.set_ready(None),
+                    Some(Ok(expires_at)) => self.set_ready(expires_at),
+                    None => {}
                 }
             }
             Err(err) => leptos::logging::warn!("unreadable frame from the relay: {err}"),
@@ -294,10 +334,92 @@ impl Driver {
         self.flush(None);
     }
 
-    /// Sends `first` (if any), then whatever the state says is due, once welcomed.
+    /// The relay takes requests from now on; with a token expiring at `expires_at` (ms since
+    /// the Unix epoch), its refresh is scheduled.
+    fn set_ready(self: &Rc<Self>, expires_at: Option<u64>) {
+        if let Some(socket) = self.inner.borrow_mut().socket.as_mut() {
+            socket.ready = true;
+        }
+        if let Some(expires_at) = expires_at {
+            let left = expires_at as f64 - js_sys::Date::now();
+            let delay = (left * 0.75).clamp(MIN_REFRESH_DELAY_MS, f64::from(i32::MAX));
+            self.refresh_in(delay as u32);
+        }
+    }
+
+    /// Fetches a fresh token for the open socket's `refresh` in `delay_ms`.
+    fn refresh_in(self: &Rc<Self>, delay_ms: u32) {
+        let refresh = self.weakly(|driver, ()| driver.get_token(true));
+        let timer = Timeout::new(delay_ms, move || refresh(()));
+        if let Some(socket) = self.inner.borrow_mut().socket.as_mut() {
+            socket.refresh = Some(timer);
+        }
+    }
+
+    /// The relay requires a token: fetch one (a new one for every connection, so a token
+    /// is never presented after the application stopped handing it out); a page without a
+    /// token URL goes on without one.
+    fn sign_in(self: &Rc<Self>) {
+        if self.token_url.is_none() {
+            return self.present(ClientMessage::Auth { token: None });
+        }
+        self.state.try_update(ChatState::signing_in);
+        self.get_token(false);
+    }
+
+    /// Fetches a token and presents it on the socket open now: in `auth`, or in `refresh`
+    /// for a connection already signed in. A signed-out user is shown as such; a fetch that
+    /// fails otherwise is tried again with a new connection (or, for a refresh, in a while).
+    fn get_token(self: &Rc<Self>, refresh: bool) {
+        let Some(url) = self.token_url.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        let generation = self.inner.borrow().generation;
+        sign_in::fetch_token(&url, move |fetched| {
+            let Some(driver) = weak.upgrade() else {
+                return;
+            };
+            if driver.inner.borrow().generation != generation {
+                return;
+            }
+            match fetched {
+                Ok(token) => {
+                    driver.present(if refresh {
+                        ClientMessage::Refresh { token }
+                    } else {
+                        ClientMessage::Auth { token: Some(token) }
+                    });
+                }
+                Err(NoToken::SignedOut) => {
+                    driver.state.try_update(ChatState::signed_out);
+                    if !refresh {
+                        driver.dropped(None);
+                    }
+                }
+                Err(NoToken::Unavailable) if refresh => driver.refresh_in(REFRESH_RETRY_MS),
+                Err(NoToken::Unavailable) => driver.dropped(None),
+            }
+        });
+    }
+
+    /// Sends `frame` now, ready or not (`auth` and `refresh` go before anything else).
+    fn present(self: &Rc<Self>, frame: ClientMessage) {
+        let sent = self
+            .inner
+            .borrow()
+            .socket
+            .as_ref()
+            .map(|open| open.socket.send_with_str(&wire::encode(&frame)).is_ok());
+        if sent == Some(false) {
+            self.dropped(None);
+        }
+    }
+
+    /// Sends `first` (if any), then whatever the state says is due, once ready.
     fn flush(self: &Rc<Self>, first: Option<ClientMessage>) {
         let mut inner = self.inner.borrow_mut();
-        let Some(open) = inner.socket.as_mut().filter(|socket| socket.welcomed) else {
+        let Some(open) = inner.socket.as_mut().filter(|socket| socket.ready) else {
             return;
         };
         // Untracked: marking messages as sent changes nothing on screen.
@@ -342,17 +464,17 @@ impl Driver {
         let Some(socket) = self.inner.borrow_mut().socket.take() else {
             return;
         };
-        let welcomed = socket.welcomed;
+        let ready = socket.ready;
         drop(socket);
-        self.retry_later(code, welcomed);
+        self.retry_later(code, ready);
     }
 
-    /// Schedules the next attempt. A connection that got as far as `welcome` resets the
-    /// schedule.
-    fn retry_later(self: &Rc<Self>, code: Option<u16>, welcomed: bool) {
+    /// Schedules the next attempt. A connection that got as far as taking requests resets
+    /// the schedule.
+    fn retry_later(self: &Rc<Self>, code: Option<u16>, ready: bool) {
         let failures = {
             let mut inner = self.inner.borrow_mut();
-            inner.failures = if welcomed {
+            inner.failures = if ready {
                 0
             } else {
                 inner.failures.saturating_add(1)
@@ -362,7 +484,13 @@ impl Driver {
         let delay = self
             .backoff
             .delay_after_close(code, failures, js_sys::Math::random());
-        if self.state.try_update(|s| s.disconnected(delay)).is_none() {
+        let update = |s: &mut ChatState| {
+            s.disconnected(delay);
+            if let Some(code) = code {
+                s.closed_with(code);
+            }
+        };
+        if self.state.try_update(update).is_none() {
             return;
         }
         let reconnect = self.weakly(|driver, ()| driver.connect());

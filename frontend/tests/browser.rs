@@ -482,3 +482,26 @@ fn the_browser_json_codec_agrees_with_the_protocol_crate() {
         assert_eq!(common::parse_client_message(&wire), Ok(message), "{wire}");
     }
 }
+
+#[wasm_bindgen_test]
+fn a_token_is_read_from_json_or_plain_text_answers_only() {
+    use frontend::wire::token_from_body;
+    let token = Some("eyJ.eyJ.sig".to_owned());
+    assert_eq!(token_from_body(r#"{"token": "eyJ.eyJ.sig"}"#), token);
+    assert_eq!(
+        token_from_body(" {\"token\":\"eyJ.eyJ.sig\",\"ttl\":60}\n"),
+        token
+    );
+    assert_eq!(token_from_body("eyJ.eyJ.sig\n"), token);
+    for refused in [
+        "",
+        "  ",
+        "{}",
+        r#"{"token": ""}"#,
+        r#"{"token": 7}"#,
+        "{not json",
+        "<html>sign in</html> page",
+    ] {
+        assert_eq!(token_from_body(refused), None, "{refused}");
+    }
+}

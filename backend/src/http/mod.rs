@@ -46,7 +46,7 @@ pub struct AppState {
 impl AppState {
     /// Bundles the handles the router needs.
     pub fn new(relay: Relay, drain: Drain, config: Arc<Config>) -> Self {
-        let web_client = web_client::service(&config.static_dir);
+        let web_client = web_client::service(&config.static_dir, config.web_token_url.as_deref());
         let connection_slots = Arc::new(Semaphore::new(config.max_connections));
         AppState {
             relay,

@@ -14,15 +14,22 @@
 //! paths above all, is `no-cache`: browsers revalidate it with `If-Modified-Since` against its
 //! `Last-Modified` on every load (a 304 costs a round trip and no body), so a new build is
 //! picked up at the next reload.
+//!
+//! With `--web-token-url`, the page itself carries the deployment's configuration: `index.html`
+//! is served with `<meta name="relay-token-url" content="…">` added to its head (built once at
+//! start-up, from memory, uncompressed: it is a few KiB), and the client reads it to know where
+//! to get its tokens. A page hosted elsewhere sets the same tag itself.
 
-use std::path::Path;
+use std::{collections::HashSet, path::Path, sync::Arc};
 
 use axum::{
     Router,
+    body::Bytes,
     extract::{Request, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use common::TOKEN_URL_META;
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -39,10 +46,21 @@ struct Files {
     assets: ServeDir,
     /// Pages: the file asked for, or `index.html`.
     pages: ServeDir<ServeFile>,
+    /// `index.html` with the deployment's configuration, served instead of the file when
+    /// there is any, and the other files it must not stand in for.
+    configured: Option<Arc<ConfiguredIndex>>,
 }
 
-/// A router serving the files under `dir`.
-pub fn service(dir: &Path) -> Router {
+/// The page with its configuration added, and the build's other files.
+struct ConfiguredIndex {
+    page: Bytes,
+    /// Paths (`/favicon.ico`) of the build's files other than `index.html`.
+    files: HashSet<String>,
+}
+
+/// A router serving the files under `dir`; with a `token_url`, the page tells the web client
+/// to get its tokens there (the URL has been checked: see `Config::check`).
+pub fn service(dir: &Path, token_url: Option<&str>) -> Router {
     let index = dir.join("index.html");
     if !index.is_file() {
         tracing::warn!(
@@ -58,7 +76,16 @@ pub fn service(dir: &Path) -> Router {
              ./scripts/run.sh, or run `source scripts/lib.sh && build_web_client`)"
         );
     }
+    let configured = match token_url.map(|url| configure(dir, url)) {
+        Some(Ok(configured)) => Some(Arc::new(configured)),
+        Some(Err(err)) => {
+            tracing::error!(dir = %dir.display(), %err, "cannot read the web client's index.html");
+            return Router::new().fallback(not_built);
+        }
+        None => None,
+    };
     let files = Files {
+        configured,
         assets: ServeDir::new(dir).precompressed_br().precompressed_gzip(),
         pages: ServeDir::new(dir)
             .precompressed_br()
@@ -72,8 +99,51 @@ pub fn service(dir: &Path) -> Router {
     Router::new().fallback(serve).with_state(files)
 }
 
+/// Reads the page and lists the build's files, once.
+fn configure(dir: &Path, token_url: &str) -> std::io::Result<ConfiguredIndex> {
+    let index = std::fs::read_to_string(dir.join("index.html"))?;
+    let tag = format!(r#"<meta name="{TOKEN_URL_META}" content="{token_url}" />"#);
+    let page = match index.find("</head>") {
+        Some(end) => format!("{}{tag}\n  {}", &index[..end], &index[end..]),
+        None => format!("{tag}\n{index}"),
+    };
+    let mut files = HashSet::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder)?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if let Ok(relative) = path.strip_prefix(dir) {
+                let name = format!("/{}", relative.to_string_lossy());
+                if name != "/index.html" && !name.starts_with("/index.html.") {
+                    files.insert(name);
+                }
+            }
+        }
+    }
+    Ok(ConfiguredIndex {
+        page: Bytes::from(page),
+        files,
+    })
+}
+
 async fn serve(State(files): State<Files>, request: Request) -> Response {
-    let hashed = is_hashed(request.uri().path());
+    let path = request.uri().path();
+    let hashed = is_hashed(path);
+    if let Some(configured) = &files.configured
+        && !hashed
+        && !configured.files.contains(path)
+    {
+        let mut response = configured.page.clone().into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(REVALIDATE));
+        return response;
+    }
     let mut response = if hashed {
         files.assets.oneshot(request).await.into_response()
     } else {

@@ -16,10 +16,13 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 pub fn app(static_dir: &std::path::Path) -> axum::Router {
-    let config = Config {
+    app_with(Config {
         static_dir: static_dir.to_owned(),
         ..Config::default()
-    };
+    })
+}
+
+fn app_with(config: Config) -> axum::Router {
     router(AppState::new(
         Relay::in_memory(RelaySettings::default()),
         Drain::new(),
@@ -68,6 +71,46 @@ async fn serves_the_built_web_client_with_index_fallback() {
         get(&app, "/rooms/ops").await,
         (StatusCode::OK, "<html>chat</html>".into()),
         "unknown paths get the client, which routes itself"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_token_url_reaches_the_page_and_only_the_page() {
+    let dist = tempfile::tempdir().unwrap();
+    let index = "<html><head><title>chat</title></head><body></body></html>";
+    std::fs::write(dist.path().join("index.html"), index).unwrap();
+    std::fs::write(dist.path().join("app.js"), "console.log(1)").unwrap();
+    std::fs::write(dist.path().join("style-9e8d7c6b5a4f3e2d.css"), "body{}").unwrap();
+    let app = app_with(Config {
+        static_dir: dist.path().to_owned(),
+        web_token_url: Some("https://app.example/chat-token?x=1&y=2".into()),
+        ..Config::default()
+    });
+    let tag = r#"<meta name="relay-token-url" content="https://app.example/chat-token?x=1&y=2" />"#;
+    for page in ["/", "/index.html", "/rooms/ops"] {
+        let (status, body) = get(&app, page).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(
+            body.starts_with("<html><head><title>chat</title>"),
+            "{page}: {body}"
+        );
+        assert!(
+            body.contains(&format!("{tag}\n  </head>")),
+            "{page}: {body}"
+        );
+    }
+    assert_eq!(
+        get(&app, "/app.js").await,
+        (StatusCode::OK, "console.log(1)".into())
+    );
+    assert_eq!(
+        get(&app, "/style-9e8d7c6b5a4f3e2d.css").await,
+        (StatusCode::OK, "body{}".into())
+    );
+    assert_eq!(
+        get(&app, "/style-0000000000000000.css").await.0,
+        StatusCode::NOT_FOUND,
+        "a missing hashed asset is never the page"
     );
 }
 

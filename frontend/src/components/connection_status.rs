@@ -5,15 +5,21 @@ use leptos::prelude::*;
 use super::{on_click, reactive};
 use crate::{state, ws::ChatClient};
 
-/// Says whether the relay is reachable (a polite live region: "Connected", "Offline").
+/// Says whether the relay is reachable (a polite live region: "Connected", "Offline"), and
+/// who the user is once signed in ("Signed in as Ada").
 #[component]
 pub fn ConnectionStatus() -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let status = move || client.state.with(|s| s.status);
-    let label = move || match status() {
-        state::ConnectionStatus::Connecting => "Connecting…",
-        state::ConnectionStatus::Online => "Connected",
-        state::ConnectionStatus::Offline { .. } => "Offline",
+    let label = move || {
+        client.state.with(|s| match s.status {
+            state::ConnectionStatus::Online if s.access == state::Access::SignedIn => {
+                format!("Signed in as {}", s.name)
+            }
+            state::ConnectionStatus::Connecting => "Connecting…".into(),
+            state::ConnectionStatus::Online => "Connected".into(),
+            state::ConnectionStatus::Offline { .. } => "Offline".into(),
+        })
     };
     let class = move || match status() {
         state::ConnectionStatus::Connecting => "status connecting",
@@ -43,10 +49,17 @@ pub fn OutageBanner() -> impl IntoView {
             format!("retrying in {} s", client.retry_in.get())
         }
     };
+    // Why the page is offline: the relay, or the user's sign-in.
+    let reason = move || match client.state.with(|s| s.access) {
+        state::Access::SignedOut => "You are signed out: sign in to the application to chat.",
+        state::Access::Expired => "Your session expired; signing in again.",
+        state::Access::Refused => "Your sign-in was refused; trying again with a new token.",
+        _ => "Can't reach the chat server.",
+    };
     view! {
         <div class="outage" hidden=reactive(move || !client.state.with(|s| s.outage))>
             <span>
-                <strong>"Can't reach the chat server."</strong>
+                <strong>{reactive(reason)}</strong>
                 " Messages you send will wait. "
                 <span class="countdown">{reactive(countdown)}</span>
             </span>

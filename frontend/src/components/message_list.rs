@@ -23,11 +23,23 @@ pub fn MessageList() -> impl IntoView {
     let follow = StoredValue::new(true);
     let missed = RwSignal::new(false);
     let rows = move || client.state.with(ChatState::log_rows);
+    let forbidden = move || {
+        client
+            .state
+            .with(|s| s.active().is_some_and(|r| r.forbidden))
+    };
     let nothing_to_show = move || {
         client.state.with(|s| {
             s.active().is_some_and(|room| room.entries.is_empty())
                 && s.pending_in_active().next().is_none()
         })
+    };
+    let empty_text = move || {
+        if forbidden() {
+            "You are not allowed in this room."
+        } else {
+            "No messages yet. Say hello!"
+        }
     };
     let to_bottom = move || {
         // After the browser has laid out the new rows.
@@ -77,7 +89,9 @@ pub fn MessageList() -> impl IntoView {
             node_ref=log
             on:scroll=on_scroll
         >
-            <p class="empty" hidden=reactive(move || !nothing_to_show())>"No messages yet. Say hello!"</p>
+            <p class="empty" hidden=reactive(move || !nothing_to_show() && !forbidden())>
+                {reactive(empty_text)}
+            </p>
             <For
                 each=rows
                 key=LogRow::key

@@ -7,7 +7,9 @@ use crate::ws::ChatClient;
 
 /// Shows the display name and lets the user change it (Enter saves, Escape cancels). A
 /// refused name stays in the field with the reason below it until it is fixed. The new name
-/// applies in every open room and is remembered for the next visit.
+/// applies in every open room and is remembered for the next visit. A signed-in user's name
+/// is the one their sign-in gives: not editable, so the field is hidden (the connection
+/// badge shows the name).
 #[component]
 pub fn NameEditor() -> impl IntoView {
     let client = expect_context::<ChatClient>();
@@ -38,8 +40,14 @@ pub fn NameEditor() -> impl IntoView {
         }
     };
 
+    let verified = move || client.state.with(|s| s.verified_name);
     view! {
-        <form class="name-editor" on:submit=save on:keydown=cancel>
+        <form
+            class="name-editor"
+            hidden=super::reactive(verified)
+            on:submit=save
+            on:keydown=cancel
+        >
             <label>
                 <span class="label">"Your name"</span>
                 <TextField label="Display name" value=draft/>

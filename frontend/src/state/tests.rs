@@ -369,46 +369,6 @@ fn a_rename_is_one_notice_and_updates_the_member_list() {
 }
 
 #[test]
-fn a_relay_without_rename_gets_the_rooms_rejoined_from_their_position() {
-    let mut state = state();
-    let mut link = Link::default();
-    let _ = state.sync(&mut link);
-    state.apply(joined("lobby", "e1", Recovery::NotRequested));
-    state.apply(message("lobby", "e1", 3, "Bo", "hi", None));
-    state.rename("Grace").unwrap();
-    assert_eq!(
-        state.sync(&mut link),
-        [ClientMessage::Rename {
-            name: "Grace".into()
-        }]
-    );
-    state.apply(ServerMessage::Error {
-        code: ErrorCode::UnknownType,
-        message: "unknown message type `rename`".into(),
-        id: None,
-        room: None,
-    });
-    assert_eq!(texts(&state, "lobby"), ["Bo: hi"], "no error notice");
-    assert_eq!(
-        state.sync(&mut link),
-        [
-            ClientMessage::Leave {
-                room: "lobby".into()
-            },
-            ClientMessage::Join {
-                room: "lobby".into(),
-                name: "Grace".into(),
-                since: Some(Position {
-                    epoch: "e1".into(),
-                    offset: 3
-                }),
-            }
-        ]
-    );
-    assert_eq!(state.rename(" ").unwrap_err().code, ErrorCode::InvalidName);
-}
-
-#[test]
 fn rooms_open_close_and_count_unread() {
     let mut state = state();
     let mut link = Link::default();
@@ -687,4 +647,118 @@ fn a_user_leaves_the_member_list_when_its_last_connection_does() {
             .iter()
             .any(|m| m.user.is_some())
     );
+}
+
+fn authenticated(user: &str, name: &str) -> ServerMessage {
+    ServerMessage::Authenticated {
+        user: Some(user.into()),
+        name: Some(name.into()),
+        expires_at: Some(60_000),
+    }
+}
+
+fn forbidden(id: Option<String>, room: &str) -> ServerMessage {
+    ServerMessage::Error {
+        code: ErrorCode::Forbidden,
+        message: "your token does not grant it".into(),
+        id,
+        room: Some(room.into()),
+    }
+}
+
+#[test]
+fn a_signed_in_user_is_called_what_the_token_says_and_cannot_rename() {
+    let mut state = state();
+    state.signing_in();
+    assert_eq!(state.access, Access::SigningIn);
+    state.apply(authenticated("u-1", "Ada Lovelace"));
+    assert_eq!(state.access, Access::SignedIn);
+    assert_eq!(state.name, "Ada Lovelace");
+    let refused = state.rename("Grace").unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    assert_eq!(
+        state.name, "Ada Lovelace",
+        "a refused rename changes nothing"
+    );
+
+    let mut link = Link::default();
+    assert!(matches!(
+        &state.sync(&mut link)[..],
+        [ClientMessage::Join { name, .. }] if name == "Ada Lovelace"
+    ));
+    // A refresh may carry another name: the relay keeps calling the connection by the
+    // first, so the page sends no `rename` (the relay would refuse it).
+    state.apply(authenticated("u-1", "Ada L."));
+    assert_eq!(state.sync(&mut link), []);
+}
+
+#[test]
+fn anonymous_access_granted_by_the_relay_keeps_the_chosen_name_editable() {
+    let mut state = state();
+    state.apply(ServerMessage::Authenticated {
+        user: None,
+        name: None,
+        expires_at: None,
+    });
+    assert_eq!(state.access, Access::Anonymous);
+    assert_eq!(state.rename("Grace"), Ok(()));
+}
+
+#[test]
+fn a_room_the_token_does_not_open_is_marked_until_a_later_join_succeeds() {
+    let mut state = state();
+    state.open_room("secret").unwrap();
+    state.apply(forbidden(None, "secret"));
+    let room = state.room("secret").unwrap();
+    assert!(room.forbidden);
+    assert!(
+        room.entries.is_empty(),
+        "shown in place of messages, not as a notice"
+    );
+    assert!(
+        !state.room("lobby").unwrap().forbidden,
+        "other rooms are unaffected"
+    );
+    // After a refresh that grants it, the next connection's join succeeds.
+    state.apply(joined("secret", "e1", Recovery::NotRequested));
+    assert!(!state.room("secret").unwrap().forbidden);
+}
+
+#[test]
+fn a_message_refused_as_forbidden_makes_the_room_read_only() {
+    let mut state = state();
+    let id = state.queue_message("hello").unwrap();
+    state.apply(forbidden(Some(id), "lobby"));
+    assert!(state.outbox.is_empty(), "never resent");
+    let lobby = state.room("lobby").unwrap();
+    assert!(lobby.read_only);
+    assert!(!lobby.forbidden);
+    assert_eq!(
+        texts(&state, "lobby"),
+        ["* Not sent: “hello” — your token does not grant it"]
+    );
+}
+
+#[test]
+fn token_closes_show_until_the_next_sign_in_succeeds() {
+    let mut state = state();
+    state.apply(authenticated("u-1", "Ada"));
+    state.closed_with(common::close_code::GOING_AWAY);
+    assert_eq!(
+        state.access,
+        Access::SignedIn,
+        "other closes say nothing of the token"
+    );
+    state.closed_with(common::close_code::TOKEN_EXPIRED);
+    assert_eq!(state.access, Access::Expired);
+    state.signing_in();
+    assert_eq!(state.access, Access::Expired, "kept while signing in again");
+    state.apply(authenticated("u-1", "Ada"));
+    assert_eq!(state.access, Access::SignedIn);
+    state.closed_with(common::close_code::AUTH_REFUSED);
+    assert_eq!(state.access, Access::Refused);
+    state.signed_out();
+    assert_eq!(state.access, Access::SignedOut);
+    state.signing_in();
+    assert_eq!(state.access, Access::SignedOut);
 }
