@@ -81,6 +81,13 @@ if $with_test_tools; then
   else
     apt_install chromium chromium-driver
   fi
+  # Debian's redis-server: the Redis engine's tests start their own servers from it (on free
+  # loopback ports, each with a directory of its own); nothing runs as a service.
+  if command -v redis-server >/dev/null; then
+    ok "redis-server present"
+  else
+    apt_install redis-server
+  fi
   # axe-core, injected into the page by the end-to-end test, kept inside the project too.
   axe_package=.tools/node_modules/axe-core/package.json
   if [ -f "$axe_package" ] && grep -q "\"version\": \"$AXE_CORE_VERSION\"" "$axe_package"; then

@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 source scripts/lib.sh
 export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
+# The Redis engine's tests run against real redis-server processes (setup.sh --test installs
+# the package); here a missing one is a failure, not a skip.
+export RELAY_TEST_REDIS=required
 
 logs=$(mktemp -d)
 relay_pid=

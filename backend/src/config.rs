@@ -31,6 +31,8 @@ pub mod defaults {
     pub const SHUTDOWN_GRACE_SECS: u64 = 5;
     /// `--data-dir`.
     pub const DATA_DIR: &str = "data";
+    /// Where the Redis engine connects.
+    pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
     /// `--retention-messages`.
     pub const RETENTION_MESSAGES: u64 = 10_000;
     /// `--retention-secs`: a week.
@@ -94,6 +96,8 @@ pub enum StoreKind {
     Sqlite,
     /// Nothing on disk: history lives only while a room is open, like the server we replace.
     Memory,
+    /// Redis at `--redis-url`, shared by every relay process pointed at it.
+    Redis,
 }
 
 /// Everything the relay can be told at start-up.
@@ -119,6 +123,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where history is kept.
     pub store: StoreKind,
+    /// The Redis server of [`StoreKind::Redis`].
+    pub redis_url: String,
     /// Folder for the SQLite store.
     pub data_dir: PathBuf,
     /// fsync policy of the store.
@@ -219,6 +225,7 @@ impl Default for Config {
             dedup_window: defaults::DEDUP_WINDOW,
             shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECS),
             store: StoreKind::Sqlite,
+            redis_url: defaults::REDIS_URL.to_owned(),
             data_dir: PathBuf::from(defaults::DATA_DIR),
             durability: Durability::Full,
             boot_id_file: PathBuf::from(BOOT_ID_FILE),
@@ -397,9 +404,12 @@ pub struct Cli {
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "RELAY_SHUTDOWN_GRACE_SECS", default_value_t = defaults::SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
-    /// Where history is kept.
-    #[arg(long, env = "RELAY_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
+    /// Where history is kept (`--engine` is the same flag).
+    #[arg(long, alias = "engine", env = "RELAY_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
     pub store: StoreKind,
+    /// The Redis server of `--store redis` (`redis://[:password@]host:port/db`).
+    #[arg(long, env = "RELAY_REDIS_URL", default_value = defaults::REDIS_URL, hide_env_values = true)]
+    pub redis_url: String,
     /// Folder for the SQLite store (created if missing).
     #[arg(long, env = "RELAY_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
@@ -557,6 +567,7 @@ impl From<Cli> for Config {
             dedup_window: cli.dedup_window,
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             store: cli.store,
+            redis_url: cli.redis_url,
             data_dir: cli.data_dir,
             durability: cli.durability,
             boot_id_file: cli.boot_id_file,

@@ -22,9 +22,11 @@
 //! - [`engine`]: the [`engine::Engine`] interface that numbers, de-duplicates and keeps a
 //!   room's messages, with the SQLite engine (the default: group commit, a sync thread so
 //!   delivery never waits for fsync while acks do, checkpoints on their own thread,
-//!   epochs rotated after a power loss, read pool, retention) and the memory engine.
+//!   epochs rotated after a power loss, read pool, retention), the memory engine, and the
+//!   Redis engine that lets several relay processes share rooms.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`error`]: errors answered over HTTP.
+//! - [`testing`]: a real `redis-server` for the tests (not used by the relay).
 //!
 //! The wire protocol itself lives in the `common` crate, shared with the web client.
 
@@ -39,3 +41,4 @@ pub mod relay;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod testing;

@@ -9,7 +9,7 @@ use crate::{
     auth::Auth,
     config::{Config, StoreKind},
     connection::{SessionSettings, heartbeat},
-    engine::{Engine, SqliteEngine, memory::MemoryEngine, now_millis},
+    engine::{Engine, SqliteEngine, memory::MemoryEngine, now_millis, redis::RedisEngine},
     http::{self, AppState, ServeSettings},
     relay::{Relay, RelaySettings},
     shutdown::Drain,
@@ -45,6 +45,9 @@ pub async fn run(
     let engine: Arc<dyn Engine> = match config.store {
         StoreKind::Sqlite => Arc::new(SqliteEngine::open_with(&config.data_dir, &config.sqlite())?),
         StoreKind::Memory => Arc::new(MemoryEngine::new(config.retention.max_messages)),
+        StoreKind::Redis => {
+            Arc::new(RedisEngine::connect(&config.redis_url, config.retention.max_messages).await?)
+        }
     };
     run_with_engine(listener, config, engine, shutdown).await
 }

@@ -29,6 +29,7 @@
 //! thread of its own, reads on a small pool of connections on blocking threads).
 
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
@@ -196,6 +197,11 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+/// Where an engine shared with other relay processes reports what it learns of a room this
+/// process has open: `(room, epoch, top)`, the room's epoch and newest offset, whichever
+/// process stored it. The relay reads what it has not delivered yet.
+pub type TopWatcher = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
+
 /// A future an engine answers with.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
 
@@ -260,8 +266,18 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64>;
 
     /// The relay closed `room` (no members, nothing in flight). Called under the relay's
-    /// registry lock, so it must not block: memory-only engines forget the room here.
+    /// registry lock, so it must not block: memory-only engines forget the room here, shared
+    /// ones stop watching it.
     fn close_room(&self, _room: &str) {}
+
+    /// Where to report the rooms' tops (see [`TopWatcher`]). Engines that share nothing
+    /// with other processes never report: every entry comes from this process's appends.
+    fn watch(&self, _watcher: TopWatcher) {}
+
+    /// The relay registered `room` as open: a report about it reaches it from now on. A
+    /// shared engine reports the room's current top, and then every append to it, until
+    /// [`Engine::close_room`]. Called under the relay's registry lock: must not block.
+    fn room_opened(&self, _room: &str) {}
 
     /// Finishes every append already made, then stops. Blocking; call it off the async
     /// threads, after the last session ended.

@@ -42,6 +42,14 @@ pub(crate) fn draft(text: &str, id: Option<&str>) -> Draft {
     }
 }
 
+/// Stops `engine` off the async threads, as the relay does (the Redis engine's writer is a
+/// task that must keep running meanwhile).
+async fn stop(engine: Box<dyn Engine>) {
+    tokio::task::spawn_blocking(move || engine.stop())
+        .await
+        .unwrap();
+}
+
 fn offsets(appended: &[Appended]) -> Vec<(u64, bool)> {
     appended
         .iter()
@@ -52,19 +60,32 @@ fn offsets(appended: &[Appended]) -> Vec<(u64, bool)> {
         .collect()
 }
 
-/// Each engine under test, fresh. The SQLite one keeps its directory alive with it.
-fn engines() -> Vec<(Box<dyn Engine>, Option<tempfile::TempDir>)> {
+/// Each engine under test, fresh, with what keeps it alive (the SQLite engine's directory,
+/// the Redis engine's server). Redis is left out where `redis-server` is not installed,
+/// unless `RELAY_TEST_REDIS=required` (as `scripts/test.sh` sets), which makes that a failure.
+async fn engines() -> Vec<(Box<dyn Engine>, Box<dyn std::any::Any>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteEngine::open(dir.path(), Durability::Full).unwrap();
-    vec![
-        (Box::new(memory::MemoryEngine::new(10_000)), None),
-        (Box::new(sqlite), Some(dir)),
-    ]
+    let mut engines: Vec<(Box<dyn Engine>, Box<dyn std::any::Any>)> = vec![
+        (Box::new(memory::MemoryEngine::new(10_000)), Box::new(())),
+        (Box::new(sqlite), Box::new(dir)),
+    ];
+    let required = std::env::var("RELAY_TEST_REDIS").is_ok_and(|v| v == "required");
+    if required || crate::testing::redis_available() {
+        let server = crate::testing::RedisServer::start(crate::testing::Persistence::None);
+        let redis = redis::RedisEngine::connect(&server.url(), 10_000)
+            .await
+            .unwrap();
+        engines.push((Box::new(redis), Box::new(server)));
+    } else {
+        eprintln!("redis-server is not installed: the Redis engine is not checked here");
+    }
+    engines
 }
 
 #[tokio::test]
 async fn offsets_count_up_per_room_and_reads_return_them_in_order() {
-    for (engine, _dir) in engines() {
+    for (engine, _dir) in engines().await {
         let opened = engine.open_room("a", 10).await.unwrap();
         assert_eq!((opened.top, opened.recent.len()), (0, 0));
         let first = append(
@@ -96,13 +117,13 @@ async fn offsets_count_up_per_room_and_reads_return_them_in_order() {
         assert_eq!(reopened.epoch, opened.epoch);
         let recent: Vec<u64> = reopened.recent.iter().map(|e| e.offset).collect();
         assert_eq!(recent, [2, 3]);
-        engine.stop();
+        stop(engine).await;
     }
 }
 
 #[tokio::test]
 async fn a_client_id_is_a_duplicate_however_many_messages_came_between() {
-    for (engine, _dir) in engines() {
+    for (engine, _dir) in engines().await {
         append(&*engine, "late", vec![draft("original", Some("alice-1"))])
             .await
             .unwrap();
@@ -133,13 +154,13 @@ async fn a_client_id_is_a_duplicate_however_many_messages_came_between() {
             .await
             .unwrap();
         assert_eq!(offsets(&elsewhere), [(1, false)]);
-        engine.stop();
+        stop(engine).await;
     }
 }
 
 #[tokio::test]
 async fn retention_keeps_the_newest_by_age_and_count_and_never_rewinds_offsets() {
-    for (engine, _dir) in engines() {
+    for (engine, _dir) in engines().await {
         let drafts: Vec<Draft> = (1..=20).map(|n| draft(&n.to_string(), None)).collect();
         append(&*engine, "a", drafts).await.unwrap();
         let everything_young = now_millis();
@@ -177,13 +198,13 @@ async fn retention_keeps_the_newest_by_age_and_count_and_never_rewinds_offsets()
             [(21, false)],
             "pruning never rewinds offsets"
         );
-        engine.stop();
+        stop(engine).await;
     }
 }
 
 #[tokio::test]
 async fn a_pruned_client_id_is_free_again() {
-    for (engine, _dir) in engines() {
+    for (engine, _dir) in engines().await {
         append(&*engine, "a", vec![draft("old", Some("id-1"))])
             .await
             .unwrap();
@@ -196,7 +217,7 @@ async fn a_pruned_client_id_is_free_again() {
             .await
             .unwrap();
         assert_eq!(offsets(&again), [(2, false)], "{engine:?}");
-        engine.stop();
+        stop(engine).await;
     }
 }
 

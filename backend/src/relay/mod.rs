@@ -220,9 +220,20 @@ impl Relay {
     /// A relay with no connections and no rooms, keeping history in `engine`. Call from
     /// within the async runtime; call [`Relay::stop`] at the end to flush the engine.
     pub fn new(settings: RelaySettings, engine: Arc<dyn Engine>) -> Self {
+        let registry: Arc<Registry> = Arc::default();
+        // Entries other processes stored (with a shared engine) reach the open room.
+        let watching = Arc::downgrade(&registry);
+        engine.watch(Arc::new(move |room, epoch, top| {
+            let open = watching
+                .upgrade()
+                .and_then(|registry| registry.lock().get(room).cloned());
+            if let Some(open) = open {
+                open.top_seen(epoch, top);
+            }
+        }));
         Relay {
             shared: Arc::new(Shared {
-                registry: Arc::default(),
+                registry,
                 next_connection: AtomicU64::new(1),
                 id_base: connection_id_base(engine.instance()),
                 open_connections: AtomicUsize::new(0),
@@ -370,6 +381,7 @@ impl Relay {
             if let Some(snapshot) = self.shared.engine.open_room_now(room, history_len) {
                 let opened = Arc::new(self.room_from(room, snapshot));
                 rooms.insert(room.to_owned(), opened.clone());
+                self.shared.engine.room_opened(room);
                 return Ok(with(&opened));
             }
         }
@@ -377,10 +389,17 @@ impl Relay {
         let snapshot = self.shared.engine.open_room(room, history_len).await?;
         let mut rooms = self.shared.registry.lock();
         // Someone else may have opened it meanwhile; theirs wins, ours is dropped.
-        let open = rooms
-            .entry(room.to_owned())
-            .or_insert_with(|| Arc::new(self.room_from(room, snapshot)))
-            .clone();
+        let open = match rooms.entry(room.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(open) => open.get().clone(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let opened = vacant
+                    .insert(Arc::new(self.room_from(room, snapshot)))
+                    .clone();
+                // Registered first, so what the engine reports from now on finds it.
+                self.shared.engine.room_opened(room);
+                opened
+            }
+        };
         Ok(with(&open))
     }
 

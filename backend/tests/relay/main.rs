@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod bad_input;
 mod close;
+mod cluster;
 mod delivery;
 mod durability;
 mod exactly_once;

@@ -145,8 +145,18 @@ impl Room {
                     );
                     state.delivered = first - 1;
                 }
+                if state.pending.is_empty() && until > state.delivered {
+                    tracing::warn!(
+                        room = %self.name,
+                        from = state.delivered + 1,
+                        to = until,
+                        "messages missing from the engine were skipped"
+                    );
+                    state.delivered = until;
+                }
             }
             Arrival::RepairFailed => state.repairing = false,
+            Arrival::Top(top) => state.known_top = state.known_top.max(top),
         }
     }
 
@@ -215,17 +225,21 @@ impl Room {
         }
     }
 
-    /// With entries waiting behind a gap and none of this room's appends out, reads the gap
-    /// from the engine (once at a time); the entries come back as an arrival.
+    /// With entries waiting behind a gap, or the engine holding entries past the last one
+    /// delivered, and none of this room's appends out, reads what is missing from the
+    /// engine (once at a time); the entries come back as an arrival.
     fn repair_gap(self: &Arc<Self>, state: &mut RoomState) {
-        let Some(&first) = state.pending.keys().next() else {
-            return;
+        let until = match state.pending.keys().next() {
+            Some(&first) if first > state.delivered + 1 => first - 1,
+            Some(_) => return,
+            None if state.known_top > state.delivered => state.known_top,
+            None => return,
         };
-        if first == state.delivered + 1 || state.repairing {
+        if state.repairing {
             return;
         }
         state.repairing = true;
-        let (room, after, until) = (self.clone(), state.delivered, first - 1);
+        let (room, after) = (self.clone(), state.delivered);
         self.runtime.spawn(async move {
             let arrival = match room.engine.read(&room.name, after, until).await {
                 Ok(entries) => Arrival::Repaired { entries, until },

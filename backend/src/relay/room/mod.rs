@@ -104,6 +104,8 @@ enum Arrival {
     Repaired { entries: Vec<Entry>, until: u64 },
     /// The read to fill a gap failed (and paused): the drain tries again.
     RepairFailed,
+    /// The engine holds entries up to this offset (some stored by another relay process).
+    Top(u64),
 }
 
 /// Who published a message, for its answer and so a plain sender does not hear itself.
@@ -262,6 +264,9 @@ struct RoomState {
     acks_waiting: Vec<(u64, u64, Arc<PendingAck>)>,
     /// A read to fill a gap is under way.
     repairing: bool,
+    /// The newest offset the engine is known to hold: past `delivered`, it is read and
+    /// delivered (entries another relay process stored, with a shared engine).
+    known_top: u64,
     /// Everyone in the room. A `Vec`: fan-out iterates it on every message, joins and leaves
     /// are rare.
     members: Vec<RoomMember>,
@@ -365,6 +370,7 @@ impl Room {
                 pending: BTreeMap::new(),
                 acks_waiting: Vec::new(),
                 repairing: false,
+                known_top: snapshot.top,
                 members: Vec::new(),
                 recent: VecDeque::new(),
                 ids: RecentIds {
@@ -390,6 +396,18 @@ impl Room {
     /// The room's history epoch.
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// The engine reports entries up to `top` under `epoch` (a shared engine: some may come
+    /// from other relay processes). Whatever is not delivered yet is read and delivered.
+    pub(super) fn top_seen(self: &Arc<Self>, epoch: &str, top: u64) {
+        if epoch != self.epoch {
+            // The engine lost this history and started another. Members go on with what
+            // they have until the room is opened again.
+            tracing::warn!(room = %self.name, ours = %self.epoch, engine = %epoch, "the engine's epoch changed");
+            return;
+        }
+        self.arrive(Arrival::Top(top));
     }
 
     /// Tells the engine the relay closed this room. Under the registry lock.

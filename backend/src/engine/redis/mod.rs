@@ -1,0 +1,444 @@
+//! The Redis engine: several relay processes share one history.
+//!
+//! Every room lives under keys sharing the hash tag `{room}`, so a Redis Cluster keeps a room
+//! on one shard and each script below touches one slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `relay:{room}:meta` | hash | `epoch`, `top` (newest offset), `ts` (newest time) |
+//! | `relay:{room}:log` | stream | one entry per message, id `<offset>-0`: `ts`, `from`, `text`, `cid`, `src` |
+//! | `relay:{room}:ids` | hash | client id → `<offset>:<ts>`, for the messages the log keeps |
+//! | `relay:{room}:top` | channel | `<epoch> <top>` after every append that stored something |
+//! | `relay:rooms` | set | every room, for pruning by age |
+//! | `relay:instances` | counter | one number per relay process started |
+//!
+//! An append is one Lua script (`append.lua`): de-duplication, numbering, the stream entry,
+//! retention by count and the notification happen atomically, so two nodes appending to one
+//! room get consecutive offsets and never the same client id twice. Appends from this process
+//! go out through one writer task, in the order [`Engine::append`] was called, several per
+//! round trip (a pipeline), the way the SQLite engine commits a group per transaction.
+//!
+//! What an acknowledgement means depends on Redis' own persistence (see the README): an
+//! append is reported written and synced together, once Redis has executed the script.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::extract::ws::Utf8Bytes;
+use redis::{
+    AsyncCommands, Client, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use tokio::sync::mpsc;
+
+use super::{
+    AppendDone, Appended, Draft, Engine, EngineError, EngineFuture, Entry, Progress, Retention,
+    RoomSnapshot, Source, TopWatcher, new_epoch,
+};
+
+mod watch;
+
+const APPEND: &str = include_str!("append.lua");
+const OPEN: &str = include_str!("open.lua");
+const PRUNE: &str = include_str!("prune.lua");
+
+/// Appends sent to Redis in one pipeline, at most.
+const MAX_BATCH: usize = 256;
+
+/// Entries one prune script drops, at most, before giving Redis back to others.
+const PRUNE_BATCH: u64 = 500;
+
+/// How long a command may take before it counts as failed (Redis unreachable or stuck).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The keys of one room.
+struct Keys {
+    meta: String,
+    log: String,
+    ids: String,
+    channel: String,
+}
+
+impl Keys {
+    fn of(room: &str) -> Keys {
+        Keys {
+            meta: format!("relay:{{{room}}}:meta"),
+            log: format!("relay:{{{room}}}:log"),
+            ids: format!("relay:{{{room}}}:ids"),
+            channel: format!("relay:{{{room}}}:top"),
+        }
+    }
+}
+
+/// Set of every room, for pruning.
+const ROOMS: &str = "relay:rooms";
+
+/// Counter numbering relay processes.
+const INSTANCES: &str = "relay:instances";
+
+/// One [`Engine::append`] call, waiting for the writer.
+struct Job {
+    room: Arc<str>,
+    drafts: Vec<Draft>,
+    done: AppendDone,
+}
+
+/// History in Redis, shared by every relay process pointed at the same server.
+pub struct RedisEngine {
+    url: String,
+    commands: ConnectionManager,
+    /// The writer's queue; taken by [`Engine::stop`].
+    appends: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// Told when the writer has answered every append it was given.
+    writer_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// The watcher task's queue (see [`watch`]).
+    watch: mpsc::UnboundedSender<watch::Command>,
+    instance: u32,
+}
+
+impl fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisEngine {
+    /// Connects to the Redis at `url` (`redis://host:port/db`), keeping at most
+    /// `max_messages` per room. Fails if Redis cannot be reached now; later outages are
+    /// survived (commands fail while it is away, and the connection comes back by itself).
+    pub async fn connect(url: &str, max_messages: u64) -> Result<RedisEngine, EngineError> {
+        let unavailable = |err: redis::RedisError| {
+            EngineError::Unavailable(format!("cannot reach Redis at {url}: {err}"))
+        };
+        let client = Client::open(url).map_err(unavailable)?;
+        let watcher_client = client.clone();
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_max_delay(Duration::from_secs(1));
+        let mut commands = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        let instance: u64 = commands.incr(INSTANCES, 1).await.map_err(unavailable)?;
+        let (appends, queue) = mpsc::unbounded_channel();
+        let (done, writer_done) = std::sync::mpsc::channel();
+        tokio::spawn(write(commands.clone(), queue, max_messages, done));
+        let (watch, watch_queue) = mpsc::unbounded_channel();
+        tokio::spawn(watch::run(watcher_client, commands.clone(), watch_queue));
+        Ok(RedisEngine {
+            url: url.to_owned(),
+            commands,
+            appends: Mutex::new(Some(appends)),
+            writer_done: Mutex::new(Some(writer_done)),
+            watch,
+            // Connection ids keep 20 bits of it (see `relay::connection_id`).
+            instance: (instance % (1 << 20)) as u32,
+        })
+    }
+}
+
+/// The writer task: appends in call order, a pipeline of scripts per round trip.
+async fn write(
+    mut redis: ConnectionManager,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    max_messages: u64,
+    finished: std::sync::mpsc::Sender<()>,
+) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for job in &batch {
+            pipe.add_command(append_command(job, max_messages));
+            // Known to the pruner (a separate command: the set is in another slot).
+            pipe.sadd(ROOMS, &*job.room).ignore();
+        }
+        let answers: Result<Vec<Value>, _> = pipe.query_async(&mut redis).await;
+        match answers {
+            Ok(answers) if answers.len() == batch.len() => {
+                for (job, answer) in batch.drain(..).zip(answers) {
+                    let mut done = job.done;
+                    match appended(&job.room, job.drafts, answer) {
+                        Ok(appended) => {
+                            done(Progress::Written(appended));
+                            done(Progress::Synced);
+                        }
+                        Err(err) => done(Progress::Failed(err)),
+                    }
+                }
+            }
+            failed => {
+                let why = match failed {
+                    Err(err) => err.to_string(),
+                    Ok(answers) => format!("{} answers to {} appends", answers.len(), batch.len()),
+                };
+                tracing::warn!(%why, appends = batch.len(), "Redis did not take the appends");
+                for job in batch.drain(..) {
+                    let mut done = job.done;
+                    done(Progress::Failed(EngineError::Unavailable(why.clone())));
+                }
+            }
+        }
+    }
+    let _ = finished.send(());
+}
+
+/// The script call appending `job`.
+fn append_command(job: &Job, max_messages: u64) -> redis::Cmd {
+    let keys = Keys::of(&job.room);
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(APPEND)
+        .arg(3)
+        .arg(&keys.meta)
+        .arg(&keys.log)
+        .arg(&keys.ids)
+        .arg(max_messages)
+        .arg(new_epoch())
+        .arg(&keys.channel);
+    for draft in &job.drafts {
+        cmd.arg(&*draft.from)
+            .arg(draft.text.as_bytes())
+            .arg(draft.client_id.as_deref().unwrap_or(""))
+            .arg(draft.source.code());
+    }
+    cmd
+}
+
+/// What the append script answered, as one [`Appended`] per draft.
+fn appended(room: &str, drafts: Vec<Draft>, answer: Value) -> Result<Vec<Appended>, EngineError> {
+    let bad = |what: &str| EngineError::Unavailable(format!("append to {room}: {what}"));
+    if let Value::ServerError(err) = &answer {
+        return Err(bad(&err.to_string()));
+    }
+    let values = array(answer).ok_or_else(|| bad("not an array"))?;
+    let mut values = values.into_iter();
+    let _epoch = values.next();
+    let ts = values.next().and_then(number).ok_or_else(|| bad("no ts"))?;
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let kind = values.next().and_then(number).ok_or_else(|| bad("short"))?;
+        let offset = values.next().and_then(number).ok_or_else(|| bad("short"))?;
+        out.push(if kind == 1 {
+            Appended::Stored(Entry::from_draft(draft, offset, ts))
+        } else {
+            let ts = values.next().and_then(number).ok_or_else(|| bad("short"))?;
+            Appended::Duplicate { offset, ts }
+        });
+    }
+    Ok(out)
+}
+
+fn array(value: Value) -> Option<Vec<Value>> {
+    match value {
+        Value::Array(values) => Some(values),
+        _ => None,
+    }
+}
+
+fn number(value: Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+        Value::SimpleString(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// A stream entry (`[id, [field, value, ...]]`) as an [`Entry`].
+fn entry(value: Value) -> Option<Entry> {
+    let mut parts = array(value)?.into_iter();
+    let id = text(parts.next()?)?;
+    let offset = id.split('-').next()?.parse().ok()?;
+    let mut entry = Entry {
+        offset,
+        ts: 0,
+        from: Arc::from(""),
+        text: Utf8Bytes::from_static(""),
+        client_id: None,
+        source: Source::Typed,
+    };
+    let mut fields = array(parts.next()?)?.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match text(name)?.as_str() {
+            "ts" => entry.ts = number(value)?,
+            "from" => entry.from = Arc::from(text(value)?),
+            "text" => entry.text = Utf8Bytes::from(text(value)?),
+            "cid" => entry.client_id = Some(text(value)?).filter(|id| !id.is_empty()),
+            "src" => entry.source = Source::from_code(number(value)? as i64),
+            _ => {}
+        }
+    }
+    Some(entry)
+}
+
+fn entries(values: Vec<Value>) -> Result<Vec<Entry>, EngineError> {
+    values
+        .into_iter()
+        .map(|value| {
+            entry(value).ok_or_else(|| EngineError::Unavailable("unreadable stream entry".into()))
+        })
+        .collect()
+}
+
+fn unavailable(err: redis::RedisError) -> EngineError {
+    EngineError::Unavailable(err.to_string())
+}
+
+impl Engine for RedisEngine {
+    fn open_room(&self, room: &str, recent: usize) -> EngineFuture<'_, RoomSnapshot> {
+        let keys = Keys::of(room);
+        let room = room.to_owned();
+        let mut redis = self.commands.clone();
+        Box::pin(async move {
+            let mut open = redis::cmd("EVAL");
+            open.arg(OPEN)
+                .arg(2)
+                .arg(&keys.meta)
+                .arg(&keys.log)
+                .arg(new_epoch())
+                .arg(recent);
+            let mut pipe = redis::pipe();
+            pipe.add_command(open).sadd(ROOMS, &room).ignore();
+            let (answer,): (Value,) = pipe.query_async(&mut redis).await.map_err(unavailable)?;
+            let bad = || EngineError::Unavailable(format!("opening {room}: unexpected answer"));
+            let mut parts = array(answer).ok_or_else(bad)?.into_iter();
+            let epoch = parts.next().and_then(text).ok_or_else(bad)?;
+            let top = parts.next().and_then(number).ok_or_else(bad)?;
+            let mut recent = entries(parts.next().and_then(array).unwrap_or_default())?;
+            recent.reverse();
+            Ok(RoomSnapshot { epoch, top, recent })
+        })
+    }
+
+    fn append(&self, room: Arc<str>, drafts: Vec<Draft>, mut done: AppendDone) {
+        let job = Job { room, drafts, done };
+        let sender = self
+            .appends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match sender {
+            Some(sender) => {
+                if let Err(returned) = sender.send(job) {
+                    done = returned.0.done;
+                    done(Progress::Failed(EngineError::Stopped));
+                }
+            }
+            None => {
+                done = job.done;
+                done(Progress::Failed(EngineError::Stopped));
+            }
+        }
+    }
+
+    fn read(&self, room: &str, after: u64, until: u64) -> EngineFuture<'_, Vec<Entry>> {
+        let log = Keys::of(room).log;
+        let mut redis = self.commands.clone();
+        Box::pin(async move {
+            if until <= after {
+                return Ok(Vec::new());
+            }
+            let values: Vec<Value> = redis::cmd("XRANGE")
+                .arg(log)
+                .arg(format!("{}-0", after + 1))
+                .arg(format!("{until}-0"))
+                .query_async(&mut redis)
+                .await
+                .map_err(unavailable)?;
+            entries(values)
+        })
+    }
+
+    fn instance(&self) -> u32 {
+        self.instance
+    }
+
+    fn oldest(&self, room: &str) -> EngineFuture<'_, Option<u64>> {
+        let log = Keys::of(room).log;
+        let mut redis = self.commands.clone();
+        Box::pin(async move {
+            let values: Vec<Value> = redis::cmd("XRANGE")
+                .arg(log)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut redis)
+                .await
+                .map_err(unavailable)?;
+            Ok(entries(values)?.first().map(|entry| entry.offset))
+        })
+    }
+
+    /// Drops entries older than `retention.max_age` from every room. Retention by count is
+    /// kept by every append (with the count the engine was connected with).
+    fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {
+        let mut redis = self.commands.clone();
+        Box::pin(async move {
+            let cutoff = now_millis.saturating_sub(retention.max_age.as_millis() as u64);
+            let rooms: Vec<String> = redis.smembers(ROOMS).await.map_err(unavailable)?;
+            let mut dropped = 0;
+            for room in rooms {
+                let keys = Keys::of(&room);
+                loop {
+                    let mut prune = redis::cmd("EVAL");
+                    prune
+                        .arg(PRUNE)
+                        .arg(2)
+                        .arg(&keys.log)
+                        .arg(&keys.ids)
+                        .arg(cutoff)
+                        .arg(PRUNE_BATCH);
+                    let went: u64 = prune.query_async(&mut redis).await.map_err(unavailable)?;
+                    dropped += went;
+                    if went < PRUNE_BATCH {
+                        break;
+                    }
+                }
+            }
+            Ok(dropped)
+        })
+    }
+
+    fn watch(&self, watcher: TopWatcher) {
+        let _ = self.watch.send(watch::Command::Watch(watcher));
+    }
+
+    fn room_opened(&self, room: &str) {
+        let _ = self.watch.send(watch::Command::Open(room.to_owned()));
+    }
+
+    fn close_room(&self, room: &str) {
+        let _ = self.watch.send(watch::Command::Close(room.to_owned()));
+    }
+
+    fn stop(&self) {
+        let sender = self
+            .appends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(sender);
+        let finished = self
+            .writer_done
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(finished) = finished {
+            let _ = finished.recv_timeout(RESPONSE_TIMEOUT * 2);
+        }
+    }
+}
