@@ -17,6 +17,9 @@ pub enum CloseReason {
     RateAbuse,
     /// A frame or message over `--max-message-bytes` (1009).
     MessageTooBig,
+    /// The shared engine lost the history of a room the connection was in (Redis came back
+    /// empty): reconnecting re-joins under the new history, told `unrecoverable` (1012).
+    HistoryLost,
     /// The queue of unsent frames passed its bounds (4000).
     SlowConsumer,
     /// No answer to pings, or a write stuck as long (4001).
@@ -32,12 +35,13 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, once (the protocol error with a generic text).
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Shutdown,
         CloseReason::ProtocolError("protocol error"),
         CloseReason::InvalidPayload,
         CloseReason::RateAbuse,
         CloseReason::MessageTooBig,
+        CloseReason::HistoryLost,
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
         CloseReason::Disconnected,
@@ -53,6 +57,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => close_code::INVALID_PAYLOAD,
             CloseReason::RateAbuse => close_code::POLICY_VIOLATION,
             CloseReason::MessageTooBig => close_code::MESSAGE_TOO_BIG,
+            CloseReason::HistoryLost => close_code::SERVICE_RESTART,
             CloseReason::SlowConsumer => close_code::SLOW_CONSUMER,
             CloseReason::HeartbeatTimeout => close_code::HEARTBEAT_TIMEOUT,
             CloseReason::Disconnected => close_code::DISCONNECTED,
@@ -69,6 +74,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => "text frame is not valid UTF-8",
             CloseReason::RateAbuse => "rate limit exceeded",
             CloseReason::MessageTooBig => "message too big",
+            CloseReason::HistoryLost => "the room's history was lost: reconnect",
             CloseReason::SlowConsumer => "slow consumer: too many unread messages",
             CloseReason::HeartbeatTimeout => "no answer to ping",
             CloseReason::Disconnected => "disconnected by the application",
@@ -85,6 +91,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => "invalid_payload",
             CloseReason::RateAbuse => "rate_abuse",
             CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::HistoryLost => "history_lost",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::Disconnected => "disconnected",

@@ -270,6 +270,12 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// ones stop watching it.
     fn close_room(&self, _room: &str) {}
 
+    /// Whether the engine can serve now (the Redis engine asks its server; the others are
+    /// in this process and always can). For `/healthz`.
+    fn check(&self) -> EngineFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Where to report the rooms' tops (see [`TopWatcher`]). Engines that share nothing
     /// with other processes never report: every entry comes from this process's appends.
     fn watch(&self, _watcher: TopWatcher) {}

@@ -141,6 +141,18 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Drops `room` whatever it holds (its history is gone), and tells its engine.
+    fn forget(&self, room: &Arc<Room>) {
+        let mut rooms = self.lock();
+        if rooms
+            .get(room.name())
+            .is_some_and(|registered| Arc::ptr_eq(registered, room))
+        {
+            rooms.remove(room.name());
+            room.close_in_engine();
+        }
+    }
+
     /// Drops `room` if it has no members and nothing in flight, and tells its engine.
     fn forget_if_idle(&self, room: &Arc<Room>) {
         let mut rooms = self.lock();

@@ -6,9 +6,12 @@
 use std::{collections::BTreeMap, ffi::OsString, sync::Arc};
 
 use backend::testing::{Persistence, RedisServer, redis_available};
-use common::ServerMessage;
+use common::{ErrorCode, Position, Recovery, ServerMessage, close_code};
 
-use crate::{helpers::WAIT, restart::RelayProcess};
+use crate::{
+    helpers::{Client, WAIT, eventually, health},
+    restart::RelayProcess,
+};
 
 /// A Redis server for the test, or `None` (with a note) where there is none to run.
 fn redis(persistence: Persistence) -> Option<RedisServer> {
@@ -112,4 +115,177 @@ async fn three_nodes_deliver_every_message_once_and_in_one_order() {
     texts.sort_unstable();
     texts.dedup();
     assert_eq!(texts.len(), total, "every message, none twice");
+}
+
+/// Reads `client`'s next two events, which must be its own message `id` (as delivered) and
+/// its `ack` (in either order); returns the offset.
+async fn own_message(client: &mut Client, id: &str) -> u64 {
+    let (mut delivered, mut acked) = (None, None);
+    while delivered.is_none() || acked.is_none() {
+        match client.next_non_presence().await {
+            ServerMessage::Message(message) if message.id.as_deref() == Some(id) => {
+                delivered = Some(message.offset);
+            }
+            ServerMessage::Ack {
+                id: acked_id,
+                offset,
+                duplicate,
+                ..
+            } if acked_id == id => {
+                assert!(!duplicate, "{id} acked as a duplicate");
+                acked = Some(offset);
+            }
+            other => panic!("waiting for {id}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(delivered, acked);
+    acked.unwrap()
+}
+
+/// A typed client of `node`, in `room` as `name`.
+async fn member(node: &RelayProcess, room: &str, name: &str) -> Client {
+    let mut client = node.typed().await;
+    client.join(room, name).await;
+    client
+}
+
+async fn engine_state(node: &RelayProcess) -> String {
+    health(node.address()).await["engine"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_sends_are_refused_never_acked_and_everything_resumes_when_it_is_back() {
+    let Some(mut redis) = redis(Persistence::AofAlways) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
+    let mut alice = member(&a, "r", "alice").await;
+    let mut bob = member(&b, "r", "bob").await;
+    alice.say("r", "a-0", "before").await;
+    assert_eq!(own_message(&mut alice, "a-0").await, 1);
+    assert_eq!(bob.next_message().await.text, "before");
+
+    redis.kill();
+    eventually("the engine reported unavailable", || async {
+        engine_state(&a).await == "unavailable"
+    })
+    .await;
+    assert_eq!(health(a.address()).await["status"], "degraded");
+    alice.say("r", "a-1", "during").await;
+    match alice.next_non_presence().await {
+        ServerMessage::Error { code, id, .. } => {
+            assert_eq!(
+                (code, id.as_deref()),
+                (ErrorCode::StoreUnavailable, Some("a-1"))
+            );
+        }
+        other => panic!("expected store_unavailable, got {other:?}"),
+    }
+
+    // Back (with its append-only file): the resend is stored once and reaches the other
+    // node; the other node's messages reach this one; both connections stayed up.
+    redis.restart();
+    eventually("the engine reported back", || async {
+        engine_state(&a).await == "ok" && engine_state(&b).await == "ok"
+    })
+    .await;
+    alice.say("r", "a-1", "during").await;
+    assert_eq!(own_message(&mut alice, "a-1").await, 2);
+    let during = bob.next_message().await;
+    assert_eq!((during.offset, during.text.as_str()), (2, "during"));
+    bob.say("r", "b-1", "after").await;
+    assert_eq!(own_message(&mut bob, "b-1").await, 3);
+    let after = alice.next_message().await;
+    assert_eq!((after.offset, after.text.as_str()), (3, "after"));
+}
+
+/// `CLIENT KILL TYPE pubsub` on `redis`: every node's subscriber connection is cut.
+async fn kill_subscribers(redis: &RedisServer) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(redis.address())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"CLIENT KILL TYPE pubsub\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let read = stream.read(&mut answer).await.unwrap();
+    assert!(answer[..read].starts_with(b":"), "{:?}", &answer[..read]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_subscriber_is_cut_misses_nothing_published_meanwhile() {
+    const MESSAGES: u64 = 50;
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
+    let mut alice = member(&a, "r", "alice").await;
+    let mut bob = member(&b, "r", "bob").await;
+    // Cut, then publish at once, while the nodes are still reconnecting.
+    kill_subscribers(&redis).await;
+    for n in 1..=MESSAGES {
+        alice.say("r", &format!("a-{n}"), &format!("m{n}")).await;
+    }
+    for n in 1..=MESSAGES {
+        let message = bob.next_message().await;
+        assert_eq!(
+            (message.offset, message.text.as_str()),
+            (n, format!("m{n}").as_str())
+        );
+    }
+    // And live delivery continues.
+    alice.say("r", "a-last", "last").await;
+    assert_eq!(bob.next_message().await.text, "last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_coming_back_empty_rotates_the_epoch_and_clients_learn_unrecoverable() {
+    let Some(mut redis) = redis(Persistence::None) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
+    let mut alice = member(&a, "r", "alice").await;
+    let mut bob = member(&b, "r", "bob").await;
+    let mut seen = None;
+    for n in 1..=3 {
+        alice.say("r", &format!("a-{n}"), &format!("m{n}")).await;
+        own_message(&mut alice, &format!("a-{n}")).await;
+        let message = bob.next_message().await;
+        seen = Some(Position {
+            epoch: message.epoch,
+            offset: message.offset,
+        });
+    }
+    let seen = seen.unwrap();
+
+    // Redis restarts without persistence: every room is gone. Both nodes notice and close
+    // their members with 1012; coming back, they are told their position is lost.
+    redis.restart();
+    for client in [&mut alice, &mut bob] {
+        let frame = client.close_frame().await.expect("a close frame");
+        assert_eq!(u16::from(frame.code), close_code::SERVICE_RESTART);
+    }
+    let mut alice = a.typed().await;
+    let mut bob = b.typed().await;
+    for client in [&mut alice, &mut bob] {
+        let joined = client.join_since("r", "again", Some(seen.clone())).await;
+        assert_eq!(joined.recovery, Recovery::Unrecoverable);
+        assert_ne!(
+            joined.epoch, seen.epoch,
+            "a new epoch: old offsets never reused"
+        );
+    }
+    alice.say("r", "a-new", "new").await;
+    assert_eq!(own_message(&mut alice, "a-new").await, 1);
+    let new = bob.next_message().await;
+    assert_ne!(new.epoch, seen.epoch);
+    assert_eq!((new.offset, new.text.as_str()), (1, "new"));
 }

@@ -49,7 +49,7 @@ async fn health_reports_ok_with_counts() {
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         health,
-        serde_json::json!({"status": "ok", "connections": 0, "rooms": 0})
+        serde_json::json!({"status": "ok", "engine": "ok", "connections": 0, "rooms": 0})
     );
 }
 

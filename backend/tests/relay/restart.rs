@@ -59,6 +59,11 @@ impl RelayProcess {
         RelayProcess { child, address }
     }
 
+    /// Where it listens.
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     pub(crate) async fn typed(&self) -> Client {
         let mut client = Client::connect(&format!("ws://{}/ws", self.address)).await;
         assert!(matches!(

@@ -51,8 +51,12 @@ const MAX_BATCH: usize = 256;
 /// Entries one prune script drops, at most, before giving Redis back to others.
 const PRUNE_BATCH: u64 = 500;
 
-/// How long a command may take before it counts as failed (Redis unreachable or stuck).
+/// How long a command (or a pipeline of appends) may take before it counts as failed:
+/// Redis unreachable, reconnecting, or stuck.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long `/healthz` waits for Redis to answer `PING`.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The keys of one room.
 struct Keys {
@@ -120,7 +124,10 @@ impl RedisEngine {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_max_delay(Duration::from_secs(1));
+            .set_max_delay(Duration::from_secs(1))
+            // Fail a command fast while Redis is away (the next one reconnects again),
+            // rather than holding it through a long series of attempts.
+            .set_number_of_retries(1);
         let mut commands = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
@@ -158,7 +165,14 @@ async fn write(
             // Known to the pruner (a separate command: the set is in another slot).
             pipe.sadd(ROOMS, &*job.room).ignore();
         }
-        let answers: Result<Vec<Value>, _> = pipe.query_async(&mut redis).await;
+        // A pipeline that times out may have been executed, in part or whole: its senders
+        // are told "not stored" and resend with the same ids, which the script then
+        // answers as duplicates of what it did store (and the rooms read what they missed).
+        let answers = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async(&mut redis)).await;
+        let answers: Result<Vec<Value>, String> = match answers {
+            Ok(answers) => answers.map_err(|err| err.to_string()),
+            Err(_) => Err("Redis did not answer in time".into()),
+        };
         match answers {
             Ok(answers) if answers.len() == batch.len() => {
                 for (job, answer) in batch.drain(..).zip(answers) {
@@ -174,7 +188,7 @@ async fn write(
             }
             failed => {
                 let why = match failed {
-                    Err(err) => err.to_string(),
+                    Err(err) => err,
                     Ok(answers) => format!("{} answers to {} appends", answers.len(), batch.len()),
                 };
                 tracing::warn!(%why, appends = batch.len(), "Redis did not take the appends");
@@ -410,6 +424,19 @@ impl Engine for RedisEngine {
                 }
             }
             Ok(dropped)
+        })
+    }
+
+    fn check(&self) -> EngineFuture<'_, ()> {
+        let mut redis = self.commands.clone();
+        Box::pin(async move {
+            let ping = redis::cmd("PING");
+            let ping = ping.query_async::<String>(&mut redis);
+            match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(unavailable(err)),
+                Err(_) => Err(EngineError::Unavailable("Redis did not answer PING".into())),
+            }
         })
     }
 

@@ -68,9 +68,14 @@ pub(super) async fn run(
         if !subscribed {
             continue;
         }
-        // Whatever was appended while nobody listened.
+        // Whatever was appended while nobody listened. If that cannot be read, start over.
+        let mut reported = true;
         for room in &rooms {
-            report_top(&mut redis, watcher.as_ref(), room).await;
+            reported &= report_top(&mut redis, watcher.as_ref(), room).await;
+        }
+        if !reported {
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+            continue;
         }
         loop {
             tokio::select! {
@@ -110,8 +115,11 @@ pub(super) async fn run(
                     if !ok {
                         break;
                     }
-                    if let Some(room) = opened {
-                        report_top(&mut redis, watcher.as_ref(), &room).await;
+                    if let Some(room) = opened
+                        && !report_top(&mut redis, watcher.as_ref(), &room).await
+                    {
+                        // Read again, with every other room's, after reconnecting.
+                        break;
                     }
                 }
             }
@@ -131,12 +139,15 @@ fn apply(command: Command, watcher: &mut Option<TopWatcher>, rooms: &mut HashSet
     }
 }
 
-/// Reads `room`'s epoch and top and reports them. A failed read is not retried here: the
-/// connection trouble behind it drops the pub/sub connection too, and reconnecting reads
-/// every room's top again.
-async fn report_top(redis: &mut ConnectionManager, watcher: Option<&TopWatcher>, room: &str) {
+/// Reads `room`'s epoch and top and reports them; false if Redis could not be read (the
+/// caller reconnects and reads every room's top again).
+async fn report_top(
+    redis: &mut ConnectionManager,
+    watcher: Option<&TopWatcher>,
+    room: &str,
+) -> bool {
     let Some(watcher) = watcher else {
-        return;
+        return true;
     };
     let state: Result<Vec<Value>, _> = redis::cmd("HMGET")
         .arg(Keys::of(room).meta)
@@ -144,14 +155,18 @@ async fn report_top(redis: &mut ConnectionManager, watcher: Option<&TopWatcher>,
         .arg("top")
         .query_async(redis)
         .await;
-    if let Ok(state) = state {
-        let mut state = state.into_iter();
-        if let (Some(epoch), Some(top)) =
-            (state.next().and_then(text), state.next().and_then(number))
-        {
-            watcher(room, &epoch, top);
-        }
+    let Ok(state) = state else {
+        return false;
+    };
+    let mut state = state.into_iter();
+    match (state.next().and_then(text), state.next().and_then(number)) {
+        (Some(epoch), Some(top)) => watcher(room, &epoch, top),
+        // No such room in Redis any more (it came back empty): no history at all, which
+        // the relay takes as a lost one.
+        (None, None) => watcher(room, "", 0),
+        _ => {}
     }
+    true
 }
 
 /// The room of a `relay:{room}:top` channel.

@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 
 use super::{ClientKind, Connection, Registry, RelaySettings, encode};
 use crate::{
-    connection::SendQueue,
+    connection::{CloseReason, End, SendQueue},
     engine::{Appended, Draft, Engine, EngineError, Entry, Progress, RoomSnapshot, Source},
     metrics::Metrics,
 };
@@ -402,12 +402,28 @@ impl Room {
     /// from other relay processes). Whatever is not delivered yet is read and delivered.
     pub(super) fn top_seen(self: &Arc<Self>, epoch: &str, top: u64) {
         if epoch != self.epoch {
-            // The engine lost this history and started another. Members go on with what
-            // they have until the room is opened again.
-            tracing::warn!(room = %self.name, ours = %self.epoch, engine = %epoch, "the engine's epoch changed");
-            return;
+            tracing::warn!(
+                room = %self.name,
+                ours = %self.epoch,
+                engine = %epoch,
+                "the engine lost this room's history"
+            );
+            return self.history_lost();
         }
         self.arrive(Arrival::Top(top));
+    }
+
+    /// The engine no longer holds this room's history (a shared Redis came back empty): the
+    /// room leaves the registry, so the next join opens the engine's new history, and every
+    /// member is closed with 1012. They reconnect, re-join from their position and are
+    /// told `unrecoverable`; no offset of the old history is ever reused under its epoch.
+    fn history_lost(self: &Arc<Self>) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.forget(self);
+        }
+        for member in &self.lock().members {
+            member.queue.end(End::Relay(CloseReason::HistoryLost));
+        }
     }
 
     /// Tells the engine the relay closed this room. Under the registry lock.
