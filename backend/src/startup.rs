@@ -45,9 +45,14 @@ pub async fn run(
     let engine: Arc<dyn Engine> = match config.store {
         StoreKind::Sqlite => Arc::new(SqliteEngine::open_with(&config.data_dir, &config.sqlite())?),
         StoreKind::Memory => Arc::new(MemoryEngine::new(config.retention.max_messages)),
-        StoreKind::Redis => {
-            Arc::new(RedisEngine::connect(&config.redis_url, config.retention.max_messages).await?)
-        }
+        StoreKind::Redis => Arc::new(
+            RedisEngine::connect(
+                &config.redis_url,
+                config.retention.max_messages,
+                config.durability,
+            )
+            .await?,
+        ),
     };
     run_with_engine(listener, config, engine, shutdown).await
 }

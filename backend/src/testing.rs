@@ -71,6 +71,11 @@ impl RedisServer {
         self.address
     }
 
+    /// How it keeps its data.
+    pub fn persistence(&self) -> Persistence {
+        self.persistence
+    }
+
     /// Kills the server (SIGKILL: no chance to save anything) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

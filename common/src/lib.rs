@@ -88,8 +88,12 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame or message was larger than the relay accepts.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// The relay is restarting: reconnect (with jitter) in a moment.
+    /// The relay is restarting: reconnect (with jitter) in a moment. Also sent when the
+    /// Redis engine lost a room's history: reconnecting re-joins under the new one.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// The relay could not read the history a join needed (its engine is unavailable for a
+    /// moment): reconnect and recover from the last offset seen.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The client did not read fast enough and its queue of unsent messages overflowed.
     /// Reconnect and recover from the last offset seen.
     pub const SLOW_CONSUMER: u16 = 4000;

@@ -20,6 +20,9 @@ pub enum CloseReason {
     /// The shared engine lost the history of a room the connection was in (Redis came back
     /// empty): reconnecting re-joins under the new history, told `unrecoverable` (1012).
     HistoryLost,
+    /// The engine could not be read for a join's catch-up, after `joined` was promised
+    /// (1013): reconnecting recovers from the last offset.
+    StoreUnavailable,
     /// The queue of unsent frames passed its bounds (4000).
     SlowConsumer,
     /// No answer to pings, or a write stuck as long (4001).
@@ -35,13 +38,14 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, once (the protocol error with a generic text).
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::Shutdown,
         CloseReason::ProtocolError("protocol error"),
         CloseReason::InvalidPayload,
         CloseReason::RateAbuse,
         CloseReason::MessageTooBig,
         CloseReason::HistoryLost,
+        CloseReason::StoreUnavailable,
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
         CloseReason::Disconnected,
@@ -58,6 +62,7 @@ impl CloseReason {
             CloseReason::RateAbuse => close_code::POLICY_VIOLATION,
             CloseReason::MessageTooBig => close_code::MESSAGE_TOO_BIG,
             CloseReason::HistoryLost => close_code::SERVICE_RESTART,
+            CloseReason::StoreUnavailable => close_code::TRY_AGAIN_LATER,
             CloseReason::SlowConsumer => close_code::SLOW_CONSUMER,
             CloseReason::HeartbeatTimeout => close_code::HEARTBEAT_TIMEOUT,
             CloseReason::Disconnected => close_code::DISCONNECTED,
@@ -75,6 +80,7 @@ impl CloseReason {
             CloseReason::RateAbuse => "rate limit exceeded",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::HistoryLost => "the room's history was lost: reconnect",
+            CloseReason::StoreUnavailable => "history unavailable for a moment: reconnect",
             CloseReason::SlowConsumer => "slow consumer: too many unread messages",
             CloseReason::HeartbeatTimeout => "no answer to ping",
             CloseReason::Disconnected => "disconnected by the application",
@@ -92,6 +98,7 @@ impl CloseReason {
             CloseReason::RateAbuse => "rate_abuse",
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::HistoryLost => "history_lost",
+            CloseReason::StoreUnavailable => "store_unavailable",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::Disconnected => "disconnected",

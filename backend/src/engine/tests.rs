@@ -73,7 +73,7 @@ async fn engines() -> Vec<(Box<dyn Engine>, Box<dyn std::any::Any>)> {
     let required = std::env::var("RELAY_TEST_REDIS").is_ok_and(|v| v == "required");
     if required || crate::testing::redis_available() {
         let server = crate::testing::RedisServer::start(crate::testing::Persistence::None);
-        let redis = redis::RedisEngine::connect(&server.url(), 10_000)
+        let redis = redis::RedisEngine::connect(&server.url(), 10_000, Durability::Normal)
             .await
             .unwrap();
         engines.push((Box::new(redis), Box::new(server)));

@@ -353,6 +353,13 @@ impl Relay {
         name: &Arc<str>,
         since: Option<&Position>,
     ) -> Result<(Arc<Room>, Option<CatchUp>), EngineError> {
+        // With a shared engine the client may have seen more of the room on another node
+        // than this node has delivered yet (or than a snapshot another join here took a
+        // moment ago): catch up to it first, so the join recovers.
+        if let Some(seen) = since {
+            let open = self.with_room(room, Arc::clone).await?;
+            open.reach(seen).await?;
+        }
         self.with_room(room, |open| {
             (open.clone(), open.add_member(connection, name, since))
         })

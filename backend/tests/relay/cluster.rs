@@ -3,12 +3,18 @@
 //! Skipped where `redis-server` is not installed, unless `RELAY_TEST_REDIS=required` (which
 //! `scripts/test.sh` sets, after `scripts/setup.sh --test` installed it).
 
-use std::{collections::BTreeMap, ffi::OsString, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use backend::testing::{Persistence, RedisServer, redis_available};
 use common::{ErrorCode, Position, Recovery, ServerMessage, close_code};
 
 use crate::{
+    fault::{CuttingProxy, assert_exactly_once_in_order, resilient_client},
     helpers::{Client, WAIT, eventually, health},
     restart::RelayProcess,
 };
@@ -24,10 +30,17 @@ fn redis(persistence: Persistence) -> Option<RedisServer> {
     }
 }
 
-/// A relay process on the Redis engine at `redis`.
+/// A relay process on the Redis engine at `redis`: with `--durability full` (the default)
+/// where Redis fsyncs every write, `normal` where it keeps nothing (which `full` refuses).
 async fn node(redis: &RedisServer, data: &tempfile::TempDir) -> RelayProcess {
     let url = redis.url();
+    let durability = match redis.persistence() {
+        Persistence::AofAlways => "full",
+        Persistence::None => "normal",
+    };
     let flags: Vec<OsString> = [
+        "--durability",
+        durability,
         "--engine",
         "redis",
         "--redis-url",
@@ -288,4 +301,115 @@ async fn redis_coming_back_empty_rotates_the_epoch_and_clients_learn_unrecoverab
     let new = bob.next_message().await;
     assert_ne!(new.epoch, seen.epoch);
     assert_eq!((new.offset, new.text.as_str()), (1, "new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_a_killed_node_a_cut_subscriber_and_a_redis_restart_lose_and_repeat_nothing() {
+    const SENDERS: usize = 3;
+    const RECEIVERS: usize = 2;
+    const MESSAGES_PER_SENDER: usize = 200;
+    let Some(mut redis) = redis(Persistence::AofAlways) else {
+        return;
+    };
+    let seed = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let data = tempfile::tempdir().unwrap();
+    let mut nodes = vec![
+        node(&redis, &data).await,
+        node(&redis, &data).await,
+        node(&redis, &data).await,
+    ];
+    let mut proxies = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        proxies.push(CuttingProxy::start(node.address(), seed + n as u64).await);
+    }
+    let urls: Vec<String> = proxies
+        .iter()
+        .map(|proxy| format!("ws://{}/ws", proxy.address))
+        .collect();
+    let ready = Arc::new(tokio::sync::Barrier::new(SENDERS + RECEIVERS));
+    let total = SENDERS * MESSAGES_PER_SENDER;
+    let mut clients = Vec::new();
+    for client in 0..SENDERS + RECEIVERS {
+        let messages = if client < SENDERS {
+            (0..MESSAGES_PER_SENDER)
+                .map(|n| (format!("s{client}-{n}"), format!("{n} from {client}")))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Each client starts on another node, and moves on at every reconnect.
+        let mut mine = urls.clone();
+        mine.rotate_left(client % urls.len());
+        clients.push(tokio::spawn(resilient_client(
+            mine,
+            format!("client-{client}"),
+            messages,
+            total,
+            ready.clone(),
+        )));
+    }
+
+    // While they publish through cutting proxies: Redis restarted (with its append-only
+    // file), a node killed and restarted, every subscriber cut.
+    let pause = || tokio::time::sleep(Duration::from_millis(150));
+    pause().await;
+    redis.restart();
+    pause().await;
+    nodes.remove(1).kill().await;
+    pause().await;
+    let restarted = node(&redis, &data).await;
+    *proxies[1].relay.lock().unwrap() = restarted.address();
+    nodes.insert(1, restarted);
+    pause().await;
+    kill_subscribers(&redis).await;
+
+    let mut tallies = Vec::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        if index == SENDERS {
+            for proxy in &proxies {
+                proxy.cutting.store(false, Ordering::Relaxed);
+            }
+        }
+        tallies.push(client.await.expect("client task"));
+    }
+    assert_exactly_once_in_order(&tallies, SENDERS, MESSAGES_PER_SENDER);
+    let cuts: usize = proxies.iter().map(|p| p.cuts.load(Ordering::Relaxed)).sum();
+    let refused: usize = tallies.iter().map(|t| t.refused).sum();
+    let connections: usize = tallies.iter().map(|t| t.connections).sum();
+    eprintln!(
+        "cluster faults (seed {seed}): {total} messages over 3 nodes, {connections} \
+         connections, {cuts} cuts, {refused} sends refused while Redis was away, losses 0, \
+         duplicates 0"
+    );
+    assert!(cuts >= 10, "only {cuts} cuts (seed {seed})");
+}
+
+#[tokio::test]
+async fn full_durability_refuses_a_redis_that_does_not_fsync_every_write() {
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let refused = backend::engine::redis::RedisEngine::connect(
+        &redis.url(),
+        100,
+        backend::engine::Durability::Full,
+    )
+    .await
+    .expect_err("a Redis without appendfsync always is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("appendfsync always") && message.contains("--durability normal"),
+        "{message}"
+    );
+    let strict = RedisServer::start(Persistence::AofAlways);
+    backend::engine::redis::RedisEngine::connect(
+        &strict.url(),
+        100,
+        backend::engine::Durability::Full,
+    )
+    .await
+    .expect("a Redis that fsyncs every write is accepted");
 }

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ClientMessage, Position, Recovery, ServerMessage};
+use common::{ClientMessage, ErrorCode, Position, Recovery, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::{
@@ -28,30 +28,34 @@ use crate::helpers::spawn_unthrottled_relay;
 const SENDERS: usize = 3;
 const RECEIVERS: usize = 2;
 const MESSAGES_PER_SENDER: usize = 400;
-const ROOM: &str = "faults";
+pub(crate) const ROOM: &str = "faults";
 /// The whole test must finish within this.
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Forwards connections to the relay and, while `cutting` is on, kills each one after a
 /// random 3–60 ms.
-struct CuttingProxy {
-    address: SocketAddr,
-    cutting: Arc<AtomicBool>,
-    cuts: Arc<AtomicUsize>,
+pub(crate) struct CuttingProxy {
+    pub(crate) address: SocketAddr,
+    pub(crate) cutting: Arc<AtomicBool>,
+    pub(crate) cuts: Arc<AtomicUsize>,
+    /// Where new connections go (a restarted relay listens elsewhere).
+    pub(crate) relay: Arc<std::sync::Mutex<SocketAddr>>,
 }
 
 impl CuttingProxy {
-    async fn start(relay: SocketAddr, seed: u64) -> CuttingProxy {
+    pub(crate) async fn start(relay: SocketAddr, seed: u64) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let cutting = Arc::new(AtomicBool::new(true));
         let cuts = Arc::new(AtomicUsize::new(0));
-        let (cutting_flag, cut_count) = (cutting.clone(), cuts.clone());
+        let relay = Arc::new(std::sync::Mutex::new(relay));
+        let (cutting_flag, cut_count, target) = (cutting.clone(), cuts.clone(), relay.clone());
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let lifetime = Duration::from_millis(rng.random_range(3..60));
                 let (cutting, cuts) = (cutting_flag.clone(), cut_count.clone());
+                let relay = *target.lock().unwrap();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(relay).await else {
                         return;
@@ -71,32 +75,37 @@ impl CuttingProxy {
             address,
             cutting,
             cuts,
+            relay,
         }
     }
 }
 
 /// What one client saw and did.
 #[derive(Debug, Default)]
-struct Tally {
+pub(crate) struct Tally {
     /// Offsets received, in arrival order across all connections.
-    offsets: Vec<u64>,
+    pub(crate) offsets: Vec<u64>,
     /// Client ids of received messages, in arrival order.
-    ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
     /// Offsets that arrived again or out of order.
-    repeats: usize,
+    pub(crate) repeats: usize,
     /// Offsets that skipped ahead.
-    gaps: usize,
+    pub(crate) gaps: usize,
     /// Connections opened.
-    connections: usize,
+    pub(crate) connections: usize,
     /// Joins the relay could not recover.
-    unrecoverable: usize,
+    pub(crate) unrecoverable: usize,
     /// Duplicate acks seen (resends the relay recognised).
-    duplicate_acks: usize,
+    pub(crate) duplicate_acks: usize,
+    /// Sends refused with `store_unavailable` (sent again after reconnecting).
+    pub(crate) refused: usize,
+    /// Connection attempts that failed.
+    pub(crate) failed_connects: usize,
 }
 
 impl Tally {
     /// The counts, and where the offsets first went wrong, without the whole history.
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let first_jump = self
             .offsets
             .windows(2)
@@ -117,9 +126,10 @@ impl Tally {
 }
 
 /// A client that reconnects through the proxy until it has sent everything it must send
-/// (acknowledged) and received `expect_total` messages.
-async fn resilient_client(
-    url: String,
+/// (acknowledged) and received `expect_total` messages. Its `k`th connection goes to
+/// `urls[k % urls.len()]`: with several relay nodes, every reconnect lands on another one.
+pub(crate) async fn resilient_client(
+    urls: Vec<String>,
     name: String,
     to_send: Vec<(String, String)>,
     expect_total: usize,
@@ -138,9 +148,11 @@ async fn resilient_client(
             "{name} did not finish: {}",
             tally.summary()
         );
+        let url = &urls[(tally.connections + tally.failed_connects) % urls.len()];
         let Ok(Ok((mut socket, _))) =
             tokio::time::timeout(Duration::from_secs(2), connect_async(url.as_str())).await
         else {
+            tally.failed_connects += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
@@ -236,6 +248,14 @@ async fn resilient_client(
                     tally.duplicate_acks += usize::from(duplicate);
                     unacked.retain(|(pending, _)| *pending != id);
                 }
+                ServerMessage::Error {
+                    code: ErrorCode::StoreUnavailable,
+                    ..
+                } => {
+                    // Not stored: sent again, under the same id, on the next connection.
+                    tally.refused += 1;
+                    break;
+                }
                 ServerMessage::Error { code, message, .. } => {
                     panic!("{name} was refused: {code}: {message}")
                 }
@@ -269,7 +289,7 @@ async fn cut_connections_lose_and_duplicate_nothing() {
             })
             .collect();
         clients.push(tokio::spawn(resilient_client(
-            url.clone(),
+            vec![url.clone()],
             format!("sender-{sender}"),
             messages,
             total,
@@ -278,7 +298,7 @@ async fn cut_connections_lose_and_duplicate_nothing() {
     }
     for receiver in 0..RECEIVERS {
         clients.push(tokio::spawn(resilient_client(
-            url.clone(),
+            vec![url.clone()],
             format!("receiver-{receiver}"),
             Vec::new(),
             total,
@@ -295,12 +315,33 @@ async fn cut_connections_lose_and_duplicate_nothing() {
         tallies.push(client.await.expect("client task"));
     }
 
-    let expected_ids: HashSet<String> = (0..SENDERS)
-        .flat_map(|s| (0..MESSAGES_PER_SENDER).map(move |n| format!("s{s}-{n}")))
-        .collect();
+    assert_exactly_once_in_order(&tallies, SENDERS, MESSAGES_PER_SENDER);
     let cuts = proxy.cuts.load(Ordering::Relaxed);
     let connections: usize = tallies.iter().map(|t| t.connections).sum();
     let resends_caught: usize = tallies.iter().map(|t| t.duplicate_acks).sum();
+    assert!(
+        cuts >= 20,
+        "the proxy cut only {cuts} connections (seed {seed})"
+    );
+    eprintln!(
+        "fault injection (seed {seed}): {total} messages, {} clients, {connections} connections, \
+         {cuts} cuts, {resends_caught} resends recognised, losses 0, duplicates 0",
+        tallies.len()
+    );
+}
+
+/// Every client holds every message of the `senders` × `messages_per_sender` published
+/// (ids `s<sender>-<n>`) exactly once, at offsets 1, 2, 3, ... in arrival order: nothing
+/// lost, nothing repeated, nothing out of order, no unrecoverable join.
+pub(crate) fn assert_exactly_once_in_order(
+    tallies: &[Tally],
+    senders: usize,
+    messages_per_sender: usize,
+) {
+    let total = senders * messages_per_sender;
+    let expected_ids: HashSet<String> = (0..senders)
+        .flat_map(|s| (0..messages_per_sender).map(move |n| format!("s{s}-{n}")))
+        .collect();
     for (index, tally) in tallies.iter().enumerate() {
         let out_of_place = tally
             .offsets
@@ -329,13 +370,4 @@ async fn cut_connections_lose_and_duplicate_nothing() {
         let seen: HashSet<String> = tally.ids.iter().cloned().collect();
         assert_eq!(seen, expected_ids, "client {index}: lost messages");
     }
-    assert!(
-        cuts >= 20,
-        "the proxy cut only {cuts} connections (seed {seed})"
-    );
-    eprintln!(
-        "fault injection (seed {seed}): {total} messages, {} clients, {connections} connections, \
-         {cuts} cuts, {resends_caught} resends recognised, losses 0, duplicates 0",
-        tallies.len()
-    );
 }

@@ -19,7 +19,11 @@
 //! round trip (a pipeline), the way the SQLite engine commits a group per transaction.
 //!
 //! What an acknowledgement means depends on Redis' own persistence (see the README): an
-//! append is reported written and synced together, once Redis has executed the script.
+//! append is reported written and synced together, once Redis has answered the script.
+//! Under `--durability full` (the default) the engine only starts against a Redis that
+//! fsyncs its append-only file before answering (`appendonly yes`, `appendfsync always`), so
+//! an ack survives Redis being killed or the machine losing power; `--durability normal`
+//! accepts any Redis, and an ack then survives whatever that Redis' persistence survives.
 
 use std::{
     fmt,
@@ -35,8 +39,8 @@ use redis::{
 use tokio::sync::mpsc;
 
 use super::{
-    AppendDone, Appended, Draft, Engine, EngineError, EngineFuture, Entry, Progress, Retention,
-    RoomSnapshot, Source, TopWatcher, new_epoch,
+    AppendDone, Appended, Draft, Durability, Engine, EngineError, EngineFuture, Entry, Progress,
+    Retention, RoomSnapshot, Source, TopWatcher, new_epoch,
 };
 
 mod watch;
@@ -113,9 +117,14 @@ impl fmt::Debug for RedisEngine {
 
 impl RedisEngine {
     /// Connects to the Redis at `url` (`redis://host:port/db`), keeping at most
-    /// `max_messages` per room. Fails if Redis cannot be reached now; later outages are
+    /// `max_messages` per room. Fails if Redis cannot be reached now, or (under
+    /// [`Durability::Full`]) does not fsync every write before answering; later outages are
     /// survived (commands fail while it is away, and the connection comes back by itself).
-    pub async fn connect(url: &str, max_messages: u64) -> Result<RedisEngine, EngineError> {
+    pub async fn connect(
+        url: &str,
+        max_messages: u64,
+        durability: Durability,
+    ) -> Result<RedisEngine, EngineError> {
         let unavailable = |err: redis::RedisError| {
             EngineError::Unavailable(format!("cannot reach Redis at {url}: {err}"))
         };
@@ -131,6 +140,9 @@ impl RedisEngine {
         let mut commands = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
+        if durability == Durability::Full {
+            check_fsync_always(&mut commands, url).await?;
+        }
         let instance: u64 = commands.incr(INSTANCES, 1).await.map_err(unavailable)?;
         let (appends, queue) = mpsc::unbounded_channel();
         let (done, writer_done) = std::sync::mpsc::channel();
@@ -147,6 +159,34 @@ impl RedisEngine {
             instance: (instance % (1 << 20)) as u32,
         })
     }
+}
+
+/// Refuses a Redis that could lose an acknowledged append: one without an append-only file
+/// fsynced on every write.
+async fn check_fsync_always(redis: &mut ConnectionManager, url: &str) -> Result<(), EngineError> {
+    let setting = |name: &'static str| {
+        let mut redis = redis.clone();
+        async move {
+            let answer: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            answer.into_iter().nth(1)
+        }
+    };
+    let (appendonly, appendfsync) = (setting("appendonly").await, setting("appendfsync").await);
+    if appendonly.as_deref() == Some("yes") && appendfsync.as_deref() == Some("always") {
+        return Ok(());
+    }
+    Err(EngineError::Unavailable(format!(
+        "Redis at {url} does not fsync every write (appendonly {}, appendfsync {}), so an \
+         acknowledged message could be lost if Redis dies: run it with `--appendonly yes \
+         --appendfsync always`, or accept that with --durability normal",
+        appendonly.as_deref().unwrap_or("unknown"),
+        appendfsync.as_deref().unwrap_or("unknown"),
+    )))
 }
 
 /// The writer task: appends in call order, a pipeline of scripts per round trip.

@@ -37,7 +37,14 @@ impl Room {
         } = catch_up;
         let last = before - 1;
         let mut until = last.min(after + PAGE);
-        let first = self.page(after, until).await;
+        let first = match self.page(after, until).await {
+            Ok(first) => first,
+            Err(()) => {
+                // Not knowing is not "unrecoverable": the client comes back and recovers.
+                queue.end(End::Relay(CloseReason::StoreUnavailable));
+                return queue.release(Vec::new());
+            }
+        };
         let Some(first) = first else {
             let mut frames = vec![self.joined_frame(joined, Recovery::Unrecoverable)];
             frames.extend(recent);
@@ -53,8 +60,12 @@ impl Room {
             let from = until;
             until = last.min(from + PAGE);
             match self.page(from, until).await {
-                Some(page) => queue.replay(self.encode(&page)),
-                None => {
+                Ok(Some(page)) => queue.replay(self.encode(&page)),
+                Err(()) => {
+                    queue.end(End::Relay(CloseReason::StoreUnavailable));
+                    return queue.release(Vec::new());
+                }
+                Ok(None) => {
                     tracing::warn!(room = %self.name, from, until, "history went missing during a catch-up");
                     queue.end(End::Relay(CloseReason::SlowConsumer));
                     return queue.release(Vec::new());
@@ -64,14 +75,15 @@ impl Room {
         queue.release(recent);
     }
 
-    /// Offsets `after + 1 ..= until`, if the engine has every one of them.
-    async fn page(&self, after: u64, until: u64) -> Option<Vec<Entry>> {
+    /// Offsets `after + 1 ..= until`, if the engine has every one of them; `Err` if the
+    /// engine could not be read.
+    async fn page(&self, after: u64, until: u64) -> Result<Option<Vec<Entry>>, ()> {
         match self.engine.read(&self.name, after, until).await {
-            Ok(entries) if recovery::complete(after, until + 1, entries.len()) => Some(entries),
-            Ok(_) => None,
+            Ok(entries) if recovery::complete(after, until + 1, entries.len()) => Ok(Some(entries)),
+            Ok(_) => Ok(None),
             Err(err) => {
                 tracing::error!(%err, room = %self.name, "cannot read history for a catch-up");
-                None
+                Err(())
             }
         }
     }

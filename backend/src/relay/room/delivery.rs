@@ -13,7 +13,10 @@
 //! - a gap that none of this room's own appends can fill (they have all reported back) is
 //!   read from the engine. That happens when the engine stored a message this room did not
 //!   publish, as a room opening races a publication, or (with a shared engine) on another
-//!   node.
+//!   node;
+//! - a shared engine also reports the room's top as other nodes append (`Arrival::Top`):
+//!   what lies past `delivered` up to it is read and delivered, without waiting for this
+//!   room's own appends in flight.
 //!
 //! The same path serves every engine, so it is tested here without sockets.
 
@@ -74,7 +77,11 @@ impl Room {
                 self.take(&mut state, arrival);
             }
             self.deliver_ready(&mut state);
-            if in_flight == 0 {
+            // A gap may be one of this room's own appends still on its way: wait for them,
+            // unless a shared engine reported entries past what was delivered (stored, so
+            // reading them now is safe even if some are ours, and other nodes' messages
+            // are not held up behind this node's steady stream of appends).
+            if in_flight == 0 || state.known_top > state.delivered {
                 self.repair_gap(&mut state);
             }
             nobody_left = state.members.is_empty();

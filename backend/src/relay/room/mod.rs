@@ -46,6 +46,10 @@ use crate::{
 use events::{AckEvent, MessageEvent};
 use recovery::Plan;
 
+/// Longest a join waits for its room to deliver up to the client's position (see
+/// [`Room::reach`]); past it the join goes on and answers from what the room has.
+const REACH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A room and everything it holds.
 #[derive(Debug)]
 pub struct Room {
@@ -424,6 +428,39 @@ impl Room {
         for member in &self.lock().members {
             member.queue.end(End::Relay(CloseReason::HistoryLost));
         }
+    }
+
+    /// Delivers up to `seen` (a client's position) if the engine holds everything up to it
+    /// and this room has not delivered that far yet: with a shared engine, a client that
+    /// reconnects to another node may have seen more on the node it left. Waits (boundedly)
+    /// for the delivery. Does nothing if the engine does not hold it all (the join then
+    /// answers `unrecoverable`, as for any position past the room's history); fails if the
+    /// engine cannot be read or the delivery does not come in time, so the join is refused
+    /// (`store_unavailable`) rather than wrongly answered `unrecoverable`.
+    pub(super) async fn reach(self: &Arc<Self>, seen: &Position) -> Result<(), EngineError> {
+        let delivered = self.lock().delivered;
+        if seen.epoch != *self.epoch || seen.offset <= delivered {
+            return Ok(());
+        }
+        let entries = self.engine.read(&self.name, delivered, seen.offset).await?;
+        if !recovery::complete(delivered, seen.offset + 1, entries.len()) {
+            return Ok(());
+        }
+        self.arrive(Arrival::Repaired {
+            entries,
+            until: seen.offset,
+        });
+        let deadline = tokio::time::Instant::now() + REACH_WAIT;
+        while self.lock().delivered < seen.offset {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "room {} did not catch up to offset {} in time",
+                    self.name, seen.offset
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok(())
     }
 
     /// Tells the engine the relay closed this room. Under the registry lock.
