@@ -17,6 +17,12 @@
 #                                (issue 12) against the WebSocket `send`: publishes per relay
 #                                CPU-second, and delivery latency to 1,000 subscribers at 100
 #                                publishes/s (about 2.5 minutes)
+#   bench/run.sh cluster         relay only, not in the default list: the Redis engine (issue
+#                                14) against SQLite in the same run: typed fan-out per relay
+#                                CPU-second on SQLite, on Redis with one node and with two
+#                                (clients split), and latency to 1,000 subscribers on one
+#                                node and split over two; three alternating rounds (about 4
+#                                minutes)
 #   bench/run.sh http-floor      relay only, not in the default list: `POST /api/publish` from
 #                                32 keep-alive connections against the least an HTTP endpoint
 #                                can do here (bench/src/bin/floor-http.rs, hand-written and
@@ -47,6 +53,8 @@ results="$work/results.jsonl"
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "${second_pid:-}" ] && kill "$second_pid" 2>/dev/null || true
+  [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -98,6 +106,25 @@ stop_server() {
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=
+  if [ -n "${second_pid:-}" ]; then
+    kill "$second_pid" 2>/dev/null || true
+    wait "$second_pid" 2>/dev/null || true
+    second_pid=
+  fi
+}
+
+# start_second_relay ARGS...: another relay on port 18084 (a second node), also on core 0.
+start_second_relay() {
+  taskset -c 0 target/release/relay --listen 127.0.0.1:18084 --data-dir "$work/data2" \
+    --static-dir /nonexistent --rate-per-sec 1000000 --rate-burst 1000000 \
+    --max-connections 19500 "$@" >"$work/relay2.log" 2>&1 &
+  second_pid=$!
+  wait_for_port 18084
+}
+
+# cpu_ticks PID: user + system clock ticks the process has used.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
 # bench LABEL ARGS...: one run of the load generator on core 1, its JSON lines kept. When it
@@ -193,6 +220,45 @@ for scenario in "${scenarios[@]}"; do
       # shellcheck disable=SC2086 # word splitting of the extra options is wanted
       bench relay-api api --url "$url" --api-key "$api_key" ${API_BENCH_ARGS:-}
       stop_server
+      ;;
+    cluster)
+      # Issue 14. Redis with its append-only file fsynced on every write (what
+      # `--durability full`, the default, requires), on core 0 with the relays; the load
+      # generator on core 1. Typed protocol: every message is stored. Redis is emptied
+      # between runs. CPU is the relays' (Redis' own is printed beside it).
+      command -v redis-server >/dev/null || apt_install redis-server
+      mkdir -p "$work/redis"
+      taskset -c 0 redis-server --port 18090 --bind 127.0.0.1 --dir "$work/redis" --save '' \
+        --appendonly yes --appendfsync always >"$work/redis.log" 2>&1 &
+      redis_pid=$!
+      wait_for_port 18090
+      redis=(--engine redis --redis-url redis://127.0.0.1:18090/)
+      flush_redis() { redis-cli -p 18090 FLUSHALL >/dev/null; }
+      for round in 1 2 3; do
+        start_relay
+        step "round $round: fan-out, SQLite"
+        bench relay-sqlite fanout --protocol typed --url "${url}ws"
+        stop_server
+        for part in fanout latency; do
+          flush_redis
+          start_relay "${redis[@]}"
+          before=$(cpu_ticks "$redis_pid")
+          step "round $round: $part, Redis, one node"
+          bench "relay-redis-1-$part" "$part" --protocol typed --url "${url}ws"
+          echo "redis-server CPU: $(( $(cpu_ticks "$redis_pid") - before )) ticks"
+          stop_server
+          flush_redis
+          start_relay "${redis[@]}"
+          start_second_relay "${redis[@]}"
+          before=$(cpu_ticks "$redis_pid")
+          step "round $round: $part, Redis, two nodes (clients split)"
+          bench "relay-redis-2-$part" "$part" --protocol typed --url "${url}ws" \
+            --also-url ws://127.0.0.1:18084/ws --also-pid "$second_pid"
+          echo "redis-server CPU: $(( $(cpu_ticks "$redis_pid") - before )) ticks"
+          stop_server
+        done
+      done
+      kill "$redis_pid"
       ;;
     http-floor)
       # The floor of the HTTP publish path: the same client and load (the `api` scenario's

@@ -22,6 +22,9 @@ pub struct Target {
     pub address: SocketAddr,
     /// How messages travel.
     pub protocol: crate::scenarios::Protocol,
+    /// Further nodes of the same server (relays sharing one Redis), with their addresses:
+    /// client `index` connects to node `index % (1 + others.len())`, the first being `url`.
+    pub others: Vec<(String, SocketAddr)>,
 }
 
 impl Target {
@@ -43,7 +46,15 @@ impl Target {
             url: url.to_owned(),
             address,
             protocol,
+            others: Vec::new(),
         })
+    }
+
+    /// Adds another node of the server (same path), parsed like [`Target::parse`].
+    pub fn also(mut self, url: &str) -> anyhow::Result<Target> {
+        let other = Target::parse(url, self.protocol)?;
+        self.others.push((other.url, other.address));
+        Ok(self)
     }
 
     /// Connects client number `index`.
@@ -52,7 +63,11 @@ impl Target {
         let source = Ipv4Addr::new(127, 0, 0, 1 + (index % 250) as u8);
         socket.bind(SocketAddr::from((source, 0)))?;
         socket.set_recv_buffer_size(16 * 1024)?;
-        let stream = socket.connect(self.address).await?;
+        let (url, address) = match index % (1 + self.others.len()) {
+            0 => (self.url.as_str(), self.address),
+            n => (self.others[n - 1].0.as_str(), self.others[n - 1].1),
+        };
+        let stream = socket.connect(address).await?;
         stream.set_nodelay(true)?;
         // tungstenite zero-fills its whole read buffer (128 KiB by default) before each read:
         // with thousands of clients on one core that memset alone was a third of the load
@@ -60,7 +75,7 @@ impl Target {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(4096);
-        let (socket, _) = client_async_with_config(self.url.as_str(), stream, Some(config)).await?;
+        let (socket, _) = client_async_with_config(url, stream, Some(config)).await?;
         Ok(socket)
     }
 }

@@ -36,6 +36,13 @@ struct Cli {
     /// PID of the server process, for its CPU time and memory.
     #[arg(long, global = true)]
     pid: Option<u32>,
+    /// Another node of a server of several processes (relays sharing one Redis): clients are
+    /// spread over `--url` and these, in turn (repeat for more).
+    #[arg(long, global = true)]
+    also_url: Vec<String>,
+    /// PID of another process whose CPU time counts as the server's (repeat, up to three).
+    #[arg(long, global = true)]
+    also_pid: Vec<u32>,
     /// Name for this server in the output.
     #[arg(long, global = true, default_value = "server")]
     label: String,
@@ -84,11 +91,17 @@ enum Scenario {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target::parse(&cli.url, cli.protocol)?;
+    let mut target = Target::parse(&cli.url, cli.protocol)?;
+    for url in &cli.also_url {
+        target = target.also(url)?;
+    }
     let pid = cli
         .pid
         .ok_or_else(|| anyhow::anyhow!("--pid of the server process is required"))?;
-    let server = Server::new(pid)?;
+    let mut server = Server::new(pid)?;
+    for pid in &cli.also_pid {
+        server = server.and(*pid)?;
+    }
     let results = match cli.scenario {
         Scenario::Fanout(options) => vec![fanout::run(&target, server, options).await?],
         Scenario::Latency(options) => vec![latency::run(&target, server, options).await?],

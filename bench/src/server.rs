@@ -9,10 +9,13 @@ use std::{
 
 use anyhow::{Context, bail};
 
-/// A running server process.
+/// A running server process (and, for a server of several processes, up to three more
+/// whose CPU time counts too).
 #[derive(Debug, Clone, Copy)]
 pub struct Server {
     pid: u32,
+    /// Further processes of the same server (0: none).
+    others: [u32; 3],
     /// Clock ticks per second for `/proc/<pid>/stat` (almost always 100).
     ticks_per_second: f64,
 }
@@ -29,17 +32,34 @@ impl Server {
             .unwrap_or(100.0);
         let server = Server {
             pid,
+            others: [0; 3],
             ticks_per_second: ticks,
         };
         server.cpu()?;
         Ok(server)
     }
 
-    /// CPU time (user + system) the process has used so far.
+    /// The same server with process `pid` too (at most three more): its CPU time counts in
+    /// [`Server::cpu`]; threads and memory stay the first process's.
+    pub fn and(mut self, pid: u32) -> anyhow::Result<Server> {
+        let slot = self
+            .others
+            .iter_mut()
+            .find(|slot| **slot == 0)
+            .context("at most four processes")?;
+        *slot = pid;
+        self.cpu()?;
+        Ok(self)
+    }
+
+    /// CPU time (user + system) the process (and the others) have used so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .with_context(|| format!("no process {}", self.pid))?;
-        let (_, ticks) = parse_stat(&stat)?;
+        let mut ticks = 0;
+        for pid in std::iter::once(self.pid).chain(self.others.into_iter().filter(|p| *p != 0)) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("no process {pid}"))?;
+            ticks += parse_stat(&stat)?.1;
+        }
         Ok(Duration::from_secs_f64(
             ticks as f64 / self.ticks_per_second,
         ))
