@@ -33,6 +33,8 @@ pub mod defaults {
     pub const DATA_DIR: &str = "data";
     /// Where the Redis engine connects.
     pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+    /// How long a relay node may be silent before the others remove its members.
+    pub const REDIS_NODE_TIMEOUT_MS: u64 = 10_000;
     /// `--retention-messages`.
     pub const RETENTION_MESSAGES: u64 = 10_000;
     /// `--retention-secs`: a week.
@@ -125,6 +127,9 @@ pub struct Config {
     pub store: StoreKind,
     /// The Redis server of [`StoreKind::Redis`].
     pub redis_url: String,
+    /// How long a node of [`StoreKind::Redis`] may be silent before the others remove its
+    /// members.
+    pub redis_node_timeout: Duration,
     /// Folder for the SQLite store.
     pub data_dir: PathBuf,
     /// fsync policy of the store.
@@ -226,6 +231,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECS),
             store: StoreKind::Sqlite,
             redis_url: defaults::REDIS_URL.to_owned(),
+            redis_node_timeout: Duration::from_millis(defaults::REDIS_NODE_TIMEOUT_MS),
             data_dir: PathBuf::from(defaults::DATA_DIR),
             durability: Durability::Full,
             boot_id_file: PathBuf::from(BOOT_ID_FILE),
@@ -300,6 +306,7 @@ impl Config {
             ("--rate-burst", self.session.rate.burst == 0),
             ("--max-text-chars", self.limits.max_text_chars == 0),
             ("--max-name-chars", self.limits.max_name_chars == 0),
+            ("--redis-node-timeout-ms", self.redis_node_timeout.is_zero()),
         ];
         if let Some((flag, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return refuse(format!("{flag} must be at least 1"));
@@ -410,6 +417,9 @@ pub struct Cli {
     /// The Redis server of `--store redis` (`redis://[:password@]host:port/db`).
     #[arg(long, env = "RELAY_REDIS_URL", default_value = defaults::REDIS_URL, hide_env_values = true)]
     pub redis_url: String,
+    /// Milliseconds a relay node may be silent before the others remove its members.
+    #[arg(long, env = "RELAY_REDIS_NODE_TIMEOUT_MS", default_value_t = defaults::REDIS_NODE_TIMEOUT_MS)]
+    pub redis_node_timeout_ms: u64,
     /// Folder for the SQLite store (created if missing).
     #[arg(long, env = "RELAY_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
@@ -568,6 +578,7 @@ impl From<Cli> for Config {
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             store: cli.store,
             redis_url: cli.redis_url,
+            redis_node_timeout: Duration::from_millis(cli.redis_node_timeout_ms),
             data_dir: cli.data_dir,
             durability: cli.durability,
             boot_id_file: cli.boot_id_file,

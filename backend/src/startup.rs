@@ -9,7 +9,12 @@ use crate::{
     auth::Auth,
     config::{Config, StoreKind},
     connection::{SessionSettings, heartbeat},
-    engine::{Engine, SqliteEngine, memory::MemoryEngine, now_millis, redis::RedisEngine},
+    engine::{
+        Engine, SqliteEngine,
+        memory::MemoryEngine,
+        now_millis,
+        redis::{RedisEngine, RedisSettings},
+    },
     http::{self, AppState, ServeSettings},
     relay::{Relay, RelaySettings},
     shutdown::Drain,
@@ -46,11 +51,12 @@ pub async fn run(
         StoreKind::Sqlite => Arc::new(SqliteEngine::open_with(&config.data_dir, &config.sqlite())?),
         StoreKind::Memory => Arc::new(MemoryEngine::new(config.retention.max_messages)),
         StoreKind::Redis => Arc::new(
-            RedisEngine::connect(
-                &config.redis_url,
-                config.retention.max_messages,
-                config.durability,
-            )
+            RedisEngine::connect_with(RedisSettings {
+                url: config.redis_url.clone(),
+                max_messages: config.retention.max_messages,
+                durability: config.durability,
+                node_timeout: config.redis_node_timeout,
+            })
             .await?,
         ),
     };

@@ -78,6 +78,7 @@ impl MemoryEngine {
             epoch: room.epoch.clone(),
             top: room.top,
             recent: room.entries.iter().skip(skip).cloned().collect(),
+            remote: Vec::new(),
         }
     }
 }

@@ -140,6 +140,8 @@ pub struct RoomSnapshot {
     pub top: u64,
     /// The newest entries, oldest first.
     pub recent: Vec<Entry>,
+    /// The room's members on other relay processes (shared engines only).
+    pub remote: Vec<common::Member>,
 }
 
 /// Retention limits, applied per room by [`Engine::prune`].
@@ -197,10 +199,51 @@ pub enum EngineError {
     Unavailable(String),
 }
 
-/// Where an engine shared with other relay processes reports what it learns of a room this
-/// process has open: `(room, epoch, top)`, the room's epoch and newest offset, whichever
-/// process stored it. The relay reads what it has not delivered yet.
-pub type TopWatcher = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
+/// What an engine shared with other relay processes reports about a room this process has
+/// open (see [`Watcher`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The room's epoch and newest offset, whichever process stored it: the relay reads
+    /// what it has not delivered yet.
+    Top {
+        /// The room's epoch.
+        epoch: String,
+        /// Its newest offset.
+        top: u64,
+    },
+    /// A member of another process joined, left or was renamed.
+    Presence(Presence),
+    /// Every member of the room on other processes, as they are now (after subscribing, or
+    /// reconnecting): the relay tells its members what changed.
+    Members(Vec<common::Member>),
+}
+
+/// A change to a room's members on one process. Each [`common::Member`] is one connection
+/// (`connections` is 1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Presence {
+    /// A connection joined.
+    Joined {
+        /// Who.
+        member: common::Member,
+    },
+    /// A connection left.
+    Left {
+        /// Who.
+        member: common::Member,
+    },
+    /// A connection changed its name.
+    Renamed {
+        /// Who, under the new name.
+        member: common::Member,
+        /// The name before.
+        previous: String,
+    },
+}
+
+/// Where a shared engine reports [`Notice`]s, with the room they are about.
+pub type Watcher = Arc<dyn Fn(&str, Notice) + Send + Sync>;
 
 /// A future an engine answers with.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
@@ -276,9 +319,15 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         Box::pin(async { Ok(()) })
     }
 
-    /// Where to report the rooms' tops (see [`TopWatcher`]). Engines that share nothing
-    /// with other processes never report: every entry comes from this process's appends.
-    fn watch(&self, _watcher: TopWatcher) {}
+    /// Where to report what other processes do in the rooms open here (see [`Notice`]).
+    /// Engines that share nothing with other processes never report: every entry and
+    /// member comes from this process.
+    fn watch(&self, _watcher: Watcher) {}
+
+    /// A member of `room` on this process joined, left or was renamed: a shared engine
+    /// tells the other processes (and lists the member for rooms they open later). Must
+    /// not block; changes reach the engine in call order.
+    fn presence(&self, _room: &str, _change: Presence) {}
 
     /// The relay registered `room` as open: a report about it reaches it from now on. A
     /// shared engine reports the room's current top, and then every append to it, until

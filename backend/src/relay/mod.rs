@@ -29,7 +29,7 @@ use common::{Limits, Position, ServerMessage};
 
 use crate::{
     connection::{End, SendQueue, SendQueueLimits},
-    engine::{Engine, EngineError, memory::MemoryEngine},
+    engine::{Engine, EngineError, Notice, memory::MemoryEngine},
     metrics::Metrics,
 };
 pub use room::{AnswerTo, CatchUp, Outcome, Publication, Room};
@@ -235,12 +235,17 @@ impl Relay {
         let registry: Arc<Registry> = Arc::default();
         // Entries other processes stored (with a shared engine) reach the open room.
         let watching = Arc::downgrade(&registry);
-        engine.watch(Arc::new(move |room, epoch, top| {
+        engine.watch(Arc::new(move |room, notice| {
             let open = watching
                 .upgrade()
                 .and_then(|registry| registry.lock().get(room).cloned());
-            if let Some(open) = open {
-                open.top_seen(epoch, top);
+            let Some(open) = open else {
+                return;
+            };
+            match notice {
+                Notice::Top { epoch, top } => open.top_seen(&epoch, top),
+                Notice::Presence(change) => open.remote_presence(change),
+                Notice::Members(members) => open.remote_members(members),
             }
         }));
         Relay {

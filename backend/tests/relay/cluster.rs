@@ -49,6 +49,9 @@ async fn node(redis: &RedisServer, data: &tempfile::TempDir) -> RelayProcess {
         "1000000",
         "--rate-burst",
         "1000000",
+        // A killed node's members go within about a second (the default is 10 s).
+        "--redis-node-timeout-ms",
+        "1000",
     ]
     .iter()
     .map(OsString::from)
@@ -412,4 +415,65 @@ async fn full_durability_refuses_a_redis_that_does_not_fsync_every_write() {
     )
     .await
     .expect("a Redis that fsyncs every write is accepted");
+}
+
+/// The next presence event `client` gets: `(joined?, name)`.
+async fn presence(client: &mut Client) -> (bool, String) {
+    match client.next_event().await {
+        ServerMessage::MemberJoined { member, .. } => (true, member.name),
+        ServerMessage::MemberLeft { member, .. } => (false, member.name),
+        other => panic!("expected a presence event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_every_node_are_listed_and_a_killed_nodes_members_leave() {
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        node(&redis, &data).await,
+        node(&redis, &data).await,
+        node(&redis, &data).await,
+    );
+    let mut alice = member(&a, "r", "alice").await;
+    let mut bob = member(&b, "r", "bob").await;
+    assert_eq!(presence(&mut alice).await, (true, "bob".into()));
+    let mut carol = member(&c, "r", "carol").await;
+    assert_eq!(presence(&mut alice).await, (true, "carol".into()));
+    assert_eq!(presence(&mut bob).await, (true, "carol".into()));
+
+    // Someone joining on any node is told of everyone, wherever they are.
+    let mut dave = a.typed().await;
+    let mut names: Vec<String> = dave
+        .join("r", "dave")
+        .await
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob", "carol", "dave"]);
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(presence(client).await, (true, "dave".into()));
+    }
+
+    // A clean leave is told everywhere at once.
+    drop(dave);
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(presence(client).await, (false, "dave".into()));
+    }
+
+    // A node killed outright: its members leave within the node timeout.
+    c.kill().await;
+    drop(carol);
+    let started = std::time::Instant::now();
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(presence(client).await, (false, "carol".into()));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -9,14 +9,23 @@
 //! | `relay:{room}:log` | stream | one entry per message, id `<offset>-0`: `ts`, `from`, `text`, `cid`, `src` |
 //! | `relay:{room}:ids` | hash | client id → `<offset>:<ts>`, for the messages the log keeps |
 //! | `relay:{room}:top` | channel | `<epoch> <top>` after every append that stored something |
+//! | `relay:{room}:members` | hash | connection id → `<node> <member as JSON>`: the room's members on every node |
+//! | `relay:{room}:presence` | channel | `{"node", "change"}`: a member joined, left or was renamed |
 //! | `relay:rooms` | set | every room, for pruning by age |
-//! | `relay:instances` | counter | one number per relay process started |
+//! | `relay:instances` | counter | one number per relay process started (its node number) |
+//! | `relay:nodes` | sorted set | node number → when it last said it was alive (ms) |
+//! | `relay:node:<node>:rooms` | set | rooms where that node has had members |
 //!
 //! An append is one Lua script (`append.lua`): de-duplication, numbering, the stream entry,
 //! retention by count and the notification happen atomically, so two nodes appending to one
 //! room get consecutive offsets and never the same client id twice. Appends from this process
 //! go out through one writer task, in the order [`Engine::append`] was called, several per
 //! round trip (a pipeline), the way the SQLite engine commits a group per transaction.
+//!
+//! Presence goes through the same writer, so a member's join and leave reach Redis in that
+//! order. Every node says it is alive every quarter of `--redis-node-timeout-ms`; a node
+//! silent for longer is taken for dead by whichever node notices first, and its members
+//! are removed room by room (`sweep.lua`), each leave announced once.
 //!
 //! What an acknowledgement means depends on Redis' own persistence (see the README): an
 //! append is reported written and synced together, once Redis has answered the script.
@@ -39,8 +48,8 @@ use redis::{
 use tokio::sync::mpsc;
 
 use super::{
-    AppendDone, Appended, Draft, Durability, Engine, EngineError, EngineFuture, Entry, Progress,
-    Retention, RoomSnapshot, Source, TopWatcher, new_epoch,
+    AppendDone, Appended, Draft, Durability, Engine, EngineError, EngineFuture, Entry, Presence,
+    Progress, Retention, RoomSnapshot, Source, Watcher, new_epoch,
 };
 
 mod watch;
@@ -48,6 +57,7 @@ mod watch;
 const APPEND: &str = include_str!("append.lua");
 const OPEN: &str = include_str!("open.lua");
 const PRUNE: &str = include_str!("prune.lua");
+const SWEEP: &str = include_str!("sweep.lua");
 
 /// Appends sent to Redis in one pipeline, at most.
 const MAX_BATCH: usize = 256;
@@ -68,6 +78,8 @@ struct Keys {
     log: String,
     ids: String,
     channel: String,
+    members: String,
+    presence: String,
 }
 
 impl Keys {
@@ -77,8 +89,25 @@ impl Keys {
             log: format!("relay:{{{room}}}:log"),
             ids: format!("relay:{{{room}}}:ids"),
             channel: format!("relay:{{{room}}}:top"),
+            members: format!("relay:{{{room}}}:members"),
+            presence: format!("relay:{{{room}}}:presence"),
         }
     }
+}
+
+/// Sorted set of live nodes.
+const NODES: &str = "relay:nodes";
+
+/// The set of rooms where `node` has had members.
+fn node_rooms(node: u32) -> String {
+    format!("relay:node:{node}:rooms")
+}
+
+/// What a node publishes on a room's presence channel.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PresenceNotice {
+    node: u32,
+    change: Presence,
 }
 
 /// Set of every room, for pruning.
@@ -87,11 +116,29 @@ const ROOMS: &str = "relay:rooms";
 /// Counter numbering relay processes.
 const INSTANCES: &str = "relay:instances";
 
-/// One [`Engine::append`] call, waiting for the writer.
-struct Job {
-    room: Arc<str>,
-    drafts: Vec<Draft>,
-    done: AppendDone,
+/// What the writer sends to Redis, in call order.
+enum Job {
+    /// One [`Engine::append`] call.
+    Append {
+        room: Arc<str>,
+        drafts: Vec<Draft>,
+        done: AppendDone,
+    },
+    /// One [`Engine::presence`] call.
+    Presence { room: String, change: Presence },
+}
+
+/// How the Redis engine runs.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Most messages a room keeps.
+    pub max_messages: u64,
+    /// What an ack promises (see the module docs).
+    pub durability: Durability,
+    /// How long a node may go without saying it is alive before its members are removed.
+    pub node_timeout: Duration,
 }
 
 /// History in Redis, shared by every relay process pointed at the same server.
@@ -117,14 +164,33 @@ impl fmt::Debug for RedisEngine {
 
 impl RedisEngine {
     /// Connects to the Redis at `url` (`redis://host:port/db`), keeping at most
-    /// `max_messages` per room. Fails if Redis cannot be reached now, or (under
-    /// [`Durability::Full`]) does not fsync every write before answering; later outages are
-    /// survived (commands fail while it is away, and the connection comes back by itself).
+    /// `max_messages` per room, with the default node timeout (10 s). Fails if Redis cannot
+    /// be reached now, or (under [`Durability::Full`]) does not fsync every write before
+    /// answering; later outages are survived (commands fail while it is away, and the
+    /// connection comes back by itself).
     pub async fn connect(
         url: &str,
         max_messages: u64,
         durability: Durability,
     ) -> Result<RedisEngine, EngineError> {
+        RedisEngine::connect_with(RedisSettings {
+            url: url.to_owned(),
+            max_messages,
+            durability,
+            node_timeout: Duration::from_secs(10),
+        })
+        .await
+    }
+
+    /// [`RedisEngine::connect`] with every setting.
+    pub async fn connect_with(settings: RedisSettings) -> Result<RedisEngine, EngineError> {
+        let RedisSettings {
+            url,
+            max_messages,
+            durability,
+            node_timeout,
+        } = settings;
+        let url = url.as_str();
         let unavailable = |err: redis::RedisError| {
             EngineError::Unavailable(format!("cannot reach Redis at {url}: {err}"))
         };
@@ -144,20 +210,42 @@ impl RedisEngine {
             check_fsync_always(&mut commands, url).await?;
         }
         let instance: u64 = commands.incr(INSTANCES, 1).await.map_err(unavailable)?;
+        // Connection ids keep 20 bits of it (see `relay::connection_id`).
+        let instance = (instance % (1 << 20)) as u32;
         let (appends, queue) = mpsc::unbounded_channel();
         let (done, writer_done) = std::sync::mpsc::channel();
-        tokio::spawn(write(commands.clone(), queue, max_messages, done));
+        tokio::spawn(write(commands.clone(), queue, max_messages, instance, done));
         let (watch, watch_queue) = mpsc::unbounded_channel();
-        tokio::spawn(watch::run(watcher_client, commands.clone(), watch_queue));
+        tokio::spawn(watch::run(
+            watcher_client,
+            commands.clone(),
+            watch_queue,
+            instance,
+        ));
+        tokio::spawn(keep_alive(commands.clone(), instance, node_timeout));
         Ok(RedisEngine {
             url: url.to_owned(),
             commands,
             appends: Mutex::new(Some(appends)),
             writer_done: Mutex::new(Some(writer_done)),
             watch,
-            // Connection ids keep 20 bits of it (see `relay::connection_id`).
-            instance: (instance % (1 << 20)) as u32,
+            instance,
         })
+    }
+}
+
+impl RedisEngine {
+    /// Queues `job` for the writer; gives it back once the engine has stopped.
+    fn send(&self, job: Job) -> Result<(), Job> {
+        let sender = self
+            .appends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match sender {
+            Some(sender) => sender.send(job).map_err(|returned| returned.0),
+            None => Err(job),
+        }
     }
 }
 
@@ -189,21 +277,90 @@ async fn check_fsync_always(redis: &mut ConnectionManager, url: &str) -> Result<
     )))
 }
 
-/// The writer task: appends in call order, a pipeline of scripts per round trip.
+/// Says every quarter of `timeout` that this node is alive, and removes the members of
+/// nodes that have not said so for longer than `timeout` (runs for the process's life).
+async fn keep_alive(mut redis: ConnectionManager, node: u32, timeout: Duration) {
+    let every = (timeout / 4).max(Duration::from_millis(50));
+    loop {
+        let now = super::now_millis();
+        let alive: Result<(), _> = redis.zadd(NODES, node, now).await;
+        if alive.is_ok() {
+            let cutoff = now.saturating_sub(timeout.as_millis() as u64);
+            let dead: Vec<u32> = redis
+                .zrangebyscore(NODES, 0, cutoff)
+                .await
+                .unwrap_or_default();
+            for dead in dead.into_iter().filter(|dead| *dead != node) {
+                if sweep(&mut redis, dead).await.is_err() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Removes a dead node's members from every room it had members in.
+async fn sweep(redis: &mut ConnectionManager, dead: u32) -> redis::RedisResult<()> {
+    let rooms: Vec<String> = redis.smembers(node_rooms(dead)).await?;
+    for room in &rooms {
+        let keys = Keys::of(room);
+        let gone: u64 = redis::cmd("EVAL")
+            .arg(SWEEP)
+            .arg(1)
+            .arg(&keys.members)
+            .arg(dead)
+            .arg(&keys.presence)
+            .query_async(redis)
+            .await?;
+        if gone > 0 {
+            tracing::info!(
+                node = dead,
+                room,
+                gone,
+                "removed the members of a silent relay node"
+            );
+        }
+    }
+    let _: () = redis.del(node_rooms(dead)).await?;
+    let _: () = redis.zrem(NODES, dead).await?;
+    Ok(())
+}
+
+/// The writer task: appends and presence changes in call order, a pipeline per round trip.
 async fn write(
     mut redis: ConnectionManager,
     mut queue: mpsc::UnboundedReceiver<Job>,
     max_messages: u64,
+    node: u32,
     finished: std::sync::mpsc::Sender<()>,
 ) {
-    let mut batch = Vec::new();
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut jobs = Vec::new();
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for job in &batch {
-            pipe.add_command(append_command(job, max_messages));
-            // Known to the pruner (a separate command: the set is in another slot).
-            pipe.sadd(ROOMS, &*job.room).ignore();
+        let mut batch = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append { room, drafts, done } => {
+                    pipe.add_command(append_command(&room, &drafts, max_messages));
+                    // Known to the pruner (a separate command: the set is in another slot).
+                    pipe.sadd(ROOMS, &*room).ignore();
+                    batch.push(Append { room, drafts, done });
+                }
+                Job::Presence { room, change } => add_presence(&mut pipe, node, &room, change),
+            }
+        }
+        if batch.is_empty() {
+            // Presence only: nobody waits for it; a failure leaves the member to the next
+            // change or (for a dead node) the sweep.
+            let sent =
+                tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut redis))
+                    .await;
+            if !matches!(sent, Ok(Ok(_))) {
+                tracing::warn!("Redis did not take a presence change");
+            }
+            continue;
         }
         // A pipeline that times out may have been executed, in part or whole: its senders
         // are told "not stored" and resend with the same ids, which the script then
@@ -242,9 +399,39 @@ async fn write(
     let _ = finished.send(());
 }
 
-/// The script call appending `job`.
-fn append_command(job: &Job, max_messages: u64) -> redis::Cmd {
-    let keys = Keys::of(&job.room);
+/// An append on its way through the writer.
+struct Append {
+    room: Arc<str>,
+    drafts: Vec<Draft>,
+    done: AppendDone,
+}
+
+/// Adds the commands of one presence change to `pipe` (their answers ignored): the room's
+/// member list, the node's list of rooms, and the notification.
+fn add_presence(pipe: &mut redis::Pipeline, node: u32, room: &str, change: Presence) {
+    let keys = Keys::of(room);
+    match &change {
+        Presence::Joined { member } | Presence::Renamed { member, .. } => {
+            let value = format!(
+                "{node} {}",
+                serde_json::to_string(member).unwrap_or_default()
+            );
+            pipe.hset(&keys.members, member.connection, value).ignore();
+            pipe.sadd(node_rooms(node), room).ignore();
+        }
+        Presence::Left { member } => {
+            pipe.hdel(&keys.members, member.connection).ignore();
+        }
+    }
+    let notice = PresenceNotice { node, change };
+    if let Ok(payload) = serde_json::to_string(&notice) {
+        pipe.publish(&keys.presence, payload).ignore();
+    }
+}
+
+/// The script call appending `drafts` to `room`.
+fn append_command(room: &str, drafts: &[Draft], max_messages: u64) -> redis::Cmd {
+    let keys = Keys::of(room);
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(APPEND)
         .arg(3)
@@ -254,13 +441,23 @@ fn append_command(job: &Job, max_messages: u64) -> redis::Cmd {
         .arg(max_messages)
         .arg(new_epoch())
         .arg(&keys.channel);
-    for draft in &job.drafts {
+    for draft in drafts {
         cmd.arg(&*draft.from)
             .arg(draft.text.as_bytes())
             .arg(draft.client_id.as_deref().unwrap_or(""))
             .arg(draft.source.code());
     }
     cmd
+}
+
+/// The members in a room's members hash values (`<node> <member as JSON>`) that are on
+/// other nodes than `node`.
+fn members_of_others(values: impl Iterator<Item = String>, node: u32) -> Vec<common::Member> {
+    let own = format!("{node} ");
+    values
+        .filter(|value| !value.starts_with(&own))
+        .filter_map(|value| serde_json::from_str(value.split_once(' ')?.1).ok())
+        .collect()
 }
 
 /// What the append script answered, as one [`Appended`] per draft.
@@ -356,12 +553,14 @@ impl Engine for RedisEngine {
         let keys = Keys::of(room);
         let room = room.to_owned();
         let mut redis = self.commands.clone();
+        let node = self.instance;
         Box::pin(async move {
             let mut open = redis::cmd("EVAL");
             open.arg(OPEN)
-                .arg(2)
+                .arg(3)
                 .arg(&keys.meta)
                 .arg(&keys.log)
+                .arg(&keys.members)
                 .arg(new_epoch())
                 .arg(recent);
             let mut pipe = redis::pipe();
@@ -373,29 +572,28 @@ impl Engine for RedisEngine {
             let top = parts.next().and_then(number).ok_or_else(bad)?;
             let mut recent = entries(parts.next().and_then(array).unwrap_or_default())?;
             recent.reverse();
-            Ok(RoomSnapshot { epoch, top, recent })
+            let remote = parts.next().and_then(array).unwrap_or_default();
+            let remote = members_of_others(remote.into_iter().filter_map(text), node);
+            Ok(RoomSnapshot {
+                epoch,
+                top,
+                recent,
+                remote,
+            })
         })
     }
 
-    fn append(&self, room: Arc<str>, drafts: Vec<Draft>, mut done: AppendDone) {
-        let job = Job { room, drafts, done };
-        let sender = self
-            .appends
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        match sender {
-            Some(sender) => {
-                if let Err(returned) = sender.send(job) {
-                    done = returned.0.done;
-                    done(Progress::Failed(EngineError::Stopped));
-                }
-            }
-            None => {
-                done = job.done;
-                done(Progress::Failed(EngineError::Stopped));
-            }
+    fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
+        if let Err(Job::Append { mut done, .. }) = self.send(Job::Append { room, drafts, done }) {
+            done(Progress::Failed(EngineError::Stopped));
         }
+    }
+
+    fn presence(&self, room: &str, change: Presence) {
+        let _ = self.send(Job::Presence {
+            room: room.to_owned(),
+            change,
+        });
     }
 
     fn read(&self, room: &str, after: u64, until: u64) -> EngineFuture<'_, Vec<Entry>> {
@@ -480,7 +678,7 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn watch(&self, watcher: TopWatcher) {
+    fn watch(&self, watcher: Watcher) {
         let _ = self.watch.send(watch::Command::Watch(watcher));
     }
 

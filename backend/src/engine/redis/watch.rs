@@ -1,14 +1,15 @@
 //! The watcher: what other relay processes append to the rooms this process has open.
 //!
-//! One task owns a pub/sub connection subscribed to the `top` channel of every open room and
-//! reports each `<epoch> <top>` it hears to the relay ([`TopWatcher`]), which reads and
-//! delivers whatever it has not delivered yet. Pub/sub is at-most-once, so a lost
-//! notification must never lose a message:
+//! One task owns a pub/sub connection subscribed to the `top` and `presence` channels of
+//! every open room. It reports each `<epoch> <top>` it hears to the relay ([`Watcher`]),
+//! which reads and delivers whatever it has not delivered yet, and each member another node
+//! reports joining, leaving or being renamed. Pub/sub is at-most-once, so a lost
+//! notification must never lose a message (nor leave a member list wrong for long):
 //!
-//! - a room's current top is read right after subscribing to it, so an append made between
-//!   the relay opening the room and the subscription is reported too;
+//! - a room's current top and members are read right after subscribing to it, so an append
+//!   or a join made between the relay opening the room and the subscription is reported too;
 //! - when the pub/sub connection drops (Redis restarted, the connection killed), the task
-//!   reconnects, subscribes again and reads the top of every open room, reporting each;
+//!   reconnects, subscribes again and reads the top and members of every open room;
 //! - any later append reports a top at or past every earlier one, so a skipped notification
 //!   is made good by the next.
 
@@ -18,8 +19,8 @@ use futures_util::StreamExt;
 use redis::{Client, Value, aio::ConnectionManager};
 use tokio::sync::mpsc;
 
-use super::{Keys, number, text};
-use crate::engine::TopWatcher;
+use super::{Keys, PresenceNotice, number, text};
+use crate::engine::{Notice, Watcher};
 
 /// Pause before connecting again after the pub/sub connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
@@ -27,20 +28,22 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// What the engine tells the watcher.
 pub(super) enum Command {
     /// Report to this watcher from now on.
-    Watch(TopWatcher),
+    Watch(Watcher),
     /// Start watching this room.
     Open(String),
     /// Stop watching it.
     Close(String),
 }
 
-/// Runs until the engine is dropped (its sender with it).
+/// Runs until the engine is dropped (its sender with it). `node` is this process's number:
+/// its own presence notices are not news to it.
 pub(super) async fn run(
     client: Client,
     mut redis: ConnectionManager,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    node: u32,
 ) {
-    let mut watcher: Option<TopWatcher> = None;
+    let mut watcher: Option<Watcher> = None;
     let mut rooms: HashSet<String> = HashSet::new();
     loop {
         let pubsub = tokio::time::timeout(super::RESPONSE_TIMEOUT, client.get_async_pubsub()).await;
@@ -63,7 +66,8 @@ pub(super) async fn run(
         let (mut sink, mut stream) = pubsub.split();
         let mut subscribed = true;
         for room in &rooms {
-            subscribed &= sink.subscribe(Keys::of(room).channel).await.is_ok();
+            let keys = Keys::of(room);
+            subscribed &= sink.subscribe(&[keys.channel, keys.presence]).await.is_ok();
         }
         if !subscribed {
             continue;
@@ -71,7 +75,7 @@ pub(super) async fn run(
         // Whatever was appended while nobody listened. If that cannot be read, start over.
         let mut reported = true;
         for room in &rooms {
-            reported &= report_top(&mut redis, watcher.as_ref(), room).await;
+            reported &= report(&mut redis, watcher.as_ref(), room, node).await;
         }
         if !reported {
             tokio::time::sleep(RECONNECT_PAUSE).await;
@@ -88,10 +92,9 @@ pub(super) async fn run(
                     let payload: Option<String> = message.get_payload().ok();
                     if let (Some(room), Some(payload), Some(watcher)) =
                         (room_of(&channel), payload, &watcher)
-                        && let Some((epoch, top)) = payload.split_once(' ')
-                        && let Ok(top) = top.parse()
+                        && let Some(notice) = notice(&channel, &payload, node)
                     {
-                        watcher(room, epoch, top);
+                        watcher(room, notice);
                     }
                 }
                 command = commands.recv() => {
@@ -100,10 +103,12 @@ pub(super) async fn run(
                     };
                     let ok = match &command {
                         Command::Open(room) if !rooms.contains(room) => {
-                            sink.subscribe(Keys::of(room).channel).await.is_ok()
+                            let keys = Keys::of(room);
+                            sink.subscribe(&[keys.channel, keys.presence]).await.is_ok()
                         }
                         Command::Close(room) if rooms.contains(room) => {
-                            sink.unsubscribe(Keys::of(room).channel).await.is_ok()
+                            let keys = Keys::of(room);
+                            sink.unsubscribe(&[keys.channel, keys.presence]).await.is_ok()
                         }
                         _ => true,
                     };
@@ -116,7 +121,7 @@ pub(super) async fn run(
                         break;
                     }
                     if let Some(room) = opened
-                        && !report_top(&mut redis, watcher.as_ref(), &room).await
+                        && !report(&mut redis, watcher.as_ref(), &room, node).await
                     {
                         // Read again, with every other room's, after reconnecting.
                         break;
@@ -127,7 +132,7 @@ pub(super) async fn run(
     }
 }
 
-fn apply(command: Command, watcher: &mut Option<TopWatcher>, rooms: &mut HashSet<String>) {
+fn apply(command: Command, watcher: &mut Option<Watcher>, rooms: &mut HashSet<String>) {
     match command {
         Command::Watch(new) => *watcher = Some(new),
         Command::Open(room) => {
@@ -139,33 +144,52 @@ fn apply(command: Command, watcher: &mut Option<TopWatcher>, rooms: &mut HashSet
     }
 }
 
-/// Reads `room`'s epoch and top and reports them; false if Redis could not be read (the
-/// caller reconnects and reads every room's top again).
-async fn report_top(
+/// What a message on `channel` says, unless it is this node's own presence notice.
+fn notice(channel: &str, payload: &str, node: u32) -> Option<Notice> {
+    if channel.ends_with(":presence") {
+        let notice: PresenceNotice = serde_json::from_str(payload).ok()?;
+        return (notice.node != node).then_some(Notice::Presence(notice.change));
+    }
+    let (epoch, top) = payload.split_once(' ')?;
+    Some(Notice::Top {
+        epoch: epoch.to_owned(),
+        top: top.parse().ok()?,
+    })
+}
+
+/// Reads `room`'s epoch, top and other nodes' members and reports them; false if Redis
+/// could not be read (the caller reconnects and reads every room again).
+async fn report(
     redis: &mut ConnectionManager,
-    watcher: Option<&TopWatcher>,
+    watcher: Option<&Watcher>,
     room: &str,
+    node: u32,
 ) -> bool {
     let Some(watcher) = watcher else {
         return true;
     };
-    let state: Result<Vec<Value>, _> = redis::cmd("HMGET")
-        .arg(Keys::of(room).meta)
-        .arg("epoch")
-        .arg("top")
-        .query_async(redis)
-        .await;
-    let Ok(state) = state else {
+    let keys = Keys::of(room);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HMGET").arg(&keys.meta).arg("epoch").arg("top");
+    pipe.cmd("HVALS").arg(&keys.members);
+    let answer: Result<(Vec<Value>, Vec<String>), _> = pipe.query_async(redis).await;
+    let Ok((state, members)) = answer else {
         return false;
     };
     let mut state = state.into_iter();
-    match (state.next().and_then(text), state.next().and_then(number)) {
-        (Some(epoch), Some(top)) => watcher(room, &epoch, top),
+    let top = match (state.next().and_then(text), state.next().and_then(number)) {
+        (Some(epoch), Some(top)) => Notice::Top { epoch, top },
         // No such room in Redis any more (it came back empty): no history at all, which
         // the relay takes as a lost one.
-        (None, None) => watcher(room, "", 0),
-        _ => {}
-    }
+        (None, None) => Notice::Top {
+            epoch: String::new(),
+            top: 0,
+        },
+        _ => return true,
+    };
+    let members = super::members_of_others(members.into_iter(), node);
+    watcher(room, Notice::Members(members));
+    watcher(room, top);
     true
 }
 

@@ -285,7 +285,12 @@ fn snapshot(
     )?;
     recent.reverse();
     transaction.finish()?;
-    Ok(Some(RoomSnapshot { epoch, top, recent }))
+    Ok(Some(RoomSnapshot {
+        epoch,
+        top,
+        recent,
+        remote: Vec::new(),
+    }))
 }
 
 /// Deletes what `retention` no longer keeps, one short transaction per room.

@@ -40,7 +40,9 @@ use tokio::sync::oneshot;
 use super::{ClientKind, Connection, Registry, RelaySettings, encode};
 use crate::{
     connection::{CloseReason, End, SendQueue},
-    engine::{Appended, Draft, Engine, EngineError, Entry, Progress, RoomSnapshot, Source},
+    engine::{
+        Appended, Draft, Engine, EngineError, Entry, Presence, Progress, RoomSnapshot, Source,
+    },
     metrics::Metrics,
 };
 use events::{AckEvent, MessageEvent};
@@ -274,6 +276,9 @@ struct RoomState {
     /// Everyone in the room. A `Vec`: fan-out iterates it on every message, joins and leaves
     /// are rare.
     members: Vec<RoomMember>,
+    /// The room's members on other relay processes (a shared engine reports them), one
+    /// entry per connection. They are listed and counted like the local ones.
+    remote: Vec<Member>,
     /// The newest delivered messages as encoded frames, oldest first.
     recent: VecDeque<Recent>,
     /// Client ids of the newest delivered messages, to answer resends without asking the
@@ -376,6 +381,7 @@ impl Room {
                 repairing: false,
                 known_top: snapshot.top,
                 members: Vec::new(),
+                remote: snapshot.remote,
                 recent: VecDeque::new(),
                 ids: RecentIds {
                     capacity: settings.dedup_window,
@@ -525,17 +531,20 @@ impl Room {
         let new_member = user
             .as_ref()
             .is_none_or(|user| state.connections_of(user) == 0);
+        let member = Member {
+            connection: connection.id,
+            name: name.to_string(),
+            user: user.as_deref().map(Into::into),
+            connections: 1,
+        };
         if new_member {
             state.push_to_typed(&ServerMessage::MemberJoined {
                 room: self.name.to_string(),
-                member: Member {
-                    connection: connection.id,
-                    name: name.to_string(),
-                    user: user.as_deref().map(Into::into),
-                    connections: 1,
-                },
+                member: member.clone(),
             });
         }
+        self.engine
+            .presence(&self.name, Presence::Joined { member });
         state.members.push(RoomMember {
             connection: connection.id,
             name: name.clone(),
@@ -614,17 +623,19 @@ impl Room {
                 .user
                 .as_ref()
                 .is_some_and(|user| state.connections_of(user) > 0);
+            let member = Member {
+                connection: gone.connection,
+                name: gone.name.to_string(),
+                user: gone.user.as_deref().map(Into::into),
+                connections: 1,
+            };
             if !still_here {
                 state.push_to_typed(&ServerMessage::MemberLeft {
                     room: self.name.to_string(),
-                    member: Member {
-                        connection: gone.connection,
-                        name: gone.name.to_string(),
-                        user: gone.user.as_deref().map(Into::into),
-                        connections: 1,
-                    },
+                    member: member.clone(),
                 });
             }
+            self.engine.presence(&self.name, Presence::Left { member });
         }
     }
 
@@ -785,12 +796,49 @@ impl Room {
             return None;
         }
         let previous = std::mem::replace(&mut member.name, name.clone());
+        let user = member.user.as_deref().map(Into::into);
         state.push_to_typed(&ServerMessage::MemberRenamed {
             room: self.name.to_string(),
             member: Member::anonymous(connection, name.to_string()),
             previous: previous.to_string(),
         });
+        self.engine.presence(
+            &self.name,
+            Presence::Renamed {
+                member: Member {
+                    user,
+                    ..Member::anonymous(connection, name.to_string())
+                },
+                previous: previous.to_string(),
+            },
+        );
         Some(previous)
+    }
+
+    /// A member on another relay process joined, left or was renamed (reported by a shared
+    /// engine): listed here from now on, and the typed members are told as for a local one
+    /// (a user already in the room on some connection is not news).
+    pub(super) fn remote_presence(&self, change: Presence) {
+        let mut state = self.lock();
+        state.apply_remote(&self.name, change);
+    }
+
+    /// Every member on other relay processes, as the shared engine reports them now: what
+    /// differs from what the room knew is applied (and told) as joins and leaves.
+    pub(super) fn remote_members(&self, members: Vec<Member>) {
+        let mut state = self.lock();
+        let gone: Vec<Member> = state
+            .remote
+            .iter()
+            .filter(|known| members.iter().all(|m| m.connection != known.connection))
+            .cloned()
+            .collect();
+        for member in gone {
+            state.apply_remote(&self.name, Presence::Left { member });
+        }
+        for member in members {
+            state.apply_remote(&self.name, Presence::Joined { member });
+        }
     }
 }
 
@@ -805,35 +853,110 @@ impl RoomState {
         }
     }
 
-    /// Everyone in the room, in join order: one entry per user (at its first connection,
-    /// with its count), one per anonymous connection.
+    /// Applies a change to the members on other processes, telling the typed members.
+    fn apply_remote(&mut self, room: &str, change: Presence) {
+        match change {
+            Presence::Joined { member } => {
+                if self
+                    .remote
+                    .iter()
+                    .any(|m| m.connection == member.connection)
+                {
+                    return;
+                }
+                let new_member = member
+                    .user
+                    .as_ref()
+                    .is_none_or(|user| self.connections_of(user) == 0);
+                self.remote.push(member.clone());
+                if new_member {
+                    self.push_to_typed(&ServerMessage::MemberJoined {
+                        room: room.to_owned(),
+                        member,
+                    });
+                }
+            }
+            Presence::Left { member } => {
+                let Some(index) = self
+                    .remote
+                    .iter()
+                    .position(|m| m.connection == member.connection)
+                else {
+                    return;
+                };
+                let gone = self.remote.remove(index);
+                let still_here = gone
+                    .user
+                    .as_ref()
+                    .is_some_and(|user| self.connections_of(user) > 0);
+                if !still_here {
+                    self.push_to_typed(&ServerMessage::MemberLeft {
+                        room: room.to_owned(),
+                        member: gone,
+                    });
+                }
+            }
+            Presence::Renamed { member, previous } => {
+                let Some(known) = self
+                    .remote
+                    .iter_mut()
+                    .find(|m| m.connection == member.connection)
+                else {
+                    return;
+                };
+                known.name.clone_from(&member.name);
+                self.push_to_typed(&ServerMessage::MemberRenamed {
+                    room: room.to_owned(),
+                    member: Member::anonymous(member.connection, member.name),
+                    previous,
+                });
+            }
+        }
+    }
+
+    /// Everyone in the room, here first, in join order, then on other processes: one entry
+    /// per user (at its first connection, with its count), one per anonymous connection.
     fn member_list(&self) -> Vec<Member> {
-        let mut list: Vec<Member> = Vec::with_capacity(self.members.len());
-        for m in &self.members {
-            if let Some(user) = &m.user
+        let mut list: Vec<Member> = Vec::with_capacity(self.members.len() + self.remote.len());
+        let everyone = self
+            .members
+            .iter()
+            .map(|m| (m.connection, &*m.name, m.user.as_deref()))
+            .chain(
+                self.remote
+                    .iter()
+                    .map(|m| (m.connection, m.name.as_str(), m.user.as_deref())),
+            );
+        for (connection, name, user) in everyone {
+            if let Some(user) = user
                 && let Some(known) = list
                     .iter_mut()
-                    .find(|known| known.user.as_deref() == Some(&**user))
+                    .find(|known| known.user.as_deref() == Some(user))
             {
                 known.connections += 1;
                 continue;
             }
             list.push(Member {
-                connection: m.connection,
-                name: m.name.to_string(),
-                user: m.user.as_deref().map(Into::into),
+                connection,
+                name: name.to_owned(),
+                user: user.map(Into::into),
                 connections: 1,
             });
         }
         list
     }
 
-    /// How many of `user`'s connections are in the room.
+    /// How many of `user`'s connections are in the room, here and on other processes.
     fn connections_of(&self, user: &str) -> usize {
-        self.members
+        let here = self
+            .members
             .iter()
-            .filter(|m| m.user.as_deref() == Some(user))
-            .count()
+            .filter(|m| m.user.as_deref() == Some(user));
+        let elsewhere = self
+            .remote
+            .iter()
+            .filter(|m| m.user.as_deref() == Some(user));
+        here.count() + elsewhere.count()
     }
 
     /// Adds a delivered message to the in-memory history (the newest `capacity`) and its
