@@ -245,6 +245,20 @@ pub enum Presence {
 /// Where a shared engine reports [`Notice`]s, with the room they are about.
 pub type Watcher = Arc<dyn Fn(&str, Notice) + Send + Sync>;
 
+/// Connections to close on every relay process (the HTTP API's `POST /api/disconnect`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disconnect {
+    /// Every connection of this user.
+    User(String),
+    /// The connection with this id.
+    Connection(u64),
+}
+
+/// Carries out another process's [`Disconnect`] here; answers how many connections it
+/// closed.
+pub type DisconnectHandler = Arc<dyn Fn(&Disconnect) -> usize + Send + Sync>;
+
 /// A future an engine answers with.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
 
@@ -323,6 +337,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Engines that share nothing with other processes never report: every entry and
     /// member comes from this process.
     fn watch(&self, _watcher: Watcher) {}
+
+    /// Closes the connections `target` names on every other relay process sharing this
+    /// engine, and answers how many they closed (those that answered within a second).
+    /// Engines that share nothing: none.
+    fn disconnect_elsewhere(&self, _target: Disconnect) -> EngineFuture<'_, usize> {
+        Box::pin(async { Ok(0) })
+    }
+
+    /// Where other processes' [`Engine::disconnect_elsewhere`] requests are carried out.
+    fn on_disconnect(&self, _handler: DisconnectHandler) {}
 
     /// A member of `room` on this process joined, left or was renamed: a shared engine
     /// tells the other processes (and lists the member for rooms they open later). Must

@@ -28,8 +28,8 @@ use axum::extract::ws::Utf8Bytes;
 use common::{Limits, Position, ServerMessage};
 
 use crate::{
-    connection::{End, SendQueue, SendQueueLimits},
-    engine::{Engine, EngineError, Notice, memory::MemoryEngine},
+    connection::{CloseReason, End, SendQueue, SendQueueLimits},
+    engine::{Disconnect, Engine, EngineError, Notice, memory::MemoryEngine},
     metrics::Metrics,
 };
 pub use room::{AnswerTo, CatchUp, Outcome, Publication, Room};
@@ -248,7 +248,7 @@ impl Relay {
                 Notice::Members(members) => open.remote_members(members),
             }
         }));
-        Relay {
+        let relay = Relay {
             shared: Arc::new(Shared {
                 registry,
                 next_connection: AtomicU64::new(1),
@@ -256,11 +256,20 @@ impl Relay {
                 open_connections: AtomicUsize::new(0),
                 connections: Mutex::default(),
                 settings,
-                engine,
+                engine: engine.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 metrics: Arc::default(),
             }),
-        }
+        };
+        // Disconnects the HTTP API asked for on another process.
+        let here = Arc::downgrade(&relay.shared);
+        engine.on_disconnect(Arc::new(move |target| {
+            let Some(shared) = here.upgrade() else {
+                return 0;
+            };
+            Relay { shared }.disconnect_here(target)
+        }));
+        relay
     }
 
     /// The relay's counters.
@@ -457,6 +466,32 @@ impl Relay {
             queue.end(end);
         }
         queues.len()
+    }
+
+    /// Closes the connections `target` names on this process (with 4002); how many.
+    pub fn disconnect_here(&self, target: &Disconnect) -> usize {
+        let end = End::Relay(CloseReason::Disconnected);
+        match target {
+            Disconnect::User(user) => self.end_user(user, end),
+            Disconnect::Connection(id) => usize::from(self.end_connection(*id, end)),
+        }
+    }
+
+    /// Closes the connections `target` names on every relay process sharing the engine
+    /// (this one first); how many. Another process that does not answer within a second is
+    /// not counted.
+    pub async fn disconnect(&self, target: Disconnect) -> usize {
+        let here = self.disconnect_here(&target);
+        if matches!(target, Disconnect::Connection(_)) && here > 0 {
+            return here;
+        }
+        match self.shared.engine.disconnect_elsewhere(target).await {
+            Ok(elsewhere) => here + elsewhere,
+            Err(err) => {
+                tracing::warn!(%err, "cannot reach the other relay processes to disconnect");
+                here
+            }
+        }
     }
 
     /// Records that `connection` is `user`'s (once: a connection never changes user). Its

@@ -11,11 +11,13 @@ use std::{
 };
 
 use backend::testing::{Persistence, RedisServer, redis_available};
-use common::{ErrorCode, Position, Recovery, ServerMessage, close_code};
+use common::{
+    ClientMessage, ErrorCode, Member, Position, Recovery, ServerMessage, api::Presence, close_code,
+};
 
 use crate::{
     fault::{CuttingProxy, assert_exactly_once_in_order, resilient_client},
-    helpers::{Client, WAIT, eventually, health},
+    helpers::{API_KEY, Api, Client, WAIT, eventually, health},
     restart::RelayProcess,
 };
 
@@ -33,6 +35,15 @@ fn redis(persistence: Persistence) -> Option<RedisServer> {
 /// A relay process on the Redis engine at `redis`: with `--durability full` (the default)
 /// where Redis fsyncs every write, `normal` where it keeps nothing (which `full` refuses).
 async fn node(redis: &RedisServer, data: &tempfile::TempDir) -> RelayProcess {
+    node_with(redis, data, &[]).await
+}
+
+/// [`node`] with `extra` flags.
+async fn node_with(
+    redis: &RedisServer,
+    data: &tempfile::TempDir,
+    extra: &[OsString],
+) -> RelayProcess {
     let url = redis.url();
     let durability = match redis.persistence() {
         Persistence::AofAlways => "full",
@@ -55,6 +66,7 @@ async fn node(redis: &RedisServer, data: &tempfile::TempDir) -> RelayProcess {
     ]
     .iter()
     .map(OsString::from)
+    .chain(extra.iter().cloned())
     .collect();
     RelayProcess::start_with(data.path(), &flags).await
 }
@@ -417,6 +429,25 @@ async fn full_durability_refuses_a_redis_that_does_not_fsync_every_write() {
     .expect("a Redis that fsyncs every write is accepted");
 }
 
+/// A client of `node` joining room `r` as `name`, once it knows that `others` are in the
+/// room: listed in `joined`, or told right after (a join on another node may reach Redis
+/// after this node opened the room).
+async fn knowing(node: &RelayProcess, name: &str, others: &[&str]) -> Client {
+    let mut client = node.typed().await;
+    let mut known: Vec<String> = client
+        .join("r", name)
+        .await
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    while let Some(missing) = others.iter().find(|other| !known.iter().any(|k| k == *other)) {
+        let (joined, who) = presence(&mut client).await;
+        assert!(joined && others.contains(&who.as_str()), "{name} waiting for {missing}: {who}");
+        known.push(who);
+    }
+    client
+}
+
 /// The next presence event `client` gets: `(joined?, name)`.
 async fn presence(client: &mut Client) -> (bool, String) {
     match client.next_event().await {
@@ -438,9 +469,9 @@ async fn members_on_every_node_are_listed_and_a_killed_nodes_members_leave() {
         node(&redis, &data).await,
     );
     let mut alice = member(&a, "r", "alice").await;
-    let mut bob = member(&b, "r", "bob").await;
+    let mut bob = knowing(&b, "bob", &["alice"]).await;
     assert_eq!(presence(&mut alice).await, (true, "bob".into()));
-    let mut carol = member(&c, "r", "carol").await;
+    let mut carol = knowing(&c, "carol", &["alice", "bob"]).await;
     assert_eq!(presence(&mut alice).await, (true, "carol".into()));
     assert_eq!(presence(&mut bob).await, (true, "carol".into()));
 
@@ -476,4 +507,99 @@ async fn members_on_every_node_are_listed_and_a_killed_nodes_members_leave() {
         "{:?}",
         started.elapsed()
     );
+}
+
+const SECRET: &str = "cluster-test-secret-of-32-bytes-or-more";
+
+/// A token for `user` (also its name) with `read` and `write` in every room.
+fn token(user: &str) -> String {
+    use backend::auth::{Claims, Permission, Signer};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = Claims {
+        sub: user.into(),
+        name: Some(user.into()),
+        exp: now + 3600,
+        nbf: None,
+        iat: Some(now),
+        aud: None,
+        iss: None,
+        rooms: [("*".into(), vec![Permission::Read, Permission::Write])].into(),
+    };
+    Signer::Hmac(SECRET.into()).sign(&claims).unwrap()
+}
+
+/// `user`, signed in on `node` and in `room`; returns the client and the `joined` members.
+async fn signed_in(node: &RelayProcess, user: &str, room: &str) -> (Client, Vec<Member>) {
+    let mut client = node.typed().await;
+    client
+        .send(&ClientMessage::Auth {
+            token: Some(token(user)),
+        })
+        .await;
+    assert!(matches!(
+        client.next_event().await,
+        ServerMessage::Authenticated { .. }
+    ));
+    let members = client.join(room, user).await;
+    (client, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_two_nodes_is_one_member_and_one_api_call_disconnects_it_everywhere() {
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let flags: Vec<OsString> = ["--auth-hmac-secret", SECRET, "--api-key", API_KEY]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let (a, b) = (
+        node_with(&redis, &data, &flags).await,
+        node_with(&redis, &data, &flags).await,
+    );
+    let (mut ada_here, _) = signed_in(&a, "ada", "r").await;
+    let (mut bob, members) = signed_in(&b, "bob", "r").await;
+    // Ada's join may reach Redis after Bob's node opened the room: then it comes as news.
+    if members.len() == 1 {
+        assert_eq!(presence(&mut bob).await, (true, "ada".into()));
+    }
+    assert_eq!(presence(&mut ada_here).await, (true, "bob".into()));
+    // Ada's second tab, on the other node: not news to anyone.
+    let (mut ada_there, members) = signed_in(&b, "ada", "r").await;
+    let ada = members.iter().find(|m| m.user.as_deref() == Some("ada"));
+    assert_eq!(ada.map(|m| m.connections), Some(2), "{members:?}");
+    for node in [&a, &b] {
+        eventually("both nodes list Ada once, with two connections", || async {
+            let listed: Presence = Api::at(node.address())
+                .get("/api/rooms/r/presence")
+                .await
+                .parse();
+            let mut users: Vec<(String, u32)> = listed
+                .members
+                .iter()
+                .map(|m| (m.user.clone().unwrap_or_default(), m.connections))
+                .collect();
+            users.sort();
+            users == [("ada".to_owned(), 2), ("bob".to_owned(), 1)]
+        })
+        .await;
+    }
+
+    // One call on one node closes the user's connections on both.
+    let answer = Api::at(a.address())
+        .post("/api/disconnect", serde_json::json!({"user": "ada"}))
+        .await;
+    assert_eq!(answer.json()["disconnected"], 2, "{}", answer.body);
+    for client in [&mut ada_here, &mut ada_there] {
+        let frame = client.close_frame().await.expect("a close frame");
+        assert_eq!(u16::from(frame.code), close_code::DISCONNECTED);
+    }
+    // Bob hears Ada leave once, when her last connection is gone.
+    assert_eq!(presence(&mut bob).await, (false, "ada".into()));
+    bob.send(&ClientMessage::Ping).await;
+    assert_eq!(bob.next_event().await, ServerMessage::Pong);
 }

@@ -14,6 +14,7 @@
 //! | `relay:rooms` | set | every room, for pruning by age |
 //! | `relay:instances` | counter | one number per relay process started (its node number) |
 //! | `relay:nodes` | sorted set | node number → when it last said it was alive (ms) |
+//! | `relay:control` | channel | `{"node", "target", "reply"}`: close connections everywhere; each node answers on the `reply` list |
 //! | `relay:node:<node>:rooms` | set | rooms where that node has had members |
 //!
 //! An append is one Lua script (`append.lua`): de-duplication, numbering, the stream entry,
@@ -48,8 +49,8 @@ use redis::{
 use tokio::sync::mpsc;
 
 use super::{
-    AppendDone, Appended, Draft, Durability, Engine, EngineError, EngineFuture, Entry, Presence,
-    Progress, Retention, RoomSnapshot, Source, Watcher, new_epoch,
+    AppendDone, Appended, Disconnect, DisconnectHandler, Draft, Durability, Engine, EngineError,
+    EngineFuture, Entry, Presence, Progress, Retention, RoomSnapshot, Source, Watcher, new_epoch,
 };
 
 mod watch;
@@ -103,6 +104,21 @@ fn node_rooms(node: u32) -> String {
     format!("relay:node:{node}:rooms")
 }
 
+/// The channel every node listens to for requests to close connections.
+const CONTROL: &str = "relay:control";
+
+/// How long a disconnect waits for the other nodes' answers.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// A request to close connections on every node; each answers how many it closed by
+/// pushing the number onto the list `reply`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ControlRequest {
+    node: u32,
+    target: Disconnect,
+    reply: String,
+}
+
 /// What a node publishes on a room's presence channel.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct PresenceNotice {
@@ -144,6 +160,8 @@ pub struct RedisSettings {
 /// History in Redis, shared by every relay process pointed at the same server.
 pub struct RedisEngine {
     url: String,
+    /// For connections of their own (a disconnect's wait for answers blocks one).
+    client: Client,
     commands: ConnectionManager,
     /// The writer's queue; taken by [`Engine::stop`].
     appends: Mutex<Option<mpsc::UnboundedSender<Job>>>,
@@ -217,7 +235,7 @@ impl RedisEngine {
         tokio::spawn(write(commands.clone(), queue, max_messages, instance, done));
         let (watch, watch_queue) = mpsc::unbounded_channel();
         tokio::spawn(watch::run(
-            watcher_client,
+            watcher_client.clone(),
             commands.clone(),
             watch_queue,
             instance,
@@ -225,6 +243,7 @@ impl RedisEngine {
         tokio::spawn(keep_alive(commands.clone(), instance, node_timeout));
         Ok(RedisEngine {
             url: url.to_owned(),
+            client: watcher_client.clone(),
             commands,
             appends: Mutex::new(Some(appends)),
             writer_done: Mutex::new(Some(writer_done)),
@@ -587,6 +606,63 @@ impl Engine for RedisEngine {
         if let Err(Job::Append { mut done, .. }) = self.send(Job::Append { room, drafts, done }) {
             done(Progress::Failed(EngineError::Stopped));
         }
+    }
+
+    fn disconnect_elsewhere(&self, target: Disconnect) -> EngineFuture<'_, usize> {
+        Box::pin(async move {
+            let reply = format!("relay:reply:{:016x}", rand::random::<u64>());
+            let request = ControlRequest {
+                node: self.instance,
+                target,
+                reply: reply.clone(),
+            };
+            let payload = serde_json::to_string(&request)
+                .map_err(|err| EngineError::Unavailable(err.to_string()))?;
+            let mut redis = self.commands.clone();
+            let receivers: usize = redis.publish(CONTROL, payload).await.map_err(unavailable)?;
+            // This node's own watcher hears it too, and does not answer.
+            let expected = receivers.saturating_sub(1);
+            let config = redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(DISCONNECT_WAIT * 2))
+                .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+            let mut waiting = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(unavailable)?;
+            let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
+            let (mut answered, mut closed) = (0, 0);
+            while answered < expected {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let answer: Option<(String, usize)> = redis::cmd("BLPOP")
+                    .arg(&reply)
+                    .arg(left.as_secs_f64())
+                    .query_async(&mut waiting)
+                    .await
+                    .map_err(unavailable)?;
+                let Some((_, count)) = answer else {
+                    break;
+                };
+                answered += 1;
+                closed += count;
+            }
+            let _: Result<(), _> = redis.del(&reply).await;
+            if answered < expected {
+                tracing::warn!(
+                    answered,
+                    expected,
+                    "not every relay node answered a disconnect"
+                );
+            }
+            Ok(closed)
+        })
+    }
+
+    fn on_disconnect(&self, handler: DisconnectHandler) {
+        let _ = self.watch.send(watch::Command::OnDisconnect(handler));
     }
 
     fn presence(&self, room: &str, change: Presence) {

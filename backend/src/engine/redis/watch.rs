@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use redis::{Client, Value, aio::ConnectionManager};
 use tokio::sync::mpsc;
 
-use super::{Keys, PresenceNotice, number, text};
-use crate::engine::{Notice, Watcher};
+use super::{CONTROL, ControlRequest, Keys, PresenceNotice, number, text};
+use crate::engine::{DisconnectHandler, Notice, Watcher};
 
 /// Pause before connecting again after the pub/sub connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
@@ -29,6 +29,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 pub(super) enum Command {
     /// Report to this watcher from now on.
     Watch(Watcher),
+    /// Carry out other nodes' disconnect requests with this from now on.
+    OnDisconnect(DisconnectHandler),
     /// Start watching this room.
     Open(String),
     /// Stop watching it.
@@ -44,6 +46,7 @@ pub(super) async fn run(
     node: u32,
 ) {
     let mut watcher: Option<Watcher> = None;
+    let mut on_disconnect: Option<DisconnectHandler> = None;
     let mut rooms: HashSet<String> = HashSet::new();
     loop {
         let pubsub = tokio::time::timeout(super::RESPONSE_TIMEOUT, client.get_async_pubsub()).await;
@@ -56,7 +59,9 @@ pub(super) async fn run(
                 tokio::select! {
                     () = &mut pause => break,
                     command = commands.recv() => match command {
-                        Some(command) => apply(command, &mut watcher, &mut rooms),
+                        Some(command) => {
+                            apply(command, &mut watcher, &mut on_disconnect, &mut rooms);
+                        }
                         None => return,
                     },
                 }
@@ -64,7 +69,7 @@ pub(super) async fn run(
             continue;
         };
         let (mut sink, mut stream) = pubsub.split();
-        let mut subscribed = true;
+        let mut subscribed = sink.subscribe(CONTROL).await.is_ok();
         for room in &rooms {
             let keys = Keys::of(room);
             subscribed &= sink.subscribe(&[keys.channel, keys.presence]).await.is_ok();
@@ -90,6 +95,12 @@ pub(super) async fn run(
                     };
                     let channel = message.get_channel_name().to_owned();
                     let payload: Option<String> = message.get_payload().ok();
+                    if channel == CONTROL {
+                        if let (Some(payload), Some(handler)) = (payload, &on_disconnect) {
+                            carry_out(&mut redis, handler, &payload, node).await;
+                        }
+                        continue;
+                    }
                     if let (Some(room), Some(payload), Some(watcher)) =
                         (room_of(&channel), payload, &watcher)
                         && let Some(notice) = notice(&channel, &payload, node)
@@ -116,7 +127,7 @@ pub(super) async fn run(
                         Command::Open(room) => Some(room.clone()),
                         _ => None,
                     };
-                    apply(command, &mut watcher, &mut rooms);
+                    apply(command, &mut watcher, &mut on_disconnect, &mut rooms);
                     if !ok {
                         break;
                     }
@@ -132,9 +143,15 @@ pub(super) async fn run(
     }
 }
 
-fn apply(command: Command, watcher: &mut Option<Watcher>, rooms: &mut HashSet<String>) {
+fn apply(
+    command: Command,
+    watcher: &mut Option<Watcher>,
+    on_disconnect: &mut Option<DisconnectHandler>,
+    rooms: &mut HashSet<String>,
+) {
     match command {
         Command::Watch(new) => *watcher = Some(new),
+        Command::OnDisconnect(handler) => *on_disconnect = Some(handler),
         Command::Open(room) => {
             rooms.insert(room);
         }
@@ -142,6 +159,26 @@ fn apply(command: Command, watcher: &mut Option<Watcher>, rooms: &mut HashSet<St
             rooms.remove(&room);
         }
     }
+}
+
+/// Closes what another node's disconnect request names here, and answers how many.
+async fn carry_out(
+    redis: &mut ConnectionManager,
+    handler: &DisconnectHandler,
+    payload: &str,
+    node: u32,
+) {
+    let Ok(request) = serde_json::from_str::<ControlRequest>(payload) else {
+        return;
+    };
+    if request.node == node {
+        return;
+    }
+    let closed = handler(&request.target);
+    let mut pipe = redis::pipe();
+    pipe.rpush(&request.reply, closed).ignore();
+    pipe.expire(&request.reply, 10).ignore();
+    let _: Result<(), _> = pipe.query_async(redis).await;
 }
 
 /// What a message on `channel` says, unless it is this node's own presence notice.

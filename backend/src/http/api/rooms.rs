@@ -20,10 +20,7 @@ use common::{
 use serde::Deserialize;
 
 use super::{ApiError, ApiState, read_body};
-use crate::{
-    connection::{CloseReason, End},
-    engine::{Entry, Source},
-};
+use crate::engine::{Disconnect, Entry, Source};
 
 /// `GET /api/rooms`.
 pub async fn list(State(api): State<ApiState>) -> Json<RoomList> {
@@ -79,15 +76,21 @@ pub async fn disconnect(
 ) -> Result<Json<Disconnected>, ApiError> {
     let body = read_body(body, api.max_body()).await?;
     let request = parse_disconnect(&body)?;
-    let end = End::Relay(CloseReason::Disconnected);
-    let (disconnected, what) = match (request.connection, &request.user) {
+    let (target, what) = match (request.connection, request.user) {
         (Some(connection), _) => (
-            usize::from(api.relay.end_connection(connection, end)),
+            Disconnect::Connection(connection),
             format!("connection {connection}"),
         ),
-        (None, Some(user)) => (api.relay.end_user(user, end), format!("user `{user}`")),
-        (None, None) => (0, String::new()),
+        (None, Some(user)) => {
+            let what = format!("user `{user}`");
+            (Disconnect::User(user), what)
+        }
+        (None, None) => {
+            return Err(ApiError::new(ErrorCode::NotFound, "no connection named"));
+        }
     };
+    // On every relay process sharing the engine (with Redis), not only this one.
+    let disconnected = api.relay.disconnect(target).await;
     if disconnected == 0 {
         return Err(ApiError::new(
             ErrorCode::NotFound,
