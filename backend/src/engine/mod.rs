@@ -345,6 +345,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         Box::pin(async { Ok(0) })
     }
 
+    /// The relay found `room`'s history in the engine different from what it delivered under
+    /// `epoch` (the engine lost writes but kept the room): a shared engine gives the room a
+    /// new epoch, once, and reports it to every process. Must not block.
+    fn history_diverged(&self, _room: &str, _epoch: &str) {}
+
     /// Where other processes' [`Engine::disconnect_elsewhere`] requests are carried out.
     fn on_disconnect(&self, _handler: DisconnectHandler) {}
 

@@ -231,19 +231,29 @@ async fn with_redis_down_sends_are_refused_never_acked_and_everything_resumes_wh
     assert_eq!((after.offset, after.text.as_str()), (3, "after"));
 }
 
-/// `CLIENT KILL TYPE pubsub` on `redis`: every node's subscriber connection is cut.
-async fn kill_subscribers(redis: &RedisServer) {
+/// Runs one command on `redis` over a connection of its own; returns the raw answer.
+async fn redis_command(redis: &RedisServer, parts: &[&str]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("*{}\r\n", parts.len());
+    for part in parts {
+        request.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+    }
     let mut stream = tokio::net::TcpStream::connect(redis.address())
         .await
         .unwrap();
-    stream
-        .write_all(b"CLIENT KILL TYPE pubsub\r\n")
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 256];
+    let read = tokio::time::timeout(WAIT, stream.read(&mut answer))
         .await
+        .expect("Redis answers")
         .unwrap();
-    let mut answer = [0u8; 64];
-    let read = stream.read(&mut answer).await.unwrap();
-    assert!(answer[..read].starts_with(b":"), "{:?}", &answer[..read]);
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+/// `CLIENT KILL TYPE pubsub` on `redis`: every node's subscriber connection is cut.
+async fn kill_subscribers(redis: &RedisServer) {
+    let answer = redis_command(redis, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert!(answer.starts_with(':'), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,9 +450,15 @@ async fn knowing(node: &RelayProcess, name: &str, others: &[&str]) -> Client {
         .into_iter()
         .map(|m| m.name)
         .collect();
-    while let Some(missing) = others.iter().find(|other| !known.iter().any(|k| k == *other)) {
+    while let Some(missing) = others
+        .iter()
+        .find(|other| !known.iter().any(|k| k == *other))
+    {
         let (joined, who) = presence(&mut client).await;
-        assert!(joined && others.contains(&who.as_str()), "{name} waiting for {missing}: {who}");
+        assert!(
+            joined && others.contains(&who.as_str()),
+            "{name} waiting for {missing}: {who}"
+        );
         known.push(who);
     }
     client
@@ -602,4 +618,73 @@ async fn a_user_on_two_nodes_is_one_member_and_one_api_call_disconnects_it_every
     assert_eq!(presence(&mut bob).await, (false, "ada".into()));
     bob.send(&ClientMessage::Ping).await;
     assert_eq!(bob.next_event().await, ServerMessage::Pong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_the_newest_messages_of_a_room_it_kept_rotates_the_epoch() {
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
+    let mut alice = member(&a, "r", "alice").await;
+    let mut bob = member(&b, "r", "bob").await;
+    let mut seen = None;
+    for n in 1..=3 {
+        alice.say("r", &format!("a-{n}"), &format!("m{n}")).await;
+        own_message(&mut alice, &format!("a-{n}")).await;
+        let message = bob.next_message().await;
+        seen = Some(Position {
+            epoch: message.epoch,
+            offset: message.offset,
+        });
+    }
+    let seen = seen.unwrap();
+
+    // What a failover to a replica that missed the last write looks like: the room is
+    // there, under the same epoch, one message short.
+    for command in [
+        &["XDEL", "relay:{r}:log", "3-0"][..],
+        &["XSETID", "relay:{r}:log", "2-0"],
+        &["HSET", "relay:{r}:meta", "top", "2"],
+        &["HDEL", "relay:{r}:ids", "a-3"],
+    ] {
+        let answer = redis_command(&redis, command).await;
+        assert!(!answer.starts_with('-'), "{command:?}: {answer}");
+    }
+    // The next message would get offset 3 again: it is not acknowledged under the old
+    // epoch, and both nodes close the room's members.
+    alice.say("r", "a-4", "after the loss").await;
+    match alice.next_non_presence().await {
+        ServerMessage::Error { code, id, .. } => {
+            assert_eq!(
+                (code, id.as_deref()),
+                (ErrorCode::StoreUnavailable, Some("a-4"))
+            );
+        }
+        other => panic!("expected store_unavailable, got {other:?}"),
+    }
+    for client in [&mut alice, &mut bob] {
+        let frame = client.close_frame().await.expect("a close frame");
+        assert_eq!(u16::from(frame.code), close_code::SERVICE_RESTART);
+    }
+    // Back: a new epoch, the old position unrecoverable, the resend acknowledged once.
+    let mut alice = a.typed().await;
+    let joined = alice.join_since("r", "alice", Some(seen.clone())).await;
+    assert_eq!(joined.recovery, Recovery::Unrecoverable);
+    assert_ne!(joined.epoch, seen.epoch);
+    alice.say("r", "a-4", "after the loss").await;
+    loop {
+        match alice.next_non_presence().await {
+            ServerMessage::Ack {
+                id, epoch, offset, ..
+            } => {
+                assert_eq!((id.as_str(), offset), ("a-4", 3));
+                assert_eq!(epoch, joined.epoch);
+                break;
+            }
+            ServerMessage::Message(_) => {}
+            other => panic!("expected the ack, got {other:?}"),
+        }
+    }
 }

@@ -59,6 +59,7 @@ const APPEND: &str = include_str!("append.lua");
 const OPEN: &str = include_str!("open.lua");
 const PRUNE: &str = include_str!("prune.lua");
 const SWEEP: &str = include_str!("sweep.lua");
+const ROTATE: &str = include_str!("rotate.lua");
 
 /// Appends sent to Redis in one pipeline, at most.
 const MAX_BATCH: usize = 256;
@@ -659,6 +660,27 @@ impl Engine for RedisEngine {
             }
             Ok(closed)
         })
+    }
+
+    fn history_diverged(&self, room: &str, epoch: &str) {
+        let keys = Keys::of(room);
+        let mut rotate = redis::cmd("EVAL");
+        rotate
+            .arg(ROTATE)
+            .arg(1)
+            .arg(&keys.meta)
+            .arg(epoch)
+            .arg(new_epoch())
+            .arg(&keys.channel);
+        let mut redis = self.commands.clone();
+        let room = room.to_owned();
+        tokio::spawn(async move {
+            match rotate.query_async::<u64>(&mut redis).await {
+                Ok(1) => tracing::warn!(room, "Redis lost messages of this room: new epoch"),
+                Ok(_) => {}
+                Err(err) => tracing::error!(%err, room, "cannot give the room a new epoch"),
+            }
+        });
     }
 
     fn on_disconnect(&self, handler: DisconnectHandler) {

@@ -85,6 +85,12 @@ impl Room {
                 self.repair_gap(&mut state);
             }
             nobody_left = state.members.is_empty();
+            if std::mem::take(&mut state.diverged) {
+                drop(state);
+                tracing::warn!(room = %self.name, "the engine's history differs from what was delivered");
+                self.engine.history_diverged(&self.name, &self.epoch);
+                self.history_lost();
+            }
         }
         // Only a room without members can be forgotten: skip the check for the others.
         if nobody_left
@@ -106,6 +112,11 @@ impl Room {
                     self.deliver(state, &entry, Some(&origin));
                 } else if entry.offset > state.delivered {
                     state.pending.insert(entry.offset, (entry, Some(origin)));
+                } else if self.delivered_otherwise(state, &entry) {
+                    // The engine reused an offset: it lost what was delivered there. Not
+                    // acknowledged (the sender resends, and learns the new position).
+                    self.refuse(origin);
+                    state.diverged = true;
                 } else {
                     // Delivered already (a gap repair got there first): only the ack is owed.
                     self.acknowledge(&origin, &entry, false);
@@ -165,6 +176,18 @@ impl Room {
             Arrival::RepairFailed => state.repairing = false,
             Arrival::Top(top) => state.known_top = state.known_top.max(top),
         }
+    }
+
+    /// Whether `entry`'s offset was delivered as a different message (as far as the room
+    /// still remembers what it delivered).
+    fn delivered_otherwise(&self, state: &RoomState, entry: &Entry) -> bool {
+        state
+            .recent
+            .iter()
+            .find(|recent| recent.offset == entry.offset)
+            .is_some_and(|recent| {
+                recent.frame != events::MessageEvent::of(&self.name, &self.epoch, entry).encode()
+            })
     }
 
     /// Delivers `pending` from `delivered + 1` on for as long as offsets follow each other.

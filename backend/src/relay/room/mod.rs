@@ -273,6 +273,9 @@ struct RoomState {
     /// The newest offset the engine is known to hold: past `delivered`, it is read and
     /// delivered (entries another relay process stored, with a shared engine).
     known_top: u64,
+    /// The engine stored a message at an offset already delivered as another message: its
+    /// history is not the one delivered (see `Room::drain`).
+    diverged: bool,
     /// Everyone in the room. A `Vec`: fan-out iterates it on every message, joins and leaves
     /// are rare.
     members: Vec<RoomMember>,
@@ -380,6 +383,7 @@ impl Room {
                 acks_waiting: Vec::new(),
                 repairing: false,
                 known_top: snapshot.top,
+                diverged: false,
                 members: Vec::new(),
                 remote: snapshot.remote,
                 recent: VecDeque::new(),
