@@ -688,3 +688,55 @@ async fn redis_losing_the_newest_messages_of_a_room_it_kept_rotates_the_epoch() 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_who_came_and_went_while_redis_was_away_are_right_once_it_is_back() {
+    let Some(mut redis) = redis(Persistence::AofAlways) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
+    let mut alice = member(&a, "r", "alice").await;
+    let bob = knowing(&b, "bob", &["alice"]).await;
+    assert_eq!(presence(&mut alice).await, (true, "bob".into()));
+    // Eve keeps the room open on node b throughout.
+    let mut eve = knowing(&b, "eve", &["alice", "bob"]).await;
+    assert_eq!(presence(&mut alice).await, (true, "eve".into()));
+
+    // While Redis is away, Bob leaves and Carol comes.
+    redis.kill();
+    eventually("node b noticed", || async {
+        engine_state(&b).await == "unavailable"
+    })
+    .await;
+    drop(bob);
+    let _carol = member(&b, "r", "carol").await;
+    // Node b writes in order: once a send after those changes is refused, they were not
+    // written either.
+    eve.say("r", "e-1", "anyone?").await;
+    loop {
+        match eve.next_event().await {
+            ServerMessage::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::StoreUnavailable);
+                break;
+            }
+            ServerMessage::MemberJoined { .. } | ServerMessage::MemberLeft { .. } => {}
+            other => panic!("expected store_unavailable, got {other:?}"),
+        }
+    }
+    redis.restart();
+
+    // Alice hears both, once Redis is back, in some order.
+    let mut heard = vec![presence(&mut alice).await, presence(&mut alice).await];
+    heard.sort();
+    assert_eq!(heard, [(false, "bob".into()), (true, "carol".into())]);
+    let mut dave = a.typed().await;
+    let mut names: Vec<String> = dave
+        .join("r", "dave")
+        .await
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alice", "carol", "dave", "eve"]);
+}

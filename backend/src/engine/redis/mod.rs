@@ -36,6 +36,7 @@
 //! accepts any Redis, and an ack then survives whatever that Redis' persistence survives.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     sync::{Arc, Mutex},
     time::Duration,
@@ -60,6 +61,7 @@ const OPEN: &str = include_str!("open.lua");
 const PRUNE: &str = include_str!("prune.lua");
 const SWEEP: &str = include_str!("sweep.lua");
 const ROTATE: &str = include_str!("rotate.lua");
+const RESYNC: &str = include_str!("resync.lua");
 
 /// Appends sent to Redis in one pipeline, at most.
 const MAX_BATCH: usize = 256;
@@ -143,7 +145,14 @@ enum Job {
     },
     /// One [`Engine::presence`] call.
     Presence { room: String, change: Presence },
+    /// Write this node's members again, as they are now (the watcher asks after Redis was
+    /// unreachable: changes made meanwhile were lost).
+    Resync,
 }
+
+/// This node's members, by room and connection, as last told to [`Engine::presence`] (rooms
+/// without any are not kept).
+type OwnMembers = Arc<Mutex<std::collections::HashMap<String, BTreeMap<u64, common::Member>>>>;
 
 /// How the Redis engine runs.
 #[derive(Debug, Clone)]
@@ -170,6 +179,8 @@ pub struct RedisEngine {
     writer_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// The watcher task's queue (see [`watch`]).
     watch: mpsc::UnboundedSender<watch::Command>,
+    /// This node's members (for resyncs).
+    own: OwnMembers,
     instance: u32,
 }
 
@@ -233,13 +244,21 @@ impl RedisEngine {
         let instance = (instance % (1 << 20)) as u32;
         let (appends, queue) = mpsc::unbounded_channel();
         let (done, writer_done) = std::sync::mpsc::channel();
-        tokio::spawn(write(commands.clone(), queue, max_messages, instance, done));
+        let own = OwnMembers::default();
+        let writer = Writer {
+            redis: commands.clone(),
+            max_messages,
+            node: instance,
+            own: own.clone(),
+        };
+        tokio::spawn(writer.run(queue, done));
         let (watch, watch_queue) = mpsc::unbounded_channel();
         tokio::spawn(watch::run(
             watcher_client.clone(),
             commands.clone(),
             watch_queue,
             instance,
+            appends.downgrade(),
         ));
         tokio::spawn(keep_alive(commands.clone(), instance, node_timeout));
         Ok(RedisEngine {
@@ -249,6 +268,7 @@ impl RedisEngine {
             appends: Mutex::new(Some(appends)),
             writer_done: Mutex::new(Some(writer_done)),
             watch,
+            own,
             instance,
         })
     }
@@ -347,76 +367,143 @@ async fn sweep(redis: &mut ConnectionManager, dead: u32) -> redis::RedisResult<(
     Ok(())
 }
 
-/// The writer task: appends and presence changes in call order, a pipeline per round trip.
-async fn write(
-    mut redis: ConnectionManager,
-    mut queue: mpsc::UnboundedReceiver<Job>,
+/// The writer task's state.
+struct Writer {
+    redis: ConnectionManager,
     max_messages: u64,
     node: u32,
-    finished: std::sync::mpsc::Sender<()>,
-) {
-    let mut jobs = Vec::new();
-    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let mut batch = Vec::with_capacity(jobs.len());
-        for job in jobs.drain(..) {
-            match job {
-                Job::Append { room, drafts, done } => {
-                    pipe.add_command(append_command(&room, &drafts, max_messages));
-                    // Known to the pruner (a separate command: the set is in another slot).
-                    pipe.sadd(ROOMS, &*room).ignore();
-                    batch.push(Append { room, drafts, done });
+    own: OwnMembers,
+}
+
+impl Writer {
+    /// Appends and presence changes in call order, a pipeline per round trip.
+    async fn run(
+        self,
+        mut queue: mpsc::UnboundedReceiver<Job>,
+        finished: std::sync::mpsc::Sender<()>,
+    ) {
+        let Writer {
+            mut redis,
+            max_messages,
+            node,
+            own,
+        } = self;
+        let mut jobs = Vec::new();
+        while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            let mut batch = Vec::with_capacity(jobs.len());
+            let mut resynced = false;
+            // A resync also covers the rooms Redis lists this node in, where it may have no
+            // member any more (their leaves were lost).
+            let listed: Vec<String> = if jobs.iter().any(|job| matches!(job, Job::Resync)) {
+                redis.smembers(node_rooms(node)).await.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Append { room, drafts, done } => {
+                        pipe.add_command(append_command(&room, &drafts, max_messages));
+                        // Known to the pruner (a separate command: the set is in another slot).
+                        pipe.sadd(ROOMS, &*room).ignore();
+                        batch.push(Append { room, drafts, done });
+                    }
+                    Job::Presence { room, change } => add_presence(&mut pipe, node, &room, change),
+                    Job::Resync if !resynced => {
+                        resynced = true;
+                        add_resync(&mut pipe, node, &own, &listed);
+                    }
+                    Job::Resync => {}
                 }
-                Job::Presence { room, change } => add_presence(&mut pipe, node, &room, change),
             }
-        }
-        if batch.is_empty() {
-            // Presence only: nobody waits for it; a failure leaves the member to the next
-            // change or (for a dead node) the sweep.
-            let sent =
-                tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut redis))
-                    .await;
-            if !matches!(sent, Ok(Ok(_))) {
-                tracing::warn!("Redis did not take a presence change");
+            if batch.is_empty() {
+                // Presence only: nobody waits for it; a failure leaves the member to the next
+                // change or (for a dead node) the sweep.
+                let sent = tokio::time::timeout(
+                    RESPONSE_TIMEOUT,
+                    pipe.query_async::<Vec<Value>>(&mut redis),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(_))) {
+                    tracing::warn!("Redis did not take a presence change");
+                }
+                continue;
             }
-            continue;
-        }
-        // A pipeline that times out may have been executed, in part or whole: its senders
-        // are told "not stored" and resend with the same ids, which the script then
-        // answers as duplicates of what it did store (and the rooms read what they missed).
-        let answers = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async(&mut redis)).await;
-        let answers: Result<Vec<Value>, String> = match answers {
-            Ok(answers) => answers.map_err(|err| err.to_string()),
-            Err(_) => Err("Redis did not answer in time".into()),
-        };
-        match answers {
-            Ok(answers) if answers.len() == batch.len() => {
-                for (job, answer) in batch.drain(..).zip(answers) {
-                    let mut done = job.done;
-                    match appended(&job.room, job.drafts, answer) {
-                        Ok(appended) => {
-                            done(Progress::Written(appended));
-                            done(Progress::Synced);
+            // A pipeline that times out may have been executed, in part or whole: its senders
+            // are told "not stored" and resend with the same ids, which the script then
+            // answers as duplicates of what it did store (and the rooms read what they missed).
+            let answers =
+                tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async(&mut redis)).await;
+            let answers: Result<Vec<Value>, String> = match answers {
+                Ok(answers) => answers.map_err(|err| err.to_string()),
+                Err(_) => Err("Redis did not answer in time".into()),
+            };
+            match answers {
+                Ok(answers) if answers.len() == batch.len() => {
+                    for (job, answer) in batch.drain(..).zip(answers) {
+                        let mut done = job.done;
+                        match appended(&job.room, job.drafts, answer) {
+                            Ok(appended) => {
+                                done(Progress::Written(appended));
+                                done(Progress::Synced);
+                            }
+                            Err(err) => done(Progress::Failed(err)),
                         }
-                        Err(err) => done(Progress::Failed(err)),
+                    }
+                }
+                failed => {
+                    let why = match failed {
+                        Err(err) => err,
+                        Ok(answers) => {
+                            format!("{} answers to {} appends", answers.len(), batch.len())
+                        }
+                    };
+                    tracing::warn!(%why, appends = batch.len(), "Redis did not take the appends");
+                    for job in batch.drain(..) {
+                        let mut done = job.done;
+                        done(Progress::Failed(EngineError::Unavailable(why.clone())));
                     }
                 }
             }
-            failed => {
-                let why = match failed {
-                    Err(err) => err,
-                    Ok(answers) => format!("{} answers to {} appends", answers.len(), batch.len()),
-                };
-                tracing::warn!(%why, appends = batch.len(), "Redis did not take the appends");
-                for job in batch.drain(..) {
-                    let mut done = job.done;
-                    done(Progress::Failed(EngineError::Unavailable(why.clone())));
-                }
-            }
+        }
+        let _ = finished.send(());
+    }
+}
+
+/// Adds to `pipe` (answers ignored) the resync of every room this node has members in, and
+/// of the rooms `listed` in Redis as having had some.
+fn add_resync(pipe: &mut redis::Pipeline, node: u32, own: &OwnMembers, listed: &[String]) {
+    let own = own
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let none = BTreeMap::new();
+    let others = listed.iter().filter(|room| !own.contains_key(*room));
+    let rooms = own.iter().chain(others.map(|room| (room, &none)));
+    for (room, members) in rooms {
+        let keys = Keys::of(room);
+        let mut resync = redis::cmd("EVAL");
+        resync
+            .arg(RESYNC)
+            .arg(1)
+            .arg(&keys.members)
+            .arg(node)
+            .arg(&keys.presence);
+        for member in members.values() {
+            let value = format!(
+                "{node} {}",
+                serde_json::to_string(member).unwrap_or_default()
+            );
+            resync.arg(member.connection).arg(value);
+        }
+        pipe.add_command(resync).ignore();
+        if members.is_empty() {
+            pipe.srem(node_rooms(node), room).ignore();
+        } else {
+            pipe.sadd(node_rooms(node), room).ignore();
         }
     }
-    let _ = finished.send(());
 }
 
 /// An append on its way through the writer.
@@ -688,6 +775,24 @@ impl Engine for RedisEngine {
     }
 
     fn presence(&self, room: &str, change: Presence) {
+        {
+            let mut own = self
+                .own
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let members = own.entry(room.to_owned()).or_default();
+            match &change {
+                Presence::Joined { member } | Presence::Renamed { member, .. } => {
+                    members.insert(member.connection, member.clone());
+                }
+                Presence::Left { member } => {
+                    members.remove(&member.connection);
+                    if members.is_empty() {
+                        own.remove(room);
+                    }
+                }
+            }
+        }
         let _ = self.send(Job::Presence {
             room: room.to_owned(),
             change,

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use redis::{Client, Value, aio::ConnectionManager};
 use tokio::sync::mpsc;
 
-use super::{CONTROL, ControlRequest, Keys, PresenceNotice, number, text};
+use super::{CONTROL, ControlRequest, Job, Keys, PresenceNotice, number, text};
 use crate::engine::{DisconnectHandler, Notice, Watcher};
 
 /// Pause before connecting again after the pub/sub connection failed.
@@ -44,7 +44,9 @@ pub(super) async fn run(
     mut redis: ConnectionManager,
     mut commands: mpsc::UnboundedReceiver<Command>,
     node: u32,
+    writer: mpsc::WeakUnboundedSender<Job>,
 ) {
+    let mut connected_before = false;
     let mut watcher: Option<Watcher> = None;
     let mut on_disconnect: Option<DisconnectHandler> = None;
     let mut rooms: HashSet<String> = HashSet::new();
@@ -76,6 +78,12 @@ pub(super) async fn run(
         }
         if !subscribed {
             continue;
+        }
+        // After Redis was unreachable: this node's member changes since then were lost.
+        if std::mem::replace(&mut connected_before, true)
+            && let Some(writer) = writer.upgrade()
+        {
+            let _ = writer.send(Job::Resync);
         }
         // Whatever was appended while nobody listened. If that cannot be read, start over.
         let mut reported = true;
