@@ -187,7 +187,7 @@ pub struct RedisEngine {
 impl fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisEngine")
-            .field("url", &self.url)
+            .field("url", &redacted(&self.url))
             .finish_non_exhaustive()
     }
 }
@@ -222,7 +222,7 @@ impl RedisEngine {
         } = settings;
         let url = url.as_str();
         let unavailable = |err: redis::RedisError| {
-            EngineError::Unavailable(format!("cannot reach Redis at {url}: {err}"))
+            EngineError::Unavailable(format!("cannot reach Redis at {}: {err}", redacted(url)))
         };
         let client = Client::open(url).map_err(unavailable)?;
         let watcher_client = client.clone();
@@ -289,6 +289,19 @@ impl RedisEngine {
     }
 }
 
+/// `url` without its password (`redis://user:secret@host/` → `redis://user:***@host/`), for
+/// messages and logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme + 3 => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Refuses a Redis that could lose an acknowledged append: one without an append-only file
 /// fsynced on every write.
 async fn check_fsync_always(redis: &mut ConnectionManager, url: &str) -> Result<(), EngineError> {
@@ -309,9 +322,10 @@ async fn check_fsync_always(redis: &mut ConnectionManager, url: &str) -> Result<
         return Ok(());
     }
     Err(EngineError::Unavailable(format!(
-        "Redis at {url} does not fsync every write (appendonly {}, appendfsync {}), so an \
+        "Redis at {} does not fsync every write (appendonly {}, appendfsync {}), so an \
          acknowledged message could be lost if Redis dies: run it with `--appendonly yes \
          --appendfsync always`, or accept that with --durability normal",
+        redacted(url),
         appendonly.as_deref().unwrap_or("unknown"),
         appendfsync.as_deref().unwrap_or("unknown"),
     )))
@@ -908,5 +922,26 @@ impl Engine for RedisEngine {
         if let Some(finished) = finished {
             let _ = finished.recv_timeout(RESPONSE_TIMEOUT * 2);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.5:6379/"),
+            "redis://:***@10.0.0.5:6379/"
+        );
+        assert_eq!(
+            redacted("redis://relay:s3cret@host/0"),
+            "redis://relay:***@host/0"
+        );
+        assert_eq!(
+            redacted("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
     }
 }
