@@ -204,15 +204,7 @@ async fn with_redis_down_sends_are_refused_never_acked_and_everything_resumes_wh
     .await;
     assert_eq!(health(a.address()).await["status"], "degraded");
     alice.say("r", "a-1", "during").await;
-    match alice.next_non_presence().await {
-        ServerMessage::Error { code, id, .. } => {
-            assert_eq!(
-                (code, id.as_deref()),
-                (ErrorCode::StoreUnavailable, Some("a-1"))
-            );
-        }
-        other => panic!("expected store_unavailable, got {other:?}"),
-    }
+    not_stored(&mut alice, "a-1").await;
 
     // Back (with its append-only file): the resend is stored once and reaches the other
     // node; the other node's messages reach this one; both connections stayed up.
@@ -283,15 +275,11 @@ async fn a_node_whose_subscriber_is_cut_misses_nothing_published_meanwhile() {
     assert_eq!(bob.next_message().await.text, "last");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_coming_back_empty_rotates_the_epoch_and_clients_learn_unrecoverable() {
-    let Some(mut redis) = redis(Persistence::None) else {
-        return;
-    };
-    let data = tempfile::tempdir().unwrap();
-    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
-    let mut alice = member(&a, "r", "alice").await;
-    let mut bob = member(&b, "r", "bob").await;
+/// Alice on node `a` and Bob on node `b`, in room `r`, where Alice sent three messages that
+/// both saw; with Bob's position after them.
+async fn three_messages(a: &RelayProcess, b: &RelayProcess) -> (Client, Client, Position) {
+    let mut alice = member(a, "r", "alice").await;
+    let mut bob = member(b, "r", "bob").await;
     let mut seen = None;
     for n in 1..=3 {
         alice.say("r", &format!("a-{n}"), &format!("m{n}")).await;
@@ -302,14 +290,43 @@ async fn redis_coming_back_empty_rotates_the_epoch_and_clients_learn_unrecoverab
             offset: message.offset,
         });
     }
-    let seen = seen.unwrap();
+    (alice, bob, seen.unwrap())
+}
+
+/// Reads `client`'s next event, which must refuse its message `id` as not stored.
+async fn not_stored(client: &mut Client, id: &str) {
+    match client.next_non_presence().await {
+        ServerMessage::Error {
+            code, id: refused, ..
+        } => {
+            assert_eq!(
+                (code, refused.as_deref()),
+                (ErrorCode::StoreUnavailable, Some(id))
+            );
+        }
+        other => panic!("expected store_unavailable for {id}, got {other:?}"),
+    }
+}
+
+/// The code of the relay's close frame to `client`.
+async fn close_code_of(client: &mut Client) -> u16 {
+    u16::from(client.close_frame().await.expect("a close frame").code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_coming_back_empty_rotates_the_epoch_and_clients_learn_unrecoverable() {
+    let Some(mut redis) = redis(Persistence::None) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
+    let (mut alice, mut bob, seen) = three_messages(&a, &b).await;
 
     // Redis restarts without persistence: every room is gone. Both nodes notice and close
     // their members with 1012; coming back, they are told their position is lost.
     redis.restart();
     for client in [&mut alice, &mut bob] {
-        let frame = client.close_frame().await.expect("a close frame");
-        assert_eq!(u16::from(frame.code), close_code::SERVICE_RESTART);
+        assert_eq!(close_code_of(client).await, close_code::SERVICE_RESTART);
     }
     let mut alice = a.typed().await;
     let mut bob = b.typed().await;
@@ -464,6 +481,15 @@ async fn knowing(node: &RelayProcess, name: &str, others: &[&str]) -> Client {
     client
 }
 
+/// Dave, joining room `r` on `node`, with the names `joined` listed, sorted.
+async fn newcomer(node: &RelayProcess) -> (Client, Vec<String>) {
+    let mut dave = node.typed().await;
+    let members = dave.join("r", "dave").await;
+    let mut names: Vec<String> = members.into_iter().map(|m| m.name).collect();
+    names.sort();
+    (dave, names)
+}
+
 /// The next presence event `client` gets: `(joined?, name)`.
 async fn presence(client: &mut Client) -> (bool, String) {
     match client.next_event().await {
@@ -492,14 +518,7 @@ async fn members_on_every_node_are_listed_and_a_killed_nodes_members_leave() {
     assert_eq!(presence(&mut bob).await, (true, "carol".into()));
 
     // Someone joining on any node is told of everyone, wherever they are.
-    let mut dave = a.typed().await;
-    let mut names: Vec<String> = dave
-        .join("r", "dave")
-        .await
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
-    names.sort();
+    let (dave, names) = newcomer(&a).await;
     assert_eq!(names, ["alice", "bob", "carol", "dave"]);
     for client in [&mut alice, &mut bob, &mut carol] {
         assert_eq!(presence(client).await, (true, "dave".into()));
@@ -611,8 +630,7 @@ async fn a_user_on_two_nodes_is_one_member_and_one_api_call_disconnects_it_every
         .await;
     assert_eq!(answer.json()["disconnected"], 2, "{}", answer.body);
     for client in [&mut ada_here, &mut ada_there] {
-        let frame = client.close_frame().await.expect("a close frame");
-        assert_eq!(u16::from(frame.code), close_code::DISCONNECTED);
+        assert_eq!(close_code_of(client).await, close_code::DISCONNECTED);
     }
     // Bob hears Ada leave once, when her last connection is gone.
     assert_eq!(presence(&mut bob).await, (false, "ada".into()));
@@ -627,19 +645,7 @@ async fn redis_losing_the_newest_messages_of_a_room_it_kept_rotates_the_epoch() 
     };
     let data = tempfile::tempdir().unwrap();
     let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
-    let mut alice = member(&a, "r", "alice").await;
-    let mut bob = member(&b, "r", "bob").await;
-    let mut seen = None;
-    for n in 1..=3 {
-        alice.say("r", &format!("a-{n}"), &format!("m{n}")).await;
-        own_message(&mut alice, &format!("a-{n}")).await;
-        let message = bob.next_message().await;
-        seen = Some(Position {
-            epoch: message.epoch,
-            offset: message.offset,
-        });
-    }
-    let seen = seen.unwrap();
+    let (mut alice, mut bob, seen) = three_messages(&a, &b).await;
 
     // What a failover to a replica that missed the last write looks like: the room is
     // there, under the same epoch, one message short.
@@ -655,18 +661,9 @@ async fn redis_losing_the_newest_messages_of_a_room_it_kept_rotates_the_epoch() 
     // The next message would get offset 3 again: it is not acknowledged under the old
     // epoch, and both nodes close the room's members.
     alice.say("r", "a-4", "after the loss").await;
-    match alice.next_non_presence().await {
-        ServerMessage::Error { code, id, .. } => {
-            assert_eq!(
-                (code, id.as_deref()),
-                (ErrorCode::StoreUnavailable, Some("a-4"))
-            );
-        }
-        other => panic!("expected store_unavailable, got {other:?}"),
-    }
+    not_stored(&mut alice, "a-4").await;
     for client in [&mut alice, &mut bob] {
-        let frame = client.close_frame().await.expect("a close frame");
-        assert_eq!(u16::from(frame.code), close_code::SERVICE_RESTART);
+        assert_eq!(close_code_of(client).await, close_code::SERVICE_RESTART);
     }
     // Back: a new epoch, the old position unrecoverable, the resend acknowledged once.
     let mut alice = a.typed().await;
@@ -730,13 +727,6 @@ async fn members_who_came_and_went_while_redis_was_away_are_right_once_it_is_bac
     let mut heard = vec![presence(&mut alice).await, presence(&mut alice).await];
     heard.sort();
     assert_eq!(heard, [(false, "bob".into()), (true, "carol".into())]);
-    let mut dave = a.typed().await;
-    let mut names: Vec<String> = dave
-        .join("r", "dave")
-        .await
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
-    names.sort();
+    let (_dave, names) = newcomer(&a).await;
     assert_eq!(names, ["alice", "carol", "dave", "eve"]);
 }

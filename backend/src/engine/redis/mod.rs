@@ -129,6 +129,18 @@ struct PresenceNotice {
     change: Presence,
 }
 
+/// A call of the Lua script `source` on `keys` (one room's: one slot of a Redis Cluster);
+/// the caller adds its arguments. `EVAL` with the whole text: Redis caches the compiled
+/// script by its hash, and there is no `NOSCRIPT` to recover from after Redis restarts.
+fn script(source: &str, keys: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(source).arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
+    cmd
+}
+
 /// Set of every room, for pruning.
 const ROOMS: &str = "relay:rooms";
 
@@ -359,10 +371,7 @@ async fn sweep(redis: &mut ConnectionManager, dead: u32) -> redis::RedisResult<(
     let rooms: Vec<String> = redis.smembers(node_rooms(dead)).await?;
     for room in &rooms {
         let keys = Keys::of(room);
-        let gone: u64 = redis::cmd("EVAL")
-            .arg(SWEEP)
-            .arg(1)
-            .arg(&keys.members)
+        let gone: u64 = script(SWEEP, &[&keys.members])
             .arg(dead)
             .arg(&keys.presence)
             .query_async(redis)
@@ -497,13 +506,8 @@ fn add_resync(pipe: &mut redis::Pipeline, node: u32, own: &OwnMembers, listed: &
     let rooms = own.iter().chain(others.map(|room| (room, &none)));
     for (room, members) in rooms {
         let keys = Keys::of(room);
-        let mut resync = redis::cmd("EVAL");
-        resync
-            .arg(RESYNC)
-            .arg(1)
-            .arg(&keys.members)
-            .arg(node)
-            .arg(&keys.presence);
+        let mut resync = script(RESYNC, &[&keys.members]);
+        resync.arg(node).arg(&keys.presence);
         for member in members.values() {
             let value = format!(
                 "{node} {}",
@@ -553,15 +557,8 @@ fn add_presence(pipe: &mut redis::Pipeline, node: u32, room: &str, change: Prese
 /// The script call appending `drafts` to `room`.
 fn append_command(room: &str, drafts: &[Draft], max_messages: u64) -> redis::Cmd {
     let keys = Keys::of(room);
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(APPEND)
-        .arg(3)
-        .arg(&keys.meta)
-        .arg(&keys.log)
-        .arg(&keys.ids)
-        .arg(max_messages)
-        .arg(new_epoch())
-        .arg(&keys.channel);
+    let mut cmd = script(APPEND, &[&keys.meta, &keys.log, &keys.ids]);
+    cmd.arg(max_messages).arg(new_epoch()).arg(&keys.channel);
     for draft in drafts {
         cmd.arg(&*draft.from)
             .arg(draft.text.as_bytes())
@@ -676,14 +673,8 @@ impl Engine for RedisEngine {
         let mut redis = self.commands.clone();
         let node = self.instance;
         Box::pin(async move {
-            let mut open = redis::cmd("EVAL");
-            open.arg(OPEN)
-                .arg(3)
-                .arg(&keys.meta)
-                .arg(&keys.log)
-                .arg(&keys.members)
-                .arg(new_epoch())
-                .arg(recent);
+            let mut open = script(OPEN, &[&keys.meta, &keys.log, &keys.members]);
+            open.arg(new_epoch()).arg(recent);
             let mut pipe = redis::pipe();
             pipe.add_command(open).sadd(ROOMS, &room).ignore();
             let (answer,): (Value,) = pipe.query_async(&mut redis).await.map_err(unavailable)?;
@@ -765,14 +756,8 @@ impl Engine for RedisEngine {
 
     fn history_diverged(&self, room: &str, epoch: &str) {
         let keys = Keys::of(room);
-        let mut rotate = redis::cmd("EVAL");
-        rotate
-            .arg(ROTATE)
-            .arg(1)
-            .arg(&keys.meta)
-            .arg(epoch)
-            .arg(new_epoch())
-            .arg(&keys.channel);
+        let mut rotate = script(ROTATE, &[&keys.meta]);
+        rotate.arg(epoch).arg(new_epoch()).arg(&keys.channel);
         let mut redis = self.commands.clone();
         let room = room.to_owned();
         tokio::spawn(async move {
@@ -863,14 +848,8 @@ impl Engine for RedisEngine {
             for room in rooms {
                 let keys = Keys::of(&room);
                 loop {
-                    let mut prune = redis::cmd("EVAL");
-                    prune
-                        .arg(PRUNE)
-                        .arg(2)
-                        .arg(&keys.log)
-                        .arg(&keys.ids)
-                        .arg(cutoff)
-                        .arg(PRUNE_BATCH);
+                    let mut prune = script(PRUNE, &[&keys.log, &keys.ids]);
+                    prune.arg(cutoff).arg(PRUNE_BATCH);
                     let went: u64 = prune.query_async(&mut redis).await.map_err(unavailable)?;
                     dropped += went;
                     if went < PRUNE_BATCH {
