@@ -531,22 +531,13 @@ impl Room {
     ) -> Option<CatchUp> {
         let mut state = self.lock();
         let user = connection.user().cloned();
-        // A user's second tab is not news to the room: the user is in it already.
-        let new_member = user
-            .as_ref()
-            .is_none_or(|user| state.connections_of(user) == 0);
         let member = Member {
             connection: connection.id,
             name: name.to_string(),
             user: user.as_deref().map(Into::into),
             connections: 1,
         };
-        if new_member {
-            state.push_to_typed(&ServerMessage::MemberJoined {
-                room: self.name.to_string(),
-                member: member.clone(),
-            });
-        }
+        state.announce_joined(&self.name, &member);
         self.engine
             .presence(&self.name, Presence::Joined { member });
         state.members.push(RoomMember {
@@ -623,22 +614,13 @@ impl Room {
             // `remove`, not `swap_remove`: the order is the join order, which names a user's
             // first connection.
             let gone = state.members.remove(index);
-            let still_here = gone
-                .user
-                .as_ref()
-                .is_some_and(|user| state.connections_of(user) > 0);
             let member = Member {
                 connection: gone.connection,
                 name: gone.name.to_string(),
                 user: gone.user.as_deref().map(Into::into),
                 connections: 1,
             };
-            if !still_here {
-                state.push_to_typed(&ServerMessage::MemberLeft {
-                    room: self.name.to_string(),
-                    member: member.clone(),
-                });
-            }
+            state.announce_left(&self.name, &member);
             self.engine.presence(&self.name, Presence::Left { member });
         }
     }
@@ -857,6 +839,37 @@ impl RoomState {
         }
     }
 
+    /// Tells the typed members that `member` joined `room`, unless its user is in the room
+    /// already, on any connection here or elsewhere (a second tab is not news). Call before
+    /// adding it.
+    fn announce_joined(&self, room: &str, member: &Member) {
+        let new_member = member
+            .user
+            .as_ref()
+            .is_none_or(|user| self.connections_of(user) == 0);
+        if new_member {
+            self.push_to_typed(&ServerMessage::MemberJoined {
+                room: room.to_owned(),
+                member: member.clone(),
+            });
+        }
+    }
+
+    /// Tells the typed members that `member` left `room`, unless its user is still in it on
+    /// another connection. Call after removing it.
+    fn announce_left(&self, room: &str, member: &Member) {
+        let still_here = member
+            .user
+            .as_ref()
+            .is_some_and(|user| self.connections_of(user) > 0);
+        if !still_here {
+            self.push_to_typed(&ServerMessage::MemberLeft {
+                room: room.to_owned(),
+                member: member.clone(),
+            });
+        }
+    }
+
     /// Applies a change to the members on other processes, telling the typed members.
     fn apply_remote(&mut self, room: &str, change: Presence) {
         match change {
@@ -868,17 +881,8 @@ impl RoomState {
                 {
                     return;
                 }
-                let new_member = member
-                    .user
-                    .as_ref()
-                    .is_none_or(|user| self.connections_of(user) == 0);
-                self.remote.push(member.clone());
-                if new_member {
-                    self.push_to_typed(&ServerMessage::MemberJoined {
-                        room: room.to_owned(),
-                        member,
-                    });
-                }
+                self.announce_joined(room, &member);
+                self.remote.push(member);
             }
             Presence::Left { member } => {
                 let Some(index) = self
@@ -889,16 +893,7 @@ impl RoomState {
                     return;
                 };
                 let gone = self.remote.remove(index);
-                let still_here = gone
-                    .user
-                    .as_ref()
-                    .is_some_and(|user| self.connections_of(user) > 0);
-                if !still_here {
-                    self.push_to_typed(&ServerMessage::MemberLeft {
-                        room: room.to_owned(),
-                        member: gone,
-                    });
-                }
+                self.announce_left(room, &gone);
             }
             Presence::Renamed { member, previous } => {
                 let Some(known) = self
