@@ -414,7 +414,8 @@ pub struct Cli {
     /// Where history is kept (`--engine` is the same flag).
     #[arg(long, alias = "engine", env = "RELAY_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
     pub store: StoreKind,
-    /// The Redis server of `--store redis` (`redis://[:password@]host:port/db`).
+    /// The Redis server of `--store redis` (`redis://[:password@]host:port/db`), or the nodes of
+    /// a Redis Cluster separated by commas.
     #[arg(long, env = "RELAY_REDIS_URL", default_value = defaults::REDIS_URL, hide_env_values = true)]
     pub redis_url: String,
     /// Milliseconds a relay node may be silent before the others remove its members.

@@ -73,10 +73,17 @@ async fn engines() -> Vec<(Box<dyn Engine>, Box<dyn std::any::Any>)> {
     let required = std::env::var("RELAY_TEST_REDIS").is_ok_and(|v| v == "required");
     if required || crate::testing::redis_available() {
         let server = crate::testing::RedisServer::start(crate::testing::Persistence::None);
-        let redis = redis::RedisEngine::connect(&server.url(), 10_000, Durability::Normal)
+        let url = crate::testing::RedisDeployment::url(&server);
+        let redis = redis::RedisEngine::connect(&url, 10_000, Durability::Normal)
             .await
             .unwrap();
         engines.push((Box::new(redis), Box::new(server)));
+        let cluster = crate::testing::RedisCluster::start(crate::testing::Persistence::None, 3);
+        let url = crate::testing::RedisDeployment::url(&cluster);
+        let redis = redis::RedisEngine::connect(&url, 10_000, Durability::Normal)
+            .await
+            .unwrap();
+        engines.push((Box::new(redis), Box::new(cluster)));
     } else {
         eprintln!("redis-server is not installed: the Redis engine is not checked here");
     }

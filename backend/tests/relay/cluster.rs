@@ -1,4 +1,5 @@
-//! Several relay processes as one, on a real `redis-server` (the Redis engine).
+//! Several relay processes as one, on a real `redis-server` (the Redis engine), and on a
+//! Redis Cluster of three of them.
 //!
 //! Skipped where `redis-server` is not installed, unless `RELAY_TEST_REDIS=required` (which
 //! `scripts/test.sh` sets, after `scripts/setup.sh --test` installed it).
@@ -10,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use backend::testing::{Persistence, RedisServer, redis_available};
+use backend::testing::{Persistence, RedisCluster, RedisDeployment, RedisServer, redis_available};
 use common::{
     ClientMessage, ErrorCode, Member, Position, Recovery, ServerMessage, api::Presence, close_code,
 };
@@ -21,26 +22,36 @@ use crate::{
     restart::RelayProcess,
 };
 
+/// Whether the test can run: `redis-server` is installed, or required (then its absence
+/// fails the test). Prints a note when it is skipped.
+fn redis_runs() -> bool {
+    let required = std::env::var("RELAY_TEST_REDIS").is_ok_and(|v| v == "required");
+    let runs = required || redis_available();
+    if !runs {
+        eprintln!("redis-server is not installed: skipping (scripts/setup.sh --test installs it)");
+    }
+    runs
+}
+
 /// A Redis server for the test, or `None` (with a note) where there is none to run.
 fn redis(persistence: Persistence) -> Option<RedisServer> {
-    let required = std::env::var("RELAY_TEST_REDIS").is_ok_and(|v| v == "required");
-    if required || redis_available() {
-        Some(RedisServer::start(persistence))
-    } else {
-        eprintln!("redis-server is not installed: skipping (scripts/setup.sh --test installs it)");
-        None
-    }
+    redis_runs().then(|| RedisServer::start(persistence))
+}
+
+/// A Redis Cluster of three shards for the test, or `None` where there is none to run.
+fn cluster(persistence: Persistence) -> Option<RedisCluster> {
+    redis_runs().then(|| RedisCluster::start(persistence, 3))
 }
 
 /// A relay process on the Redis engine at `redis`: with `--durability full` (the default)
 /// where Redis fsyncs every write, `normal` where it keeps nothing (which `full` refuses).
-async fn node(redis: &RedisServer, data: &tempfile::TempDir) -> RelayProcess {
+async fn node(redis: &impl RedisDeployment, data: &tempfile::TempDir) -> RelayProcess {
     node_with(redis, data, &[]).await
 }
 
 /// [`node`] with `extra` flags.
 async fn node_with(
-    redis: &RedisServer,
+    redis: &impl RedisDeployment,
     data: &tempfile::TempDir,
     extra: &[OsString],
 ) -> RelayProcess {
@@ -73,45 +84,98 @@ async fn node_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_deliver_every_message_once_and_in_one_order() {
-    const CLIENTS_PER_NODE: usize = 2;
-    const MESSAGES_EACH: usize = 100;
-    let Some(redis) = redis(Persistence::None) else {
+    if let Some(redis) = redis(Persistence::None) {
+        three_nodes_share(&redis, &["shared"]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_shard_cluster_rooms_spread_over_shards_and_still_get_every_message_once_in_order()
+ {
+    let Some(cluster) = cluster(Persistence::None) else {
         return;
     };
+    // A room on each shard.
+    let mut rooms = vec![String::new(); 3];
+    for n in 0.. {
+        let room = format!("room-{n}");
+        let shard = cluster.shard_of(&format!("relay:{{{room}}}:meta"));
+        if rooms[shard].is_empty() {
+            rooms[shard] = room;
+        }
+        if rooms.iter().all(|room| !room.is_empty()) {
+            break;
+        }
+    }
+    let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let per_room = three_nodes_share(&cluster, &rooms).await;
+    for (shard, server) in cluster.servers().into_iter().enumerate() {
+        let log = format!("relay:{{{}}}:log", rooms[shard]);
+        let length = server.call(&["XLEN", &log]).unwrap();
+        assert_eq!(
+            length,
+            per_room.to_string(),
+            "shard {shard} holds {}'s history",
+            rooms[shard]
+        );
+    }
+}
+
+/// Three relay nodes on `redis`, two clients on each, all in `rooms`; each client sends
+/// [`MESSAGES_PER_ROOM`] messages to each room. Every client gets every message of every
+/// room once, in the same order as every other client. Returns how many messages each room
+/// got.
+async fn three_nodes_share(redis: &impl RedisDeployment, rooms: &[&str]) -> usize {
+    const CLIENTS_PER_NODE: usize = 2;
+    let rooms: Arc<Vec<String>> = Arc::new(rooms.iter().map(|room| room.to_string()).collect());
     let data = tempfile::tempdir().unwrap();
     let nodes = [
-        node(&redis, &data).await,
-        node(&redis, &data).await,
-        node(&redis, &data).await,
+        node(redis, &data).await,
+        node(redis, &data).await,
+        node(redis, &data).await,
     ];
     let clients = nodes.len() * CLIENTS_PER_NODE;
-    let total = clients * MESSAGES_EACH;
+    let per_room = clients * MESSAGES_PER_ROOM;
+    let sent = rooms.len() * MESSAGES_PER_ROOM;
     let everyone_joined = Arc::new(tokio::sync::Barrier::new(clients));
     let mut tasks = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
         for c in 0..CLIENTS_PER_NODE {
             let mut client = node.typed().await;
             let everyone_joined = everyone_joined.clone();
+            let rooms = rooms.clone();
             let name = format!("n{n}c{c}");
             tasks.push(tokio::spawn(async move {
-                client.join("shared", &name).await;
-                everyone_joined.wait().await;
-                for i in 0..MESSAGES_EACH {
+                for room in rooms.iter() {
+                    // Others' joins of the rooms already joined may come first.
                     client
-                        .say(
-                            "shared",
-                            &format!("{name}-{i}"),
-                            &format!("{name} says {i}"),
-                        )
+                        .send(&ClientMessage::Join {
+                            room: room.clone(),
+                            name: name.clone(),
+                            since: None,
+                        })
                         .await;
+                    let joined = client.next_non_presence().await;
+                    assert!(matches!(joined, ServerMessage::Joined { .. }), "{joined:?}");
                 }
-                // Every message, in the order delivered, and our own acks.
-                let mut seen = Vec::new();
-                let mut acked = 0;
-                while seen.len() < total || acked < MESSAGES_EACH {
+                everyone_joined.wait().await;
+                for i in 0..MESSAGES_PER_ROOM {
+                    for room in rooms.iter() {
+                        let id = format!("{name}-{room}-{i}");
+                        client
+                            .say(room, &id, &format!("{name} says {i} in {room}"))
+                            .await;
+                    }
+                }
+                // Every message, by room in the order delivered, and our own acks.
+                let mut seen: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+                let (mut received, mut acked) = (0, 0);
+                while received < per_room * rooms.len() || acked < sent {
                     match client.next_non_presence().await {
                         ServerMessage::Message(message) => {
-                            seen.push((message.offset, message.text))
+                            received += 1;
+                            let room = seen.entry(message.room).or_default();
+                            room.push((message.offset, message.text));
                         }
                         ServerMessage::Ack { duplicate, .. } => {
                             assert!(!duplicate, "{name}: a first send acked as a duplicate");
@@ -130,20 +194,32 @@ async fn three_nodes_deliver_every_message_once_and_in_one_order() {
             .await
             .expect("every client got everything in time")
             .unwrap();
-        let offsets: Vec<u64> = seen.iter().map(|(offset, _)| *offset).collect();
-        let expected: Vec<u64> = (1..=total as u64).collect();
-        assert_eq!(offsets, expected, "{name}: each offset once, in order");
+        for (room, messages) in &seen {
+            let offsets: Vec<u64> = messages.iter().map(|(offset, _)| *offset).collect();
+            let expected: Vec<u64> = (1..=per_room as u64).collect();
+            assert_eq!(
+                offsets, expected,
+                "{name} in {room}: each offset once, in order"
+            );
+        }
         orders.insert(name, seen);
     }
     let first = orders.values().next().unwrap().clone();
+    assert_eq!(first.len(), rooms.len(), "messages of every room");
     for (name, seen) in &orders {
         assert_eq!(*seen, first, "{name} saw another order");
     }
-    let mut texts: Vec<&str> = first.iter().map(|(_, text)| text.as_str()).collect();
-    texts.sort_unstable();
-    texts.dedup();
-    assert_eq!(texts.len(), total, "every message, none twice");
+    for messages in first.values() {
+        let mut texts: Vec<&str> = messages.iter().map(|(_, text)| text.as_str()).collect();
+        texts.sort_unstable();
+        texts.dedup();
+        assert_eq!(texts.len(), per_room, "every message, none twice");
+    }
+    per_room
 }
+
+/// Messages each client of [`three_nodes_share`] sends to each room.
+const MESSAGES_PER_ROOM: usize = 60;
 
 /// Reads `client`'s next two events, which must be its own message `id` (as delivered) and
 /// its `ack` (in either order); returns the offset.
@@ -186,18 +262,42 @@ async fn engine_state(node: &RelayProcess) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_sends_are_refused_never_acked_and_everything_resumes_when_it_is_back() {
-    let Some(mut redis) = redis(Persistence::AofAlways) else {
+    if let Some(mut redis) = redis(Persistence::AofAlways) {
+        refused_while_down(&mut redis, RedisServer::kill, RedisServer::restart).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_shard_of_a_room_down_its_sends_are_refused_and_resume_when_it_is_back() {
+    let Some(mut cluster) = cluster(Persistence::AofAlways) else {
         return;
     };
+    let shard = cluster.shard_of("relay:{r}:meta");
+    refused_while_down(
+        &mut cluster,
+        |cluster| cluster.shard(shard).kill(),
+        |cluster| cluster.restart_shard(shard),
+    )
+    .await;
+}
+
+/// Alice on one node and Bob on another, in room `r`, while `kill` takes the Redis holding
+/// the room away and `restart` brings it back with its append-only file: a send while it is
+/// away is refused, never acknowledged; afterwards the resend and everything else arrive once.
+async fn refused_while_down<D: RedisDeployment>(
+    redis: &mut D,
+    kill: impl FnOnce(&mut D),
+    restart: impl FnOnce(&mut D),
+) {
     let data = tempfile::tempdir().unwrap();
-    let (a, b) = (node(&redis, &data).await, node(&redis, &data).await);
+    let (a, b) = (node(&*redis, &data).await, node(&*redis, &data).await);
     let mut alice = member(&a, "r", "alice").await;
     let mut bob = member(&b, "r", "bob").await;
     alice.say("r", "a-0", "before").await;
     assert_eq!(own_message(&mut alice, "a-0").await, 1);
     assert_eq!(bob.next_message().await.text, "before");
 
-    redis.kill();
+    kill(redis);
     eventually("the engine reported unavailable", || async {
         engine_state(&a).await == "unavailable"
     })
@@ -208,7 +308,7 @@ async fn with_redis_down_sends_are_refused_never_acked_and_everything_resumes_wh
 
     // Back (with its append-only file): the resend is stored once and reaches the other
     // node; the other node's messages reach this one; both connections stayed up.
-    redis.restart();
+    restart(redis);
     eventually("the engine reported back", || async {
         engine_state(&a).await == "ok" && engine_state(&b).await == "ok"
     })
@@ -223,29 +323,13 @@ async fn with_redis_down_sends_are_refused_never_acked_and_everything_resumes_wh
     assert_eq!((after.offset, after.text.as_str()), (3, "after"));
 }
 
-/// Runs one command on `redis` over a connection of its own; returns the raw answer.
-async fn redis_command(redis: &RedisServer, parts: &[&str]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut request = format!("*{}\r\n", parts.len());
-    for part in parts {
-        request.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+/// `CLIENT KILL TYPE pubsub` on every server of `redis`: every node's subscriber connection
+/// is cut.
+fn kill_subscribers(redis: &impl RedisDeployment) {
+    for server in redis.servers() {
+        let answer = server.call(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
+        assert!(answer.parse::<u32>().is_ok(), "{answer}");
     }
-    let mut stream = tokio::net::TcpStream::connect(redis.address())
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = [0u8; 256];
-    let read = tokio::time::timeout(WAIT, stream.read(&mut answer))
-        .await
-        .expect("Redis answers")
-        .unwrap();
-    String::from_utf8_lossy(&answer[..read]).into_owned()
-}
-
-/// `CLIENT KILL TYPE pubsub` on `redis`: every node's subscriber connection is cut.
-async fn kill_subscribers(redis: &RedisServer) {
-    let answer = redis_command(redis, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    assert!(answer.starts_with(':'), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +343,7 @@ async fn a_node_whose_subscriber_is_cut_misses_nothing_published_meanwhile() {
     let mut alice = member(&a, "r", "alice").await;
     let mut bob = member(&b, "r", "bob").await;
     // Cut, then publish at once, while the nodes are still reconnecting.
-    kill_subscribers(&redis).await;
+    kill_subscribers(&redis);
     for n in 1..=MESSAGES {
         alice.say("r", &format!("a-{n}"), &format!("m{n}")).await;
     }
@@ -347,21 +431,38 @@ async fn redis_coming_back_empty_rotates_the_epoch_and_clients_learn_unrecoverab
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_a_killed_node_a_cut_subscriber_and_a_redis_restart_lose_and_repeat_nothing() {
+    if let Some(mut redis) = redis(Persistence::AofAlways) {
+        survives_faults(&mut redis, RedisServer::restart).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_cuts_a_killed_node_a_cut_subscriber_and_a_shard_restart_lose_and_repeat_nothing()
+ {
+    let Some(mut cluster) = cluster(Persistence::AofAlways) else {
+        return;
+    };
+    let shard = cluster.shard_of(&format!("relay:{{{}}}:meta", crate::fault::ROOM));
+    survives_faults(&mut cluster, |cluster| cluster.restart_shard(shard)).await;
+}
+
+/// Three senders and two receivers on three relay nodes, through proxies that cut their
+/// connections at random; meanwhile `restart` restarts the Redis holding their room (with
+/// its append-only file), a node is killed and restarted, and every subscriber is cut.
+/// Every acknowledged message reaches every client exactly once, in one order.
+async fn survives_faults<D: RedisDeployment>(redis: &mut D, restart: impl FnOnce(&mut D)) {
     const SENDERS: usize = 3;
     const RECEIVERS: usize = 2;
     const MESSAGES_PER_SENDER: usize = 200;
-    let Some(mut redis) = redis(Persistence::AofAlways) else {
-        return;
-    };
     let seed = std::env::var("FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
     let data = tempfile::tempdir().unwrap();
     let mut nodes = vec![
-        node(&redis, &data).await,
-        node(&redis, &data).await,
-        node(&redis, &data).await,
+        node(redis, &data).await,
+        node(redis, &data).await,
+        node(redis, &data).await,
     ];
     let mut proxies = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
@@ -398,15 +499,15 @@ async fn cuts_a_killed_node_a_cut_subscriber_and_a_redis_restart_lose_and_repeat
     // file), a node killed and restarted, every subscriber cut.
     let pause = || tokio::time::sleep(Duration::from_millis(150));
     pause().await;
-    redis.restart();
+    restart(redis);
     pause().await;
     nodes.remove(1).kill().await;
     pause().await;
-    let restarted = node(&redis, &data).await;
+    let restarted = node(redis, &data).await;
     *proxies[1].relay.lock().unwrap() = restarted.address();
     nodes.insert(1, restarted);
     pause().await;
-    kill_subscribers(&redis).await;
+    kill_subscribers(redis);
 
     let mut tallies = Vec::new();
     for (index, client) in clients.into_iter().enumerate() {
@@ -454,6 +555,61 @@ async fn full_durability_refuses_a_redis_that_does_not_fsync_every_write() {
     )
     .await
     .expect("a Redis that fsyncs every write is accepted");
+}
+
+#[tokio::test]
+async fn full_durability_refuses_a_cluster_with_one_primary_that_does_not_fsync_every_write() {
+    let Some(cluster) = cluster(Persistence::AofAlways) else {
+        return;
+    };
+    let url = cluster.url();
+    let connect = || {
+        backend::engine::redis::RedisEngine::connect(&url, 100, backend::engine::Durability::Full)
+    };
+    let weak = cluster.servers()[2];
+    let answer = weak.call(&["CONFIG", "SET", "appendfsync", "everysec"]);
+    assert_eq!(answer.unwrap(), "OK");
+    let message = connect().await.expect_err("one weak primary").to_string();
+    assert!(
+        message.contains("primary of the Redis Cluster")
+            && message.contains("appendfsync everysec")
+            && message.contains("--durability normal"),
+        "{message}"
+    );
+    let answer = weak.call(&["CONFIG", "SET", "appendfsync", "always"]);
+    assert_eq!(answer.unwrap(), "OK");
+    connect().await.expect("every primary fsyncs every write");
+}
+
+#[tokio::test]
+async fn redis_urls_that_cannot_work_are_refused_with_what_to_do() {
+    let (Some(one), Some(other)) = (redis(Persistence::None), redis(Persistence::None)) else {
+        return;
+    };
+    let connect = |url: String| async move {
+        backend::engine::redis::RedisEngine::connect(&url, 100, backend::engine::Durability::Normal)
+            .await
+            .expect_err("refused")
+            .to_string()
+    };
+    // Several URLs are a cluster's seeds; two separate servers are not one history.
+    let message = connect(format!("{},{}", one.url(), other.url())).await;
+    assert!(
+        message.contains("not a cluster") && message.contains("one URL"),
+        "{message}"
+    );
+    // Nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let message = connect(format!("redis://:s3cret@127.0.0.1:{port}/")).await;
+    assert!(message.contains("cannot reach Redis"), "{message}");
+    assert!(
+        !message.contains("s3cret"),
+        "the password stays out: {message}"
+    );
 }
 
 /// A client of `node` joining room `r` as `name`, once it knows that `others` are in the
@@ -584,17 +740,30 @@ async fn signed_in(node: &RelayProcess, user: &str, room: &str) -> (Client, Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_on_two_nodes_is_one_member_and_one_api_call_disconnects_it_everywhere() {
-    let Some(redis) = redis(Persistence::None) else {
-        return;
-    };
+    if let Some(redis) = redis(Persistence::None) {
+        one_member_disconnected_everywhere(&redis).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_user_on_two_nodes_is_one_member_and_one_api_call_disconnects_it_everywhere()
+{
+    if let Some(cluster) = cluster(Persistence::None) {
+        one_member_disconnected_everywhere(&cluster).await;
+    }
+}
+
+/// Ada signed in on two nodes of `redis` and Bob on one, in one room: Ada is one member with
+/// two connections on every node, and one API call on one node closes both.
+async fn one_member_disconnected_everywhere(redis: &impl RedisDeployment) {
     let data = tempfile::tempdir().unwrap();
     let flags: Vec<OsString> = ["--auth-hmac-secret", SECRET, "--api-key", API_KEY]
         .iter()
         .map(OsString::from)
         .collect();
     let (a, b) = (
-        node_with(&redis, &data, &flags).await,
-        node_with(&redis, &data, &flags).await,
+        node_with(redis, &data, &flags).await,
+        node_with(redis, &data, &flags).await,
     );
     let (mut ada_here, _) = signed_in(&a, "ada", "r").await;
     let (mut bob, members) = signed_in(&b, "bob", "r").await;
@@ -655,7 +824,7 @@ async fn redis_losing_the_newest_messages_of_a_room_it_kept_rotates_the_epoch() 
         &["HSET", "relay:{r}:meta", "top", "2"],
         &["HDEL", "relay:{r}:ids", "a-3"],
     ] {
-        let answer = redis_command(&redis, command).await;
+        let answer = redis.call(command).unwrap();
         assert!(!answer.starts_with('-'), "{command:?}: {answer}");
     }
     // The next message would get offset 3 again: it is not acknowledged under the old

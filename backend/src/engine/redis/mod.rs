@@ -28,6 +28,12 @@
 //! silent for longer is taken for dead by whichever node notices first, and its members
 //! are removed room by room (`sweep.lua`), each leave announced once.
 //!
+//! The same engine runs on a Redis Cluster: `--redis-url` then lists nodes of the cluster,
+//! separated by commas, and the engine finds out by asking (`INFO cluster`). Commands go to
+//! the shard owning their key; pipelines are split by hash tag (a cluster's pipeline stays
+//! in one slot); pub/sub stays on one plain connection, since a cluster forwards every
+//! `PUBLISH` to all its nodes.
+//!
 //! What an acknowledgement means depends on Redis' own persistence (see the README): an
 //! append is reported written and synced together, once Redis has answered the script.
 //! Under `--durability full` (the default) the engine only starts against a Redis that
@@ -43,10 +49,7 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use redis::{
-    AsyncCommands, Client, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, Value};
 use tokio::sync::mpsc;
 
 use super::{
@@ -54,7 +57,10 @@ use super::{
     EngineFuture, Entry, Presence, Progress, Retention, RoomSnapshot, Source, Watcher, new_epoch,
 };
 
+mod deployment;
 mod watch;
+
+use deployment::{Batch, Deployment, Redis};
 
 const APPEND: &str = include_str!("append.lua");
 const OPEN: &str = include_str!("open.lua");
@@ -169,7 +175,7 @@ type OwnMembers = Arc<Mutex<std::collections::HashMap<String, BTreeMap<u64, comm
 /// How the Redis engine runs.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or the nodes of a Redis Cluster separated by commas.
     pub url: String,
     /// Most messages a room keeps.
     pub max_messages: u64,
@@ -181,10 +187,9 @@ pub struct RedisSettings {
 
 /// History in Redis, shared by every relay process pointed at the same server.
 pub struct RedisEngine {
-    url: String,
-    /// For connections of their own (a disconnect's wait for answers blocks one).
-    client: Client,
-    commands: ConnectionManager,
+    /// Where Redis is (a disconnect's wait for answers opens a connection of its own).
+    deployment: Deployment,
+    commands: Redis,
     /// The writer's queue; taken by [`Engine::stop`].
     appends: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     /// Told when the writer has answered every append it was given.
@@ -199,13 +204,15 @@ pub struct RedisEngine {
 impl fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisEngine")
-            .field("url", &redacted(&self.url))
+            .field("url", &self.deployment.shown())
+            .field("cluster", &self.deployment.is_cluster())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisEngine {
-    /// Connects to the Redis at `url` (`redis://host:port/db`), keeping at most
+    /// Connects to the Redis at `url` (`redis://host:port/db`, or a cluster's nodes separated
+    /// by commas: see the module docs), keeping at most
     /// `max_messages` per room, with the default node timeout (10 s). Fails if Redis cannot
     /// be reached now, or (under [`Durability::Full`]) does not fsync every write before
     /// answering; later outages are survived (commands fail while it is away, and the
@@ -232,24 +239,16 @@ impl RedisEngine {
             durability,
             node_timeout,
         } = settings;
-        let url = url.as_str();
+        let deployment = Deployment::discover(&url).await?;
         let unavailable = |err: redis::RedisError| {
-            EngineError::Unavailable(format!("cannot reach Redis at {}: {err}", redacted(url)))
+            EngineError::Unavailable(format!(
+                "cannot reach Redis at {}: {err}",
+                deployment.shown()
+            ))
         };
-        let client = Client::open(url).map_err(unavailable)?;
-        let watcher_client = client.clone();
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_max_delay(Duration::from_secs(1))
-            // Fail a command fast while Redis is away (the next one reconnects again),
-            // rather than holding it through a long series of attempts.
-            .set_number_of_retries(1);
-        let mut commands = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let mut commands = deployment.connect().await.map_err(unavailable)?;
         if durability == Durability::Full {
-            check_fsync_always(&mut commands, url).await?;
+            check_fsync_always(&deployment, &mut commands).await?;
         }
         let instance: u64 = commands.incr(INSTANCES, 1).await.map_err(unavailable)?;
         // Connection ids keep 20 bits of it (see `relay::connection_id`).
@@ -266,7 +265,7 @@ impl RedisEngine {
         tokio::spawn(writer.run(queue, done));
         let (watch, watch_queue) = mpsc::unbounded_channel();
         tokio::spawn(watch::run(
-            watcher_client.clone(),
+            deployment.clone(),
             commands.clone(),
             watch_queue,
             instance,
@@ -274,8 +273,7 @@ impl RedisEngine {
         ));
         tokio::spawn(keep_alive(commands.clone(), instance, node_timeout));
         Ok(RedisEngine {
-            url: url.to_owned(),
-            client: watcher_client.clone(),
+            deployment,
             commands,
             appends: Mutex::new(Some(appends)),
             writer_done: Mutex::new(Some(writer_done)),
@@ -314,38 +312,39 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// Refuses a Redis that could lose an acknowledged append: one without an append-only file
-/// fsynced on every write.
-async fn check_fsync_always(redis: &mut ConnectionManager, url: &str) -> Result<(), EngineError> {
-    let setting = |name: &'static str| {
-        let mut redis = redis.clone();
-        async move {
-            let answer: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async(&mut redis)
-                .await
-                .ok()?;
-            answer.into_iter().nth(1)
-        }
+/// Refuses a Redis that could lose an acknowledged append: one (or, on a cluster, one
+/// primary) without an append-only file fsynced on every write.
+async fn check_fsync_always(deployment: &Deployment, redis: &mut Redis) -> Result<(), EngineError> {
+    let appendonly = deployment.setting(redis, "appendonly").await;
+    let appendfsync = deployment.setting(redis, "appendfsync").await;
+    let weakest = |values: Vec<Option<String>>, wanted: &str| {
+        values
+            .into_iter()
+            .find(|value| value.as_deref() != Some(wanted))
+            .map(|value| value.unwrap_or_else(|| "unknown".to_owned()))
     };
-    let (appendonly, appendfsync) = (setting("appendonly").await, setting("appendfsync").await);
-    if appendonly.as_deref() == Some("yes") && appendfsync.as_deref() == Some("always") {
+    let (appendonly, appendfsync) = (weakest(appendonly, "yes"), weakest(appendfsync, "always"));
+    if appendonly.is_none() && appendfsync.is_none() {
         return Ok(());
     }
+    let where_ = if deployment.is_cluster() {
+        "A primary of the Redis Cluster"
+    } else {
+        "Redis"
+    };
     Err(EngineError::Unavailable(format!(
-        "Redis at {} does not fsync every write (appendonly {}, appendfsync {}), so an \
+        "{where_} at {} does not fsync every write (appendonly {}, appendfsync {}), so an \
          acknowledged message could be lost if Redis dies: run it with `--appendonly yes \
          --appendfsync always`, or accept that with --durability normal",
-        redacted(url),
-        appendonly.as_deref().unwrap_or("unknown"),
-        appendfsync.as_deref().unwrap_or("unknown"),
+        deployment.shown(),
+        appendonly.as_deref().unwrap_or("yes"),
+        appendfsync.as_deref().unwrap_or("always"),
     )))
 }
 
 /// Says every quarter of `timeout` that this node is alive, and removes the members of
 /// nodes that have not said so for longer than `timeout` (runs for the process's life).
-async fn keep_alive(mut redis: ConnectionManager, node: u32, timeout: Duration) {
+async fn keep_alive(mut redis: Redis, node: u32, timeout: Duration) {
     let every = (timeout / 4).max(Duration::from_millis(50));
     loop {
         let now = super::now_millis();
@@ -367,7 +366,7 @@ async fn keep_alive(mut redis: ConnectionManager, node: u32, timeout: Duration) 
 }
 
 /// Removes a dead node's members from every room it had members in.
-async fn sweep(redis: &mut ConnectionManager, dead: u32) -> redis::RedisResult<()> {
+async fn sweep(redis: &mut Redis, dead: u32) -> redis::RedisResult<()> {
     let rooms: Vec<String> = redis.smembers(node_rooms(dead)).await?;
     for room in &rooms {
         let keys = Keys::of(room);
@@ -392,7 +391,7 @@ async fn sweep(redis: &mut ConnectionManager, dead: u32) -> redis::RedisResult<(
 
 /// The writer task's state.
 struct Writer {
-    redis: ConnectionManager,
+    redis: Redis,
     max_messages: u64,
     node: u32,
     own: OwnMembers,
@@ -413,8 +412,7 @@ impl Writer {
         } = self;
         let mut jobs = Vec::new();
         while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
+            let mut pipe = Batch::new(&redis);
             let mut batch = Vec::with_capacity(jobs.len());
             let mut resynced = false;
             // A resync also covers the rooms Redis lists this node in, where it may have no
@@ -427,9 +425,10 @@ impl Writer {
             for job in jobs.drain(..) {
                 match job {
                     Job::Append { room, drafts, done } => {
-                        pipe.add_command(append_command(&room, &drafts, max_messages));
+                        let (key, append) = append_command(&room, &drafts, max_messages);
+                        pipe.add(&key, append);
                         // Known to the pruner (a separate command: the set is in another slot).
-                        pipe.sadd(ROOMS, &*room).ignore();
+                        pipe.add_ignored(ROOMS, sadd(ROOMS, &room));
                         batch.push(Append { room, drafts, done });
                     }
                     Job::Presence { room, change } => add_presence(&mut pipe, node, &room, change),
@@ -440,54 +439,31 @@ impl Writer {
                     Job::Resync => {}
                 }
             }
-            if batch.is_empty() {
-                // Presence only: nobody waits for it; a failure leaves the member to the next
-                // change or (for a dead node) the sweep.
-                let sent = tokio::time::timeout(
-                    RESPONSE_TIMEOUT,
-                    pipe.query_async::<Vec<Value>>(&mut redis),
-                )
-                .await;
-                if !matches!(sent, Ok(Ok(_))) {
-                    tracing::warn!("Redis did not take a presence change");
-                }
-                continue;
-            }
             // A pipeline that times out may have been executed, in part or whole: its senders
             // are told "not stored" and resend with the same ids, which the script then
             // answers as duplicates of what it did store (and the rooms read what they missed).
-            let answers =
-                tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async(&mut redis)).await;
-            let answers: Result<Vec<Value>, String> = match answers {
-                Ok(answers) => answers.map_err(|err| err.to_string()),
-                Err(_) => Err("Redis did not answer in time".into()),
-            };
-            match answers {
-                Ok(answers) if answers.len() == batch.len() => {
-                    for (job, answer) in batch.drain(..).zip(answers) {
-                        let mut done = job.done;
-                        match appended(&job.room, job.drafts, answer) {
-                            Ok(appended) => {
-                                done(Progress::Written(appended));
-                                done(Progress::Synced);
-                            }
-                            Err(err) => done(Progress::Failed(err)),
-                        }
+            // Presence changes have nobody waiting: a failure leaves the member to the next
+            // change, a resync, or (for a dead node) the sweep.
+            let answers = pipe.run(&redis, RESPONSE_TIMEOUT).await;
+            let mut failed = None;
+            for (job, answer) in batch.drain(..).zip(answers) {
+                let mut done = job.done;
+                match answer
+                    .map_err(EngineError::Unavailable)
+                    .and_then(|answer| appended(&job.room, job.drafts, answer))
+                {
+                    Ok(appended) => {
+                        done(Progress::Written(appended));
+                        done(Progress::Synced);
+                    }
+                    Err(err) => {
+                        failed = Some(err.to_string());
+                        done(Progress::Failed(err));
                     }
                 }
-                failed => {
-                    let why = match failed {
-                        Err(err) => err,
-                        Ok(answers) => {
-                            format!("{} answers to {} appends", answers.len(), batch.len())
-                        }
-                    };
-                    tracing::warn!(%why, appends = batch.len(), "Redis did not take the appends");
-                    for job in batch.drain(..) {
-                        let mut done = job.done;
-                        done(Progress::Failed(EngineError::Unavailable(why.clone())));
-                    }
-                }
+            }
+            if let Some(why) = failed {
+                tracing::warn!(%why, "Redis did not take some appends");
             }
         }
         let _ = finished.send(());
@@ -496,7 +472,7 @@ impl Writer {
 
 /// Adds to `pipe` (answers ignored) the resync of every room this node has members in, and
 /// of the rooms `listed` in Redis as having had some.
-fn add_resync(pipe: &mut redis::Pipeline, node: u32, own: &OwnMembers, listed: &[String]) {
+fn add_resync(pipe: &mut Batch, node: u32, own: &OwnMembers, listed: &[String]) {
     let own = own
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -515,11 +491,12 @@ fn add_resync(pipe: &mut redis::Pipeline, node: u32, own: &OwnMembers, listed: &
             );
             resync.arg(member.connection).arg(value);
         }
-        pipe.add_command(resync).ignore();
+        pipe.add_ignored(&keys.members, resync);
+        let rooms = node_rooms(node);
         if members.is_empty() {
-            pipe.srem(node_rooms(node), room).ignore();
+            pipe.add_ignored(&rooms, redis::Cmd::srem(&rooms, room));
         } else {
-            pipe.sadd(node_rooms(node), room).ignore();
+            pipe.add_ignored(&rooms, sadd(&rooms, room));
         }
     }
 }
@@ -533,7 +510,7 @@ struct Append {
 
 /// Adds the commands of one presence change to `pipe` (their answers ignored): the room's
 /// member list, the node's list of rooms, and the notification.
-fn add_presence(pipe: &mut redis::Pipeline, node: u32, room: &str, change: Presence) {
+fn add_presence(pipe: &mut Batch, node: u32, room: &str, change: Presence) {
     let keys = Keys::of(room);
     match &change {
         Presence::Joined { member } | Presence::Renamed { member, .. } => {
@@ -541,21 +518,30 @@ fn add_presence(pipe: &mut redis::Pipeline, node: u32, room: &str, change: Prese
                 "{node} {}",
                 serde_json::to_string(member).unwrap_or_default()
             );
-            pipe.hset(&keys.members, member.connection, value).ignore();
-            pipe.sadd(node_rooms(node), room).ignore();
+            let set = redis::Cmd::hset(&keys.members, member.connection, value);
+            pipe.add_ignored(&keys.members, set);
+            let rooms = node_rooms(node);
+            pipe.add_ignored(&rooms, sadd(&rooms, room));
         }
         Presence::Left { member } => {
-            pipe.hdel(&keys.members, member.connection).ignore();
+            let remove = redis::Cmd::hdel(&keys.members, member.connection);
+            pipe.add_ignored(&keys.members, remove);
         }
     }
     let notice = PresenceNotice { node, change };
     if let Ok(payload) = serde_json::to_string(&notice) {
-        pipe.publish(&keys.presence, payload).ignore();
+        let publish = redis::Cmd::publish(&keys.presence, payload);
+        pipe.add_ignored(&keys.presence, publish);
     }
 }
 
-/// The script call appending `drafts` to `room`.
-fn append_command(room: &str, drafts: &[Draft], max_messages: u64) -> redis::Cmd {
+/// `SADD set member`.
+fn sadd(set: &str, member: &str) -> redis::Cmd {
+    redis::Cmd::sadd(set, member)
+}
+
+/// The script call appending `drafts` to `room`, with the key it is sent by.
+fn append_command(room: &str, drafts: &[Draft], max_messages: u64) -> (String, redis::Cmd) {
     let keys = Keys::of(room);
     let mut cmd = script(APPEND, &[&keys.meta, &keys.log, &keys.ids]);
     cmd.arg(max_messages).arg(new_epoch()).arg(&keys.channel);
@@ -565,7 +551,7 @@ fn append_command(room: &str, drafts: &[Draft], max_messages: u64) -> redis::Cmd
             .arg(draft.client_id.as_deref().unwrap_or(""))
             .arg(draft.source.code());
     }
-    cmd
+    (keys.meta, cmd)
 }
 
 /// The members in a room's members hash values (`<node> <member as JSON>`) that are on
@@ -670,14 +656,21 @@ impl Engine for RedisEngine {
     fn open_room(&self, room: &str, recent: usize) -> EngineFuture<'_, RoomSnapshot> {
         let keys = Keys::of(room);
         let room = room.to_owned();
-        let mut redis = self.commands.clone();
+        let redis = self.commands.clone();
         let node = self.instance;
         Box::pin(async move {
             let mut open = script(OPEN, &[&keys.meta, &keys.log, &keys.members]);
             open.arg(new_epoch()).arg(recent);
-            let mut pipe = redis::pipe();
-            pipe.add_command(open).sadd(ROOMS, &room).ignore();
-            let (answer,): (Value,) = pipe.query_async(&mut redis).await.map_err(unavailable)?;
+            let mut pipe = Batch::new(&redis);
+            pipe.add(&keys.meta, open);
+            pipe.add_ignored(ROOMS, sadd(ROOMS, &room));
+            let answer = pipe.run(&redis, RESPONSE_TIMEOUT).await.pop();
+            let answer = answer
+                .unwrap_or(Ok(Value::Nil))
+                .map_err(EngineError::Unavailable)?;
+            if let Value::ServerError(err) = &answer {
+                return Err(EngineError::Unavailable(err.to_string()));
+            }
             let bad = || EngineError::Unavailable(format!("opening {room}: unexpected answer"));
             let mut parts = array(answer).ok_or_else(bad)?.into_iter();
             let epoch = parts.next().and_then(text).ok_or_else(bad)?;
@@ -712,15 +705,21 @@ impl Engine for RedisEngine {
             let payload = serde_json::to_string(&request)
                 .map_err(|err| EngineError::Unavailable(err.to_string()))?;
             let mut redis = self.commands.clone();
-            let receivers: usize = redis.publish(CONTROL, payload).await.map_err(unavailable)?;
+            let mut receivers: usize =
+                redis.publish(CONTROL, payload).await.map_err(unavailable)?;
+            if self.deployment.is_cluster() {
+                // A cluster's node counts only its own subscribers.
+                receivers = self
+                    .deployment
+                    .subscribers(&mut redis, CONTROL)
+                    .await
+                    .map_err(unavailable)?;
+            }
             // This node's own watcher hears it too, and does not answer.
             let expected = receivers.saturating_sub(1);
-            let config = redis::AsyncConnectionConfig::new()
-                .set_response_timeout(Some(DISCONNECT_WAIT * 2))
-                .set_connection_timeout(Some(RESPONSE_TIMEOUT));
             let mut waiting = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
+                .deployment
+                .connect_alone(DISCONNECT_WAIT * 2)
                 .await
                 .map_err(unavailable)?;
             let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
@@ -862,15 +861,11 @@ impl Engine for RedisEngine {
     }
 
     fn check(&self) -> EngineFuture<'_, ()> {
-        let mut redis = self.commands.clone();
         Box::pin(async move {
-            let ping = redis::cmd("PING");
-            let ping = ping.query_async::<String>(&mut redis);
-            match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(unavailable(err)),
-                Err(_) => Err(EngineError::Unavailable("Redis did not answer PING".into())),
-            }
+            self.deployment
+                .check(&self.commands, CHECK_TIMEOUT)
+                .await
+                .map_err(EngineError::Unavailable)
         })
     }
 

@@ -16,10 +16,14 @@
 use std::{collections::HashSet, time::Duration};
 
 use futures_util::StreamExt;
-use redis::{Client, Value, aio::ConnectionManager};
+use redis::Value;
 use tokio::sync::mpsc;
 
-use super::{CONTROL, ControlRequest, Job, Keys, PresenceNotice, number, text};
+use super::{
+    CONTROL, ControlRequest, Job, Keys, PresenceNotice,
+    deployment::{Deployment, Redis},
+    number, text,
+};
 use crate::engine::{DisconnectHandler, Notice, Watcher};
 
 /// Pause before connecting again after the pub/sub connection failed.
@@ -40,8 +44,8 @@ pub(super) enum Command {
 /// Runs until the engine is dropped (its sender with it). `node` is this process's number:
 /// its own presence notices are not news to it.
 pub(super) async fn run(
-    client: Client,
-    mut redis: ConnectionManager,
+    deployment: Deployment,
+    mut redis: Redis,
     mut commands: mpsc::UnboundedReceiver<Command>,
     node: u32,
     writer: mpsc::WeakUnboundedSender<Job>,
@@ -50,9 +54,14 @@ pub(super) async fn run(
     let mut watcher: Option<Watcher> = None;
     let mut on_disconnect: Option<DisconnectHandler> = None;
     let mut rooms: HashSet<String> = HashSet::new();
+    // Counts connection attempts, which go round the seeds of a cluster (starting from
+    // one that depends on the node, to spread the nodes' subscribers over the seeds).
+    let mut attempt = node as usize;
     loop {
-        let pubsub = tokio::time::timeout(super::RESPONSE_TIMEOUT, client.get_async_pubsub()).await;
+        let pubsub = deployment.subscribe(attempt);
+        let pubsub = tokio::time::timeout(super::RESPONSE_TIMEOUT, pubsub).await;
         let Ok(Ok(pubsub)) = pubsub else {
+            attempt += 1;
             tracing::warn!("cannot open the Redis pub/sub connection; trying again");
             // Keep up with the engine meanwhile, then try again.
             let pause = tokio::time::sleep(RECONNECT_PAUSE);
@@ -77,6 +86,7 @@ pub(super) async fn run(
             subscribed &= sink.subscribe(&[keys.channel, keys.presence]).await.is_ok();
         }
         if !subscribed {
+            attempt += 1;
             continue;
         }
         // After Redis was unreachable: this node's member changes since then were lost.
@@ -99,6 +109,7 @@ pub(super) async fn run(
                 message = stream.next() => {
                     let Some(message) = message else {
                         tracing::warn!("the Redis pub/sub connection dropped; reconnecting");
+                        attempt += 1;
                         break;
                     };
                     let channel = message.get_channel_name().to_owned();
@@ -170,12 +181,7 @@ fn apply(
 }
 
 /// Closes what another node's disconnect request names here, and answers how many.
-async fn carry_out(
-    redis: &mut ConnectionManager,
-    handler: &DisconnectHandler,
-    payload: &str,
-    node: u32,
-) {
+async fn carry_out(redis: &mut Redis, handler: &DisconnectHandler, payload: &str, node: u32) {
     let Ok(request) = serde_json::from_str::<ControlRequest>(payload) else {
         return;
     };
@@ -204,12 +210,7 @@ fn notice(channel: &str, payload: &str, node: u32) -> Option<Notice> {
 
 /// Reads `room`'s epoch, top and other nodes' members and reports them; false if Redis
 /// could not be read (the caller reconnects and reads every room again).
-async fn report(
-    redis: &mut ConnectionManager,
-    watcher: Option<&Watcher>,
-    room: &str,
-    node: u32,
-) -> bool {
+async fn report(redis: &mut Redis, watcher: Option<&Watcher>, room: &str, node: u32) -> bool {
     let Some(watcher) = watcher else {
         return true;
     };
