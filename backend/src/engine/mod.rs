@@ -287,6 +287,9 @@ pub enum Progress {
 /// [`Progress`].
 pub type AppendDone = Box<dyn FnMut(Progress) + Send>;
 
+/// Turns a stored entry into the frame a client is sent (see [`Engine::read_encoded`]).
+pub type Encode = Box<dyn Fn(&Entry) -> Utf8Bytes + Send>;
+
 /// A room's numbering, de-duplication and history. See the module docs.
 pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Opens `room` (registering it with a fresh epoch if it is new): its epoch, top offset
@@ -310,6 +313,20 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Stored entries of `room` with offsets `after + 1 ..= until`, oldest first. Fewer
     /// come back when retention removed some.
     fn read(&self, room: &str, after: u64, until: u64) -> EngineFuture<'_, Vec<Entry>>;
+
+    /// [`Engine::read`], each entry turned into a frame by `encode` where the engine reads:
+    /// the SQLite engine does it on its reader threads, which run at a lower priority than
+    /// live deliveries, so a long catch-up takes a core only while nothing live needs it.
+    fn read_encoded(
+        &self,
+        room: &str,
+        after: u64,
+        until: u64,
+        encode: Encode,
+    ) -> EngineFuture<'_, Vec<Utf8Bytes>> {
+        let read = self.read(room, after, until);
+        Box::pin(async move { Ok(read.await?.iter().map(encode).collect()) })
+    }
 
     /// A number for this relay process, different from every other process's on the same
     /// data (the SQLite engine numbers its runs; the memory engine, which shares nothing,

@@ -211,14 +211,24 @@ impl Engine for SqliteEngine {
         let room = room.to_owned();
         Box::pin(async move {
             self.readers
+                .run(move |connection| read_range(connection, &room, after, until))
+                .await
+        })
+    }
+
+    fn read_encoded(
+        &self,
+        room: &str,
+        after: u64,
+        until: u64,
+        encode: super::Encode,
+    ) -> EngineFuture<'_, Vec<axum::extract::ws::Utf8Bytes>> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            self.readers
                 .run(move |connection| {
-                    query_entries(
-                        connection,
-                        "SELECT \"offset\", ts, sender, text, client_id, source FROM messages
-                         WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3
-                         ORDER BY \"offset\"",
-                        params![room, signed(after), signed(until)],
-                    )
+                    let entries = read_range(connection, &room, after, until)?;
+                    Ok(entries.iter().map(encode).collect())
                 })
                 .await
         })
@@ -391,6 +401,22 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), EngineError> 
         tracing::info!(path = %path.display(), version = index + 1, "message store schema updated");
     }
     Ok(())
+}
+
+/// Entries of `room` with offsets `after + 1 ..= until`, oldest first.
+fn read_range(
+    connection: &Connection,
+    room: &str,
+    after: u64,
+    until: u64,
+) -> Result<Vec<Entry>, EngineError> {
+    query_entries(
+        connection,
+        "SELECT \"offset\", ts, sender, text, client_id, source FROM messages
+         WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3
+         ORDER BY \"offset\"",
+        params![room, signed(after), signed(until)],
+    )
 }
 
 fn query_entries(

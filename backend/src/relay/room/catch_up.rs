@@ -2,11 +2,12 @@
 //! engine, a page at a time, at the pace the client reads.
 //!
 //! The client's send queue is on hold meanwhile: live messages queue behind it, and only the
-//! replay is written. Each page is read (on the engine's side: a blocking thread for SQLite)
-//! only once the client has taken most of the previous one, so a client thousands of
-//! messages behind costs a page of memory, not its whole gap, and the runtime's threads
-//! encode a page between other work rather than the whole gap at once.
+//! replay is written. Each page is read and encoded by the engine (for SQLite: on its reader
+//! threads, at a lower priority than live deliveries) only once the client has taken most of
+//! the previous one, so a client thousands of messages behind costs a page of memory, not
+//! its whole gap, and the runtime's threads only write the frames.
 
+use axum::extract::ws::Utf8Bytes;
 use common::Recovery;
 
 use super::{CatchUp, Room, events::MessageEvent, recovery};
@@ -51,7 +52,7 @@ impl Room {
             return queue.release(frames);
         };
         let mut frames = vec![self.joined_frame(joined, Recovery::Recovered)];
-        frames.extend(self.encode(&first));
+        frames.extend(first);
         queue.replay(frames);
         while until < last {
             if !queue.replay_taken(PAGE as usize / 2).await {
@@ -60,7 +61,7 @@ impl Room {
             let from = until;
             until = last.min(from + PAGE);
             match self.page(from, until).await {
-                Ok(Some(page)) => queue.replay(self.encode(&page)),
+                Ok(Some(page)) => queue.replay(page),
                 Err(()) => {
                     queue.end(End::Relay(CloseReason::StoreUnavailable));
                     return queue.release(Vec::new());
@@ -75,23 +76,20 @@ impl Room {
         queue.release(recent);
     }
 
-    /// Offsets `after + 1 ..= until`, if the engine has every one of them; `Err` if the
-    /// engine could not be read.
-    async fn page(&self, after: u64, until: u64) -> Result<Option<Vec<Entry>>, ()> {
-        match self.engine.read(&self.name, after, until).await {
-            Ok(entries) if recovery::complete(after, until + 1, entries.len()) => Ok(Some(entries)),
+    /// The frames of offsets `after + 1 ..= until`, if the engine has every one of them;
+    /// `Err` if the engine could not be read. The engine encodes them where it reads (off
+    /// the runtime's threads, for SQLite).
+    async fn page(&self, after: u64, until: u64) -> Result<Option<Vec<Utf8Bytes>>, ()> {
+        let (room, epoch) = (self.name.clone(), self.epoch.clone());
+        let encode = Box::new(move |entry: &Entry| MessageEvent::of(&room, &epoch, entry).encode());
+        let read = self.engine.read_encoded(&self.name, after, until, encode);
+        match read.await {
+            Ok(frames) if recovery::complete(after, until + 1, frames.len()) => Ok(Some(frames)),
             Ok(_) => Ok(None),
             Err(err) => {
                 tracing::error!(%err, room = %self.name, "cannot read history for a catch-up");
                 Err(())
             }
         }
-    }
-
-    fn encode(&self, entries: &[Entry]) -> Vec<axum::extract::ws::Utf8Bytes> {
-        entries
-            .iter()
-            .map(|entry| MessageEvent::of(&self.name, &self.epoch, entry).encode())
-            .collect()
     }
 }
