@@ -158,18 +158,28 @@ impl SendQueue {
     /// queue at once, so until it does, that first wake-up covers every later frame. (Under
     /// fan-out load this saves a `Notify` per delivery.)
     pub fn push(&self, frame: Utf8Bytes) {
+        self.push_all([frame]);
+    }
+
+    /// Queues `frames` in order, as [`SendQueue::push`] would one by one, under one lock.
+    pub fn push_all(&self, frames: impl IntoIterator<Item = Utf8Bytes>) {
         let mut queue = self.lock();
         if queue.ending.is_some() {
             return;
         }
-        let wake = if queue.make_room(self.shared.limits, 1, frame.len()) {
-            // While held, the release wakes the writer.
-            let first = queue.frames.is_empty() && !queue.held;
+        let limits = self.shared.limits;
+        // Only frames landing in an empty queue need a wake-up (while held, the release
+        // wakes the writer), and so does passing a limit.
+        let was_empty = queue.frames.is_empty() && !queue.held;
+        let mut wake = false;
+        for frame in frames {
+            if !queue.make_room(limits, 1, frame.len()) {
+                wake = true;
+                break;
+            }
             queue.frames.push_back(frame);
-            first
-        } else {
-            true
-        };
+            wake |= was_empty;
+        }
         drop(queue);
         if wake {
             self.shared.wake.notify_one();

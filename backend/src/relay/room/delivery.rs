@@ -18,16 +18,18 @@
 //!   what lies past `delivered` up to it is read and delivered, without waiting for this
 //!   room's own appends in flight.
 //!
+//! What one drain delivers is staged and handed over at the end of the pass (`Room::flush`):
+//! each member's send queue takes all of it under one lock, and only then do the answers
+//! go, so a busy room pays one queue operation per member per pass rather than per message.
+//!
 //! The same path serves every engine, so it is tested here without sockets.
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
-
 /// Pause before a failed gap read is tried again.
 const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
-use super::{Arrival, Origin, Room, RoomState, events};
+use super::{Arrival, Origin, OutgoingMessage, Room, RoomState, events};
 use crate::{
     engine::{Appended, Entry, Source},
     relay::ClientKind,
@@ -77,6 +79,7 @@ impl Room {
                 self.take(&mut state, arrival);
             }
             self.deliver_ready(&mut state);
+            self.flush(&mut state);
             // A gap may be one of this room's own appends still on its way: wait for them,
             // unless a shared engine reported entries past what was delivered (stored, so
             // reading them now is safe even if some are ours, and other nodes' messages
@@ -119,7 +122,7 @@ impl Room {
                     state.diverged = true;
                 } else {
                     // Delivered already (a gap repair got there first): only the ack is owed.
-                    self.acknowledge(&origin, &entry, false);
+                    Self::acknowledge(state, &origin, &entry, false);
                 }
             }
             Arrival::Appended {
@@ -129,7 +132,7 @@ impl Room {
                 self.metrics.duplicate();
                 if let Some(answer) = origin.answer {
                     if offset <= state.delivered {
-                        answer.delivered(self, offset, ts, true);
+                        state.outgoing.answers.push((answer, offset, ts, true));
                     } else {
                         state.acks_waiting.push((offset, ts, answer));
                     }
@@ -201,49 +204,71 @@ impl Room {
         }
         if !state.acks_waiting.is_empty() {
             let delivered = state.delivered;
+            let answers = &mut state.outgoing.answers;
             state.acks_waiting.retain(|(offset, ts, answer)| {
                 let due = *offset <= delivered;
                 if due {
-                    answer.delivered(self, *offset, *ts, true);
+                    answers.push((answer.clone(), *offset, *ts, true));
                 }
                 !due
             });
         }
     }
 
-    /// Delivers one entry: to every typed member as JSON (the sender too, so its other tabs
-    /// and its own log stay in offset order), to plain members as text except a plain
-    /// sender, who never hears itself; then the sender's ack, once synced. Each form is
-    /// encoded once and shared by all its recipients.
+    /// Delivers one entry (staged until [`Room::flush`]): to every typed member as JSON (the
+    /// sender too, so its other tabs and its own log stay in offset order), to plain
+    /// members as text except a plain sender, who never hears itself; then the sender's
+    /// ack, once synced. Each form is encoded once and shared by all its recipients.
     fn deliver(&self, state: &mut RoomState, entry: &Entry, origin: Option<&Origin>) {
         let frame = events::MessageEvent::of(&self.name, &self.epoch, entry).encode();
         let plain_sender = origin
             .filter(|origin| origin.source == Source::Plain)
             .map(|origin| origin.connection);
-        let mut plain_frame: Option<Utf8Bytes> = None;
-        for member in &state.members {
-            match member.kind {
-                ClientKind::Typed => member.queue.push(frame.clone()),
-                ClientKind::Plain if Some(member.connection) == plain_sender => {}
-                ClientKind::Plain => {
-                    let plain = plain_frame.get_or_insert_with(|| events::plain_form(entry));
-                    member.queue.push(plain.clone());
-                }
-            }
-        }
+        let has_plain = state.members.iter().any(|m| m.kind == ClientKind::Plain);
+        state.outgoing.messages.push(OutgoingMessage {
+            frame: frame.clone(),
+            plain: has_plain.then(|| events::plain_form(entry)),
+            plain_sender,
+        });
         self.metrics.published(state.members.len());
         state.delivered = entry.offset;
         state.remember(entry, frame, self.history_len);
         if let Some(origin) = origin {
-            self.acknowledge(origin, entry, false);
+            Self::acknowledge(state, origin, entry, false);
         }
     }
 
-    /// The message is delivered: its `ack` goes out now if the engine synced it already,
-    /// otherwise when it does.
-    fn acknowledge(&self, origin: &Origin, entry: &Entry, duplicate: bool) {
+    /// The message is delivered: its `ack` goes out (after the message, see
+    /// [`Room::flush`]) if the engine synced it already, otherwise when it does.
+    fn acknowledge(state: &mut RoomState, origin: &Origin, entry: &Entry, duplicate: bool) {
         if let Some(answer) = &origin.answer {
-            answer.delivered(self, entry.offset, entry.ts, duplicate);
+            let answer = (answer.clone(), entry.offset, entry.ts, duplicate);
+            state.outgoing.answers.push(answer);
+        }
+    }
+
+    /// Hands what this pass delivered to the members, each member's share in one go, and
+    /// then lets the answers owed for it go.
+    fn flush(&self, state: &mut RoomState) {
+        let outgoing = std::mem::take(&mut state.outgoing);
+        if !outgoing.messages.is_empty() {
+            for member in &state.members {
+                match member.kind {
+                    ClientKind::Typed => member
+                        .queue
+                        .push_all(outgoing.messages.iter().map(|m| m.frame.clone())),
+                    ClientKind::Plain => member.queue.push_all(
+                        outgoing
+                            .messages
+                            .iter()
+                            .filter(|m| m.plain_sender != Some(member.connection))
+                            .filter_map(|m| m.plain.clone()),
+                    ),
+                }
+            }
+        }
+        for (answer, offset, ts, duplicate) in outgoing.answers {
+            answer.delivered(self, offset, ts, duplicate);
         }
     }
 

@@ -268,6 +268,9 @@ struct RoomState {
     pending: BTreeMap<u64, (Entry, Option<Origin>)>,
     /// Acks of duplicates whose original is not delivered yet: `(offset, ts, answer)`.
     acks_waiting: Vec<(u64, u64, Arc<PendingAck>)>,
+    /// What one drain delivered and has not handed to the members yet (see
+    /// `Room::flush`).
+    outgoing: Outgoing,
     /// A read to fill a gap is under way.
     repairing: bool,
     /// The newest offset the engine is known to hold: past `delivered`, it is read and
@@ -287,6 +290,27 @@ struct RoomState {
     /// Client ids of the newest delivered messages, to answer resends without asking the
     /// engine (the engine's own check is the exact one).
     ids: RecentIds,
+}
+
+/// Messages delivered during one drain, in offset order, and the answers owed for them:
+/// each member's share goes into its send queue in one go, then the answers go, so an
+/// `ack` never precedes its message.
+#[derive(Debug, Default)]
+struct Outgoing {
+    messages: Vec<OutgoingMessage>,
+    /// `(answer, offset, ts, duplicate)`.
+    answers: Vec<(Arc<PendingAck>, u64, u64, bool)>,
+}
+
+/// One delivered message, in each form.
+#[derive(Debug)]
+struct OutgoingMessage {
+    /// For typed members.
+    frame: Utf8Bytes,
+    /// For plain members (encoded only when the room has some).
+    plain: Option<Utf8Bytes>,
+    /// The plain member who sent it, who never hears itself.
+    plain_sender: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -381,6 +405,7 @@ impl Room {
                 delivered: snapshot.top,
                 pending: BTreeMap::new(),
                 acks_waiting: Vec::new(),
+                outgoing: Outgoing::default(),
                 repairing: false,
                 known_top: snapshot.top,
                 diverged: false,
