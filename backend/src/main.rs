@@ -11,6 +11,11 @@ use backend::{
 };
 use clap::Parser;
 
+/// jemalloc returns freed memory to the system a few seconds after a burst (rooms opened
+/// and closed by the thousand); glibc's malloc kept most of it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let outcome = if std::env::args().nth(1).as_deref() == Some("token") {
         print_token()
