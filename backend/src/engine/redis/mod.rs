@@ -414,6 +414,8 @@ impl Writer {
         while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
             let mut pipe = Batch::new(&redis);
             let mut batch = Vec::with_capacity(jobs.len());
+            // Rooms of this batch already added to the pruner's set.
+            let mut registered = std::collections::HashSet::new();
             let mut resynced = false;
             // A resync also covers the rooms Redis lists this node in, where it may have no
             // member any more (their leaves were lost).
@@ -427,8 +429,11 @@ impl Writer {
                     Job::Append { room, drafts, done } => {
                         let (key, append) = append_command(&room, &drafts, max_messages);
                         pipe.add(&key, append);
-                        // Known to the pruner (a separate command: the set is in another slot).
-                        pipe.add_ignored(ROOMS, sadd(ROOMS, &room));
+                        // Known to the pruner (a separate command: the set is in another slot),
+                        // once per batch.
+                        if registered.insert(room.clone()) {
+                            pipe.add_ignored(ROOMS, sadd(ROOMS, &room));
+                        }
                         batch.push(Append { room, drafts, done });
                     }
                     Job::Presence { room, change } => add_presence(&mut pipe, node, &room, change),
