@@ -21,7 +21,8 @@
 #                                14) against SQLite in the same run: typed fan-out per relay
 #                                CPU-second on SQLite, on Redis with one node and with two
 #                                (clients split), and latency to 1,000 subscribers on one
-#                                node and split over two; three alternating rounds (about 4
+#                                node and split over two; the same two-node runs on a Redis
+#                                Cluster of three shards; three alternating rounds (about 6
 #                                minutes)
 #   bench/run.sh http-floor      relay only, not in the default list: `POST /api/publish` from
 #                                32 keep-alive connections against the least an HTTP endpoint
@@ -55,6 +56,9 @@ cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   [ -n "${second_pid:-}" ] && kill "$second_pid" 2>/dev/null || true
   [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true
+  [ -n "${shard_pids:-}" ] && kill "${shard_pids[@]}" 2>/dev/null || true
+  # BENCH_RESULTS=FILE keeps every run's JSON line (samples included).
+  [ -n "${BENCH_RESULTS:-}" ] && cp "$results" "$BENCH_RESULTS"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -176,11 +180,12 @@ for scenario in "${scenarios[@]}"; do
     churn)
       # 100,000 connections, 500 at a time, each joining one of 5,000 rooms, sending one
       # message and closing: does memory grow with room churn? Once with the SQLite store,
-      # once with nothing on disk.
+      # once with nothing on disk. CHURN_ARGS passes options to the scenario.
       for store in sqlite memory; do
         start_relay --store "$store"
         step "churn: 100,000 short connections over 5,000 rooms, $store store"
-        bench "relay-churn-$store" churn --url "${url}ws"
+        # shellcheck disable=SC2086 # word splitting of the extra options is wanted
+        bench "relay-churn-$store" churn --url "${url}ws" ${CHURN_ARGS:-}
         stop_server
       done
       ;;
@@ -234,6 +239,23 @@ for scenario in "${scenarios[@]}"; do
       wait_for_port 18090
       redis=(--engine redis --redis-url redis://127.0.0.1:18090/)
       flush_redis() { redis-cli -p 18090 FLUSHALL >/dev/null; }
+      # A Redis Cluster of three primaries (no replicas), also on core 0.
+      shard_pids=()
+      for port in 18091 18092 18093; do
+        mkdir -p "$work/shard-$port"
+        taskset -c 0 redis-server --port "$port" --bind 127.0.0.1 --dir "$work/shard-$port" \
+          --save '' --appendonly yes --appendfsync always --cluster-enabled yes \
+          --cluster-config-file nodes.conf >"$work/shard-$port.log" 2>&1 &
+        shard_pids+=($!)
+        wait_for_port "$port"
+      done
+      redis-cli --cluster create 127.0.0.1:18091 127.0.0.1:18092 127.0.0.1:18093 \
+        --cluster-replicas 0 --cluster-yes >/dev/null
+      until redis-cli -p 18091 CLUSTER INFO | grep -q 'cluster_state:ok'; do sleep 0.2; done
+      sharded=(--engine redis --redis-url
+        redis://127.0.0.1:18091,redis://127.0.0.1:18092,redis://127.0.0.1:18093)
+      flush_shards() { for port in 18091 18092 18093; do redis-cli -p "$port" FLUSHALL >/dev/null; done; }
+      shards_cpu() { local total=0 pid; for pid in "${shard_pids[@]}"; do total=$((total + $(cpu_ticks "$pid"))); done; echo "$total"; }
       for round in 1 2 3; do
         start_relay
         step "round $round: fan-out, SQLite"
@@ -256,9 +278,18 @@ for scenario in "${scenarios[@]}"; do
             --also-url ws://127.0.0.1:18084/ws --also-pid "$second_pid"
           echo "redis-server CPU: $(( $(cpu_ticks "$redis_pid") - before )) ticks"
           stop_server
+          flush_shards
+          start_relay "${sharded[@]}"
+          start_second_relay "${sharded[@]}"
+          before=$(shards_cpu)
+          step "round $round: $part, Redis Cluster of three shards, two nodes (clients split)"
+          bench "relay-redis-cluster-2-$part" "$part" --protocol typed --url "${url}ws" \
+            --also-url ws://127.0.0.1:18084/ws --also-pid "$second_pid"
+          echo "redis-server CPU (three shards): $(( $(shards_cpu) - before )) ticks"
+          stop_server
         done
       done
-      kill "$redis_pid"
+      kill "$redis_pid" "${shard_pids[@]}"
       ;;
     http-floor)
       # The floor of the HTTP publish path: the same client and load (the `api` scenario's
