@@ -14,7 +14,12 @@
 //!   all its nodes, so one subscriber hears every room. When that seed fails, the watcher
 //!   moves to the next.
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::future::join_all;
 use redis::{
@@ -81,6 +86,9 @@ pub(super) struct Deployment {
     seeds: Vec<Client>,
     /// Set when the seeds are nodes of a cluster.
     cluster: Option<ClusterClient>,
+    /// A key in each slot range `/healthz` has asked about (finding one can take many tries
+    /// for a small range).
+    probes: Arc<Mutex<HashMap<(u16, u16), String>>>,
 }
 
 impl fmt::Debug for Deployment {
@@ -144,6 +152,7 @@ impl Deployment {
             shown,
             seeds,
             cluster,
+            probes: Arc::default(),
         })
     }
 
@@ -247,7 +256,17 @@ impl Deployment {
                     let mut range = range.into_iter();
                     match (range.next(), range.next()) {
                         (Some(Value::Int(first)), Some(Value::Int(last))) => {
-                            key_in_slots(u16::try_from(first).ok()?, u16::try_from(last).ok()?)
+                            let range = (u16::try_from(first).ok()?, u16::try_from(last).ok()?);
+                            let mut probes = self
+                                .probes
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                            if let Some(key) = probes.get(&range) {
+                                return Some(key.clone());
+                            }
+                            let key = key_in_slots(range.0, range.1)?;
+                            probes.insert(range, key.clone());
+                            Some(key)
                         }
                         _ => None,
                     }
@@ -414,6 +433,9 @@ impl Batch {
             }
         });
         for ((_, indices), result) in self.pipelines.iter().zip(join_all(sent).await) {
+            if let Err(why) = &result {
+                tracing::warn!(%why, "Redis did not take a pipeline");
+            }
             match result {
                 Ok(values) if values.len() == indices.len() => {
                     for (index, value) in indices.iter().zip(values) {
