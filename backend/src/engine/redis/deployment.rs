@@ -209,10 +209,12 @@ impl Deployment {
             .get_async_pubsub()
             .await
     }
+}
 
+impl Redis {
     /// The value of configuration parameter `name` on every server (every primary of a
     /// cluster); `None` where it could not be read.
-    pub(super) async fn setting(&self, redis: &mut Redis, name: &str) -> Vec<Option<String>> {
+    pub(super) async fn setting(&mut self, name: &str) -> Vec<Option<String>> {
         let mut get = redis::cmd("CONFIG");
         get.arg("GET").arg(name);
         let value_of = |answer: Value| -> Option<String> {
@@ -221,7 +223,7 @@ impl Deployment {
             };
             parts.into_iter().nth(1).and_then(super::text)
         };
-        match redis {
+        match self {
             Redis::Cluster(cluster) => {
                 let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
                 match cluster.route_command(get, all).await {
@@ -232,8 +234,36 @@ impl Deployment {
                     _ => vec![None],
                 }
             }
-            _ => vec![get.query_async(redis).await.ok().and_then(value_of)],
+            _ => vec![get.query_async(self).await.ok().and_then(value_of)],
         }
+    }
+
+    /// How many connections are subscribed to `channel`, on every node.
+    pub(super) async fn subscribers(&mut self, channel: &str) -> RedisResult<usize> {
+        // One number per channel asked, summed over the nodes on a cluster.
+        let counts: HashMap<String, usize> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(self)
+            .await?;
+        Ok(counts.get(channel).copied().unwrap_or(0))
+    }
+}
+
+impl Deployment {
+    /// A key in slots `first ..= last`, found once per range (a small range can take many
+    /// tries).
+    fn probe_key(&self, first: u16, last: u16) -> Option<String> {
+        let mut probes = self
+            .probes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(key) = probes.get(&(first, last)) {
+            return Some(key.clone());
+        }
+        let key = key_in_slots(first, last)?;
+        probes.insert((first, last), key.clone());
+        Some(key)
     }
 
     /// Whether Redis answers within `timeout`: the one server, or the primary of every slot
@@ -256,17 +286,7 @@ impl Deployment {
                     let mut range = range.into_iter();
                     match (range.next(), range.next()) {
                         (Some(Value::Int(first)), Some(Value::Int(last))) => {
-                            let range = (u16::try_from(first).ok()?, u16::try_from(last).ok()?);
-                            let mut probes = self
-                                .probes
-                                .lock()
-                                .unwrap_or_else(|poisoned| poisoned.into_inner());
-                            if let Some(key) = probes.get(&range) {
-                                return Some(key.clone());
-                            }
-                            let key = key_in_slots(range.0, range.1)?;
-                            probes.insert(range, key.clone());
-                            Some(key)
+                            self.probe_key(u16::try_from(first).ok()?, u16::try_from(last).ok()?)
                         }
                         _ => None,
                     }
@@ -297,17 +317,6 @@ impl Deployment {
             Err(_) => Err("Redis did not answer in time".to_owned()),
         }
     }
-
-    /// How many connections are subscribed to `channel`, on every node.
-    pub(super) async fn subscribers(&self, redis: &mut Redis, channel: &str) -> RedisResult<usize> {
-        // One number per channel asked, summed over the nodes on a cluster.
-        let counts: HashMap<String, usize> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(redis)
-            .await?;
-        Ok(counts.get(channel).copied().unwrap_or(0))
-    }
 }
 
 /// Whether the server behind `seed` runs as a cluster node.
@@ -325,16 +334,18 @@ async fn cluster_enabled_at(seed: &Client) -> RedisResult<bool> {
     Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
 }
 
-/// The hash tag of `key` (the text between its first `{` and the next `}`, if not empty), or
-/// the whole key: keys with the same tag are in the same slot of a cluster.
+/// The hash tag of `key`: the text between its first `{` and the next `}`, if not empty (a
+/// room's name, in the keys and channels of a room).
+pub(super) fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let length = key[open + 1..].find('}')?;
+    (length > 0).then(|| &key[open + 1..open + 1 + length])
+}
+
+/// What a cluster hashes `key` by: its hash tag, or the whole key. Keys with the same tag are
+/// in the same slot.
 fn tag(key: &str) -> &str {
-    if let Some(open) = key.find('{')
-        && let Some(length) = key[open + 1..].find('}')
-        && length > 0
-    {
-        return &key[open + 1..open + 1 + length];
-    }
-    key
+    hash_tag(key).unwrap_or(key)
 }
 
 /// Slots of a Redis Cluster.

@@ -315,8 +315,8 @@ fn redacted(url: &str) -> String {
 /// Refuses a Redis that could lose an acknowledged append: one (or, on a cluster, one
 /// primary) without an append-only file fsynced on every write.
 async fn check_fsync_always(deployment: &Deployment, redis: &mut Redis) -> Result<(), EngineError> {
-    let appendonly = deployment.setting(redis, "appendonly").await;
-    let appendfsync = deployment.setting(redis, "appendfsync").await;
+    let appendonly = redis.setting("appendonly").await;
+    let appendfsync = redis.setting("appendfsync").await;
     let weakest = |values: Vec<Option<String>>, wanted: &str| {
         values
             .into_iter()
@@ -432,7 +432,7 @@ impl Writer {
                         // Known to the pruner (a separate command: the set is in another slot),
                         // once per batch.
                         if registered.insert(room.clone()) {
-                            pipe.add_ignored(ROOMS, sadd(ROOMS, &room));
+                            pipe.add_ignored(ROOMS, redis::Cmd::sadd(ROOMS, &*room));
                         }
                         batch.push(Append { room, drafts, done });
                     }
@@ -501,7 +501,7 @@ fn add_resync(pipe: &mut Batch, node: u32, own: &OwnMembers, listed: &[String]) 
         if members.is_empty() {
             pipe.add_ignored(&rooms, redis::Cmd::srem(&rooms, room));
         } else {
-            pipe.add_ignored(&rooms, sadd(&rooms, room));
+            pipe.add_ignored(&rooms, redis::Cmd::sadd(&rooms, room));
         }
     }
 }
@@ -526,7 +526,7 @@ fn add_presence(pipe: &mut Batch, node: u32, room: &str, change: Presence) {
             let set = redis::Cmd::hset(&keys.members, member.connection, value);
             pipe.add_ignored(&keys.members, set);
             let rooms = node_rooms(node);
-            pipe.add_ignored(&rooms, sadd(&rooms, room));
+            pipe.add_ignored(&rooms, redis::Cmd::sadd(&rooms, room));
         }
         Presence::Left { member } => {
             let remove = redis::Cmd::hdel(&keys.members, member.connection);
@@ -538,11 +538,6 @@ fn add_presence(pipe: &mut Batch, node: u32, room: &str, change: Presence) {
         let publish = redis::Cmd::publish(&keys.presence, payload);
         pipe.add_ignored(&keys.presence, publish);
     }
-}
-
-/// `SADD set member`.
-fn sadd(set: &str, member: &str) -> redis::Cmd {
-    redis::Cmd::sadd(set, member)
 }
 
 /// The script call appending `drafts` to `room`, with the key it is sent by.
@@ -668,7 +663,7 @@ impl Engine for RedisEngine {
             open.arg(new_epoch()).arg(recent);
             let mut pipe = Batch::new(&redis);
             pipe.add(&keys.meta, open);
-            pipe.add_ignored(ROOMS, sadd(ROOMS, &room));
+            pipe.add_ignored(ROOMS, redis::Cmd::sadd(ROOMS, &room));
             let answer = pipe.run(&redis, RESPONSE_TIMEOUT).await.pop();
             let answer = answer
                 .unwrap_or(Ok(Value::Nil))
@@ -714,11 +709,7 @@ impl Engine for RedisEngine {
                 redis.publish(CONTROL, payload).await.map_err(unavailable)?;
             if self.deployment.is_cluster() {
                 // A cluster's node counts only its own subscribers.
-                receivers = self
-                    .deployment
-                    .subscribers(&mut redis, CONTROL)
-                    .await
-                    .map_err(unavailable)?;
+                receivers = redis.subscribers(CONTROL).await.map_err(unavailable)?;
             }
             // This node's own watcher hears it too, and does not answer.
             let expected = receivers.saturating_sub(1);

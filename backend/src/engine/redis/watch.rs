@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{
     CONTROL, ControlRequest, Job, Keys, PresenceNotice,
-    deployment::{Deployment, Redis},
+    deployment::{Deployment, Redis, hash_tag},
     number, text,
 };
 use crate::engine::{DisconnectHandler, Notice, Watcher};
@@ -121,7 +121,8 @@ pub(super) async fn run(
                         continue;
                     }
                     if let (Some(room), Some(payload), Some(watcher)) =
-                        (room_of(&channel), payload, &watcher)
+                        // A room's channels carry its name as their hash tag.
+                        (hash_tag(&channel), payload, &watcher)
                         && let Some(notice) = notice(&channel, &payload, node)
                     {
                         watcher(room, notice);
@@ -237,11 +238,4 @@ async fn report(redis: &mut Redis, watcher: Option<&Watcher>, room: &str, node: 
     watcher(room, Notice::Members(members));
     watcher(room, top);
     true
-}
-
-/// The room of a `relay:{room}:top` channel.
-fn room_of(channel: &str) -> Option<&str> {
-    let start = channel.find('{')? + 1;
-    let end = channel[start..].find('}')? + start;
-    Some(&channel[start..end])
 }
