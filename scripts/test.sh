@@ -21,6 +21,8 @@ export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
 # The Redis engine's tests run against real redis-server processes (setup.sh --test installs
 # the package); here a missing one is a failure, not a skip.
 export RELAY_TEST_REDIS=required
+# On CI every build is cold: incremental state would only take disk (about 1.4 GB).
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 logs=$(mktemp -d)
 relay_pid=
@@ -96,13 +98,17 @@ MIN_TESTS=8 layer "HTTP API examples" .tools/venv/bin/python scripts/api_example
 MIN_TESTS=200 layer "HTTP API conformance" \
   .tools/venv/bin/python scripts/api_conformance.py target/debug/relay
 
-MIN_TESTS=3 layer "end to end" cargo test -p backend --features e2e --test e2e
+# --workspace: the same features as the unit + integration layer, so nothing is rebuilt.
+MIN_TESTS=3 layer "end to end" cargo test --workspace --test e2e -- --ignored
 
+# Built with the tests' features (dev-dependencies included), like target/debug/relay, so
+# that the dependencies are not compiled a second time with other features.
+cargo build -q --workspace --bins --tests
 # The smoke publishes through the HTTP API too, so the relay gets a key and a high API rate.
 bench_key=relay-bench-smoke-key-0123456789
 start_relay bench --rate-per-sec 1000000 --rate-burst 1000000 \
   --api-key "$bench_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000
-layer "benchmark smoke" cargo run -q -p relay-bench -- smoke --url "ws://$relay_address/" \
+layer "benchmark smoke" target/debug/relay-bench smoke --url "ws://$relay_address/" \
   --pid "$relay_pid" --label relay --api-key "$bench_key"
 stop_relay
 

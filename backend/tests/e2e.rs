@@ -2,7 +2,9 @@
 //! chat through the relay, which serves the release build of the web client from `dist/`.
 //!
 //! Needs `chromedriver` (or `$CHROMEDRIVER`) and Chromium, and `trunk build --release` run
-//! first; `scripts/test.sh` provides all three. Fails with a clear message when one is missing.
+//! first; `scripts/test.sh` provides all three and runs these tests, which are marked ignored so
+//! that a plain `cargo test` leaves them out (`cargo test --test e2e -- --ignored` runs them).
+//! Fails with a clear message when one is missing.
 
 use std::{
     net::SocketAddr,
@@ -324,6 +326,7 @@ async fn finish(sessions: Vec<(&str, Browser)>, outcome: std::thread::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn two_browsers_and_a_plain_client_chat_through_the_relay() {
     let data = tempfile::tempdir().unwrap();
     let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
@@ -339,6 +342,7 @@ async fn two_browsers_and_a_plain_client_chat_through_the_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn a_message_written_while_the_relay_is_down_is_delivered_once_it_is_back() {
     let data = tempfile::tempdir().unwrap();
     let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
@@ -459,6 +463,7 @@ async fn chat(address: SocketAddr, alice: &Browser, bob: &Browser) {
 /// Measures (does not assert, timing is for benchmarks) how soon after navigation the page
 /// shows its first message: the page loads, connects, joins and renders the lobby's history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn the_page_shows_history_soon_after_loading() {
     let data = tempfile::tempdir().unwrap();
     let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
@@ -535,6 +540,7 @@ if (shown()) {
 /// The page is a blank one the relay serves from a temporary directory (same origin, so the
 /// origin check passes): the web client is not needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn a_browser_sending_an_oversized_message_sees_close_1009_every_time() {
     const ATTEMPTS: usize = 20;
     const SIZE: usize = 4 << 20;
@@ -816,6 +822,7 @@ impl AccessibilityReport {
 /// with two rooms joined, in dark mode, and offline (with a message waiting to be sent), in
 /// light and dark. Every violation found, minor ones included, is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn the_page_has_no_serious_accessibility_violations_in_its_main_states() {
     let axe = axe_source();
     let data = tempfile::tempdir().unwrap();
@@ -928,6 +935,7 @@ return {
 /// does not), and the three bars take less than a fifth of the height; at 320 px wide
 /// nothing is cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn on_a_phone_the_newest_message_and_the_composer_stay_in_view() {
     let data = tempfile::tempdir().unwrap();
     let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
@@ -1015,6 +1023,7 @@ async fn on_a_phone_the_newest_message_and_the_composer_stay_in_view() {
 /// only; the focus is where it should be after every step, also when an unread count
 /// changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn a_keyboard_only_session_keeps_the_focus_where_it_belongs() {
     let data = tempfile::tempdir().unwrap();
     let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
@@ -1132,6 +1141,7 @@ async fn a_keyboard_only_session_keeps_the_focus_where_it_belongs() {
 /// Issue 10: Shift+Enter starts a new line; the message arrives in another browser with its
 /// line breaks, shown as lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn a_multi_line_message_arrives_with_its_line_breaks() {
     let data = tempfile::tempdir().unwrap();
     let relay = RunningRelay::start(SocketAddr::from(([127, 0, 0, 1], 0)), data.path()).await;
@@ -1197,6 +1207,7 @@ async fn api_publish(address: SocketAddr, key: &str, body: &serde_json::Value) -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn a_message_pushed_through_the_http_api_shows_in_the_page_in_order_and_marked() {
     const KEY: &str = "e2e-api-key-0123456789";
     let data = tempfile::tempdir().unwrap();
@@ -1389,6 +1400,7 @@ async fn closes_for(address: SocketAddr, reason: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a web client build; scripts/test.sh runs it"]
 async fn a_signed_in_page_refreshes_its_token_and_signs_in_again_after_expiry() {
     use token_server::{Answer, TokenServer};
     const SECRET: &str = "e2e-secret-of-at-least-thirty-two-bytes";
