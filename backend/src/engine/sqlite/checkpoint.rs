@@ -5,8 +5,8 @@
 //! file, which is exactly the wait delivery must not have. Instead the sync thread nudges
 //! this one when the WAL has grown, and it runs a `PASSIVE` checkpoint on a connection of
 //! its own: that never blocks the writer or the readers, and copies what it can. Once a
-//! checkpoint has copied everything, the writer starts the WAL over (and, with
-//! `journal_size_limit`, cuts the file back), so the WAL stays small.
+//! checkpoint has copied everything, the writer starts the WAL over, writing over the
+//! same file from its start, so the WAL stays small.
 
 use std::sync::mpsc::{self, SyncSender};
 

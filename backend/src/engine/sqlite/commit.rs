@@ -3,7 +3,7 @@
 //! Appenders queue their drafts and move on. The thread takes everything waiting (up to
 //! [`MAX_BATCH`] requests) and stores it in one transaction: for each draft, the room's
 //! next offset unless its client id is already stored, in which case the original's
-//! position. The commit is written to the WAL without an fsync (`synchronous = NORMAL`):
+//! position (found in what the thread holds of the room's ids: `client_ids.rs`). The commit is written to the WAL without an fsync (`synchronous = NORMAL`):
 //! from then on it survives a crash of the relay process, so each appender is told
 //! [`Progress::Written`] at once and members see the messages. The batch's callbacks then
 //! go to the sync thread (`sync.rs`), which reports them synced after its next fsync, so
@@ -30,7 +30,13 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::{run_state, signed, sync::SyncRequest, unsigned, worker::Worker};
+use super::{
+    client_ids::{self, ClientIds},
+    run_state, signed,
+    sync::SyncRequest,
+    unsigned,
+    worker::Worker,
+};
 use crate::engine::{
     AppendDone, Appended, Draft, EngineError, Entry, Progress, new_epoch, now_millis,
 };
@@ -51,6 +57,9 @@ enum Request {
         room: String,
         done: oneshot::Sender<Result<(), EngineError>>,
     },
+    /// Drop what is held of these rooms' client ids (the relay closed the room, or retention
+    /// deleted some): they are read from the table again when next needed.
+    Forget { rooms: Vec<String> },
     /// Finish what came before, then exit.
     Stop,
 }
@@ -64,6 +73,21 @@ pub(super) struct GroupCommit {
     thread: Worker,
     /// Batches whose first write failed and were written again.
     retries: Arc<AtomicU64>,
+    /// Pages in the WAL after the last commit.
+    wal_pages: Arc<AtomicU64>,
+}
+
+thread_local! {
+    /// Pages in the WAL after the commit thread's last commit, as SQLite's WAL hook reports
+    /// them (the hook is a plain function, called on the committing thread).
+    static WAL_PAGES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// SQLite's WAL hook on the writer: called after each commit with the pages the WAL now
+/// holds since it last started over.
+fn count_wal_pages(_wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(u64::try_from(pages).unwrap_or(0));
+    Ok(())
 }
 
 impl GroupCommit {
@@ -71,14 +95,17 @@ impl GroupCommit {
     pub(super) fn start(connection: Connection, sync: Sender<SyncRequest>) -> GroupCommit {
         let (queue, work) = mpsc::channel();
         let retries = Arc::new(AtomicU64::new(0));
-        let counted = retries.clone();
+        let wal_pages = Arc::new(AtomicU64::new(0));
+        let (counted, wal) = (retries.clone(), wal_pages.clone());
         let thread = Worker::spawn("relay-commit", move || {
-            run(connection, &work, &sync, &counted);
+            connection.wal_hook(Some(count_wal_pages));
+            run(connection, &work, &sync, &counted, &wal);
         });
         GroupCommit {
             queue,
             thread,
             retries,
+            wal_pages,
         }
     }
 
@@ -86,6 +113,11 @@ impl GroupCommit {
     /// every room, and the step before refusing messages): zero when nothing else writes.
     pub(super) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Pages in the WAL after the last commit (since the WAL last started over).
+    pub(super) fn wal_pages(&self) -> u64 {
+        self.wal_pages.load(Ordering::Relaxed)
     }
 
     pub(super) fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
@@ -106,6 +138,12 @@ impl GroupCommit {
         created.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Drops what the thread holds of `rooms`' client ids (see [`ClientIds`]); appends
+    /// queued after this call read them from the table again.
+    pub(super) fn forget(&self, rooms: Vec<String>) {
+        let _ = self.queue.send(Request::Forget { rooms });
+    }
+
     /// Stores everything queued so far, records a clean stop, then stops the thread (and,
     /// after its last batch, the sync thread) and waits for it.
     pub(super) fn stop(&self) {
@@ -119,8 +157,10 @@ fn run(
     work: &Receiver<Request>,
     sync: &Sender<SyncRequest>,
     retries: &AtomicU64,
+    wal: &AtomicU64,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut ids = ClientIds::new(client_ids::BUDGET);
     while let Ok(first) = work.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -130,14 +170,16 @@ fn run(
             }
         }
         let stop = batch.iter().any(|request| matches!(request, Request::Stop));
-        let mut stored = write(&mut connection, &batch);
+        ids.begin_batch();
+        let mut stored = write(&mut connection, &batch, &mut ids);
         if let Err(err) = &stored {
+            forget_batch(&mut ids, &batch);
             // One retry for anything passing; beyond that the batch fails, and each appender
             // is told nothing was stored.
             tracing::warn!(%err, "storing a batch failed; retrying once");
             retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(100));
-            stored = write(&mut connection, &batch);
+            stored = write(&mut connection, &batch, &mut ids);
         }
         match stored {
             Ok(results) => {
@@ -152,12 +194,19 @@ fn run(
                         Request::CreateRoom { done, .. } => {
                             let _ = done.send(Ok(()));
                         }
-                        Request::Stop => {}
+                        Request::Forget { .. } | Request::Stop => {}
                     }
                 }
+                let wal_pages = WAL_PAGES.get();
+                wal.store(wal_pages, Ordering::Relaxed);
                 if !written.is_empty()
-                    && let Err(returned) = sync.send(SyncRequest::Batch(written))
-                    && let SyncRequest::Batch(written) = returned.0
+                    && let Err(returned) = sync.send(SyncRequest::Batch {
+                        callbacks: written,
+                        wal_pages,
+                    })
+                    && let SyncRequest::Batch {
+                        callbacks: written, ..
+                    } = returned.0
                 {
                     // The sync thread is gone: written, but nobody will sync it.
                     for mut done in written {
@@ -166,6 +215,7 @@ fn run(
                 }
             }
             Err(err) => {
+                forget_batch(&mut ids, &batch);
                 tracing::error!(%err, batch = batch.len(), "cannot store messages; refusing them");
                 for request in batch.drain(..) {
                     match request {
@@ -175,7 +225,7 @@ fn run(
                         Request::CreateRoom { done, .. } => {
                             let _ = done.send(Err(EngineError::Unavailable(err.to_string())));
                         }
-                        Request::Stop => {}
+                        Request::Forget { .. } | Request::Stop => {}
                     }
                 }
             }
@@ -192,6 +242,16 @@ fn run(
     let _ = sync.send(SyncRequest::Stop);
 }
 
+/// A batch that failed may have put ids in memory that the table does not have: its rooms
+/// are read again.
+fn forget_batch(ids: &mut ClientIds, batch: &[Request]) {
+    for request in batch {
+        if let Request::Append { room, .. } = request {
+            ids.forget(room);
+        }
+    }
+}
+
 /// A room's numbering as this batch advances it.
 struct Head {
     top: u64,
@@ -203,6 +263,7 @@ struct Head {
 fn write(
     connection: &mut Connection,
     batch: &[Request],
+    ids: &mut ClientIds,
 ) -> Result<Vec<Vec<Appended>>, EngineError> {
     // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout waits out the
     // pruner's short deletes. A deferred transaction reads first and asks for the lock at its
@@ -217,22 +278,26 @@ fn write(
         )?;
         let mut head =
             transaction.prepare_cached("SELECT last_offset, last_ts FROM rooms WHERE name = ?1")?;
-        // A client id already stored makes the insert do nothing: that is the duplicate.
         let mut insert = transaction.prepare_cached(
             "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (room, client_id) WHERE client_id IS NOT NULL DO NOTHING",
-        )?;
-        let mut original = transaction.prepare_cached(
-            "SELECT \"offset\", ts FROM messages WHERE room = ?1 AND client_id = ?2",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for request in batch {
             match request {
+                Request::Forget { rooms } => {
+                    for room in rooms {
+                        ids.forget(room);
+                    }
+                }
                 Request::CreateRoom { room, .. } => {
                     create.execute(params![room, new_epoch()])?;
                 }
-                Request::Append { room, drafts, .. } => {
-                    let room: &str = room;
+                Request::Append {
+                    room: shared,
+                    drafts,
+                    ..
+                } => {
+                    let room: &str = shared;
                     let state = match heads.entry(room) {
                         std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                         std::collections::hash_map::Entry::Vacant(new) => {
@@ -253,9 +318,15 @@ fn write(
                     };
                     let mut appended = Vec::with_capacity(drafts.len());
                     for draft in drafts {
+                        if let Some(id) = &draft.client_id
+                            && let Some((offset, ts)) = ids.find(&transaction, shared, id)?
+                        {
+                            appended.push(Appended::Duplicate { offset, ts });
+                            continue;
+                        }
                         let offset = state.top + 1;
                         let ts = now_millis().max(state.last_ts);
-                        let inserted = insert.execute(params![
+                        insert.execute(params![
                             room,
                             signed(offset),
                             signed(ts),
@@ -264,25 +335,18 @@ fn write(
                             draft.client_id,
                             draft.source.code(),
                         ])?;
-                        if inserted == 1 {
-                            *state = Head {
-                                top: offset,
-                                last_ts: ts,
-                            };
-                            appended.push(Appended::Stored(Entry::from_draft(
-                                draft.clone(),
-                                offset,
-                                ts,
-                            )));
-                        } else {
-                            let (offset, ts) = original
-                                .query_row(params![room, draft.client_id], |row| {
-                                    Ok((unsigned(row, 0)?, unsigned(row, 1)?))
-                                })
-                                .optional()?
-                                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                            appended.push(Appended::Duplicate { offset, ts });
+                        if let Some(id) = &draft.client_id {
+                            ids.insert(&transaction, shared, id, offset)?;
                         }
+                        *state = Head {
+                            top: offset,
+                            last_ts: ts,
+                        };
+                        appended.push(Appended::Stored(Entry::from_draft(
+                            draft.clone(),
+                            offset,
+                            ts,
+                        )));
                     }
                     results.push(appended);
                 }

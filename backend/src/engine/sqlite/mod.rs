@@ -4,7 +4,8 @@
 //! - **Appends** go to the group-commit thread (`commit.rs`): everything waiting is stored in
 //!   one transaction, offsets and de-duplication included, written to the WAL without
 //!   waiting for the disk, and each caller is told it is written (members see it from then
-//!   on). A unique index on (room, client id) is what makes de-duplication exact.
+//!   on). De-duplication is exact: the thread holds every id its rooms keep, by hash, and
+//!   confirms a match against the stored message (`client_ids.rs`).
 //! - **Syncs** run on a thread of their own (`sync.rs`): one fsync of the WAL covers every
 //!   batch written before it, and only then is each caller told its append is synced (its
 //!   sender is acknowledged from then on).
@@ -21,6 +22,7 @@
 //! SQLite's `user_version`; a file from a newer relay is refused rather than misread.
 
 mod checkpoint;
+mod client_ids;
 mod commit;
 mod read_pool;
 mod run_state;
@@ -33,7 +35,7 @@ use std::{
     time::Duration,
 };
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     AppendDone, Draft, Engine, EngineError, EngineFuture, Entry, Retention, RoomSnapshot, Source,
@@ -45,11 +47,12 @@ pub use run_state::BOOT_ID_FILE;
 use sync::{SyncSettings, SyncThread};
 
 /// Schema migrations, in order. Entry `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("schema/0001_init.sql"),
     include_str!("schema/0002_exact_dedup.sql"),
     include_str!("schema/0003_run_state.sql"),
     include_str!("schema/0004_source.sql"),
+    include_str!("schema/0005_client_ids.sql"),
 ];
 
 /// The database file's name inside the data directory.
@@ -121,6 +124,12 @@ impl SqliteEngine {
         self.commit.retries()
     }
 
+    /// Pages in the WAL since it last started over, after the last commit: what the next
+    /// checkpoint has to copy.
+    pub fn wal_pages(&self) -> u64 {
+        self.commit.wal_pages()
+    }
+
     /// Opens (creating if needed) the store under `data_dir` with `durability` and the real
     /// boot id. See [`SqliteEngine::open_with`].
     pub fn open(data_dir: &Path, durability: Durability) -> Result<SqliteEngine, EngineError> {
@@ -144,10 +153,17 @@ impl SqliteEngine {
             cause,
         };
         let mut writer = connect(&path).map_err(open_error)?;
-        // The WAL is cut back to this size whenever it starts over after a checkpoint, so
-        // its length tells how much is waiting to be checkpointed.
+        // The WAL file is reused when it starts over after a checkpoint: writing over pages
+        // the file has is cheaper than growing it again (no blocks to allocate, and no size
+        // change for each fdatasync to commit to the file system's journal). Only a WAL that
+        // grew far past the checkpoint threshold (a long reader held checkpoints back) is
+        // cut back, to this size.
         writer
-            .pragma_update(None, "journal_size_limit", 0)
+            .pragma_update(
+                None,
+                "journal_size_limit",
+                4 * 4096 * sync::CHECKPOINT_WAL_PAGES as i64,
+            )
             .map_err(open_error)?;
         migrate(&mut writer, &path)?;
         let run = run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
@@ -255,13 +271,24 @@ impl Engine for SqliteEngine {
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {
         let path = self.path.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let connection = connect_reader(&path)?;
-                prune(&connection, retention, now_millis)
+            let (deleted, rooms) = tokio::task::spawn_blocking(move || {
+                let mut connection = connect_reader(&path)?;
+                prune(&mut connection, retention, now_millis)
             })
             .await
-            .map_err(|panicked| EngineError::Unavailable(format!("prune panicked: {panicked}")))?
+            .map_err(|panicked| {
+                EngineError::Unavailable(format!("prune panicked: {panicked}"))
+            })??;
+            // Before answering: an append made after the prune must not find a deleted id.
+            if !rooms.is_empty() {
+                self.commit.forget(rooms);
+            }
+            Ok(deleted)
         })
+    }
+
+    fn close_room(&self, room: &str) {
+        self.commit.forget(vec![room.to_owned()]);
     }
 
     fn stop(&self) {
@@ -303,18 +330,20 @@ fn snapshot(
     }))
 }
 
-/// Deletes what `retention` no longer keeps, one short transaction per room.
+/// Deletes what `retention` no longer keeps, one short transaction per room. Answers how
+/// many messages went, and from which rooms.
 fn prune(
-    connection: &Connection,
+    connection: &mut Connection,
     retention: Retention,
     now_millis: u64,
-) -> Result<u64, EngineError> {
+) -> Result<(u64, Vec<String>), EngineError> {
     let oldest_kept_ts = now_millis.saturating_sub(retention.max_age.as_millis() as u64);
     let rooms: Vec<(String, u64)> = connection
         .prepare("SELECT name, last_offset FROM rooms")?
         .query_map([], |row| Ok((row.get(0)?, unsigned(row, 1)?)))?
         .collect::<Result<_, _>>()?;
     let mut deleted = 0;
+    let mut pruned = Vec::new();
     for (room, last_offset) in rooms {
         let by_count = last_offset.saturating_sub(retention.max_messages);
         // Timestamps only grow within a room, so everything before the first message young
@@ -329,12 +358,24 @@ fn prune(
             })
             .optional()?;
         let by_age = first_young.map_or(last_offset, |offset| offset - 1);
-        deleted += connection.execute(
+        let upto = signed(by_count.max(by_age));
+        // IMMEDIATE: the write lock first, as the commit thread takes it (see `commit.rs`).
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let gone = transaction.execute(
             "DELETE FROM messages WHERE room = ?1 AND \"offset\" <= ?2",
-            params![room, signed(by_count.max(by_age))],
-        )? as u64;
+            params![room, upto],
+        )?;
+        transaction.execute(
+            "DELETE FROM client_ids WHERE room = ?1 AND \"offset\" <= ?2",
+            params![room, upto],
+        )?;
+        transaction.commit()?;
+        if gone > 0 {
+            deleted += gone as u64;
+            pruned.push(room);
+        }
     }
-    Ok(deleted)
+    Ok((deleted, pruned))
 }
 
 /// Page cache of the writer's connection, in KiB (SQLite's default is about 2 MiB).

@@ -17,8 +17,10 @@
 //! senders are not acknowledged; a resend is recognised as a duplicate and acknowledged
 //! once a later sync succeeds.
 //!
-//! When the WAL has grown past [`CHECKPOINT_WAL_BYTES`], this thread nudges the checkpoint
-//! thread (`checkpoint.rs`).
+//! When the WAL holds more than [`CHECKPOINT_WAL_PAGES`] since it last started over, this
+//! thread nudges the checkpoint thread (`checkpoint.rs`). (The WAL file is reused, not cut
+//! back, after a checkpoint, so its length is a high-water mark, not what is pending: the
+//! commit thread reports the pages instead.)
 
 use std::{
     fs::{File, OpenOptions},
@@ -30,14 +32,18 @@ use std::{
 use super::{Durability, worker::Worker};
 use crate::engine::{AppendDone, EngineError, Progress};
 
-/// WAL size past which a checkpoint is due: about 1,000 pages of 4 KiB, SQLite's own default
-/// for automatic checkpoints (which the relay turns off on the writer).
-pub(super) const CHECKPOINT_WAL_BYTES: u64 = 1000 * 4096;
+/// WAL pages past which a checkpoint is due: SQLite's own default for automatic checkpoints
+/// (which the relay turns off on the writer), about 4 MB of pages of 4 KiB.
+pub(super) const CHECKPOINT_WAL_PAGES: u64 = 1000;
 
 /// Work for the sync thread.
 pub(super) enum SyncRequest {
-    /// The callbacks of a committed batch, to be told when it is synced.
-    Batch(Vec<AppendDone>),
+    /// The callbacks of a committed batch, to be told when it is synced, and how many pages
+    /// the WAL held after the batch's commit.
+    Batch {
+        callbacks: Vec<AppendDone>,
+        wal_pages: u64,
+    },
     /// Sync what came before, then exit.
     Stop,
 }
@@ -92,21 +98,28 @@ impl SyncThread {
 
 fn run(work: &Receiver<SyncRequest>, wal: &mut Wal, checkpoint: &SyncSender<()>) {
     let mut waiting: Vec<AppendDone> = Vec::new();
+    let mut wal_pages = 0;
     while let Ok(first) = work.recv() {
         let mut stop = false;
         for request in std::iter::once(first).chain(work.try_iter()) {
             match request {
-                SyncRequest::Batch(callbacks) => waiting.extend(callbacks),
+                SyncRequest::Batch {
+                    callbacks,
+                    wal_pages: pages,
+                } => {
+                    waiting.extend(callbacks);
+                    wal_pages = pages;
+                }
                 SyncRequest::Stop => stop = true,
             }
         }
         if !waiting.is_empty() {
             match wal.sync() {
-                Ok(length) => {
+                Ok(()) => {
                     for mut done in waiting.drain(..) {
                         done(Progress::Synced);
                     }
-                    if length > CHECKPOINT_WAL_BYTES {
+                    if wal_pages > CHECKPOINT_WAL_PAGES {
                         // Full means a nudge is already waiting.
                         let _ = checkpoint.try_send(());
                     }
@@ -138,9 +151,8 @@ struct Wal {
 }
 
 impl Wal {
-    /// Makes everything written to the WAL so far durable (under `Full`); returns the WAL's
-    /// length, all of which is now synced.
-    fn sync(&mut self) -> std::io::Result<u64> {
+    /// Makes everything written to the WAL so far durable (under `Full`).
+    fn sync(&mut self) -> std::io::Result<()> {
         let file = match &mut self.file {
             Some(file) => file,
             empty => empty.insert(OpenOptions::new().read(true).write(true).open(&self.path)?),
@@ -148,7 +160,7 @@ impl Wal {
         // Everything written before this point is covered by the fsync below.
         let length = file.metadata()?.len();
         if self.settings.durability == Durability::Normal {
-            return Ok(length);
+            return Ok(());
         }
         if !self.settings.delay.is_zero() {
             std::thread::sleep(self.settings.delay);
@@ -162,7 +174,7 @@ impl Wal {
         {
             tracing::warn!(%err, file = %record.display(), "cannot record the synced WAL length");
         }
-        Ok(length)
+        Ok(())
     }
 }
 

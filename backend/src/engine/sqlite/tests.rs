@@ -201,23 +201,91 @@ async fn the_checkpoint_thread_keeps_the_wal_small() {
         append(&engine, "big", drafts).await.unwrap();
     }
     let grown = std::fs::metadata(&wal).unwrap().len();
-    assert!(grown > sync::CHECKPOINT_WAL_BYTES, "{grown}");
+    assert!(grown > 4096 * sync::CHECKPOINT_WAL_PAGES, "{grown}");
     // Once a checkpoint has copied everything, the next commit starts the WAL over.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         append(&engine, "big", vec![draft("small", None)])
             .await
             .unwrap();
-        let length = std::fs::metadata(&wal).unwrap().len();
-        if length < sync::CHECKPOINT_WAL_BYTES / 4 {
+        let pages = engine.wal_pages();
+        if pages < sync::CHECKPOINT_WAL_PAGES / 4 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the WAL stayed at {length} bytes"
+            "the WAL stayed at {pages} pages"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Started over in the same file: a third of what it held fits without growing it.
+    let high_water = std::fs::metadata(&wal).unwrap().len();
+    assert!(high_water >= grown);
+    for _ in 0..3 {
+        let drafts = (0..300).map(|_| draft(&text, None)).collect();
+        append(&engine, "big", drafts).await.unwrap();
+    }
+    let reused = std::fs::metadata(&wal).unwrap().len();
+    assert_eq!(reused, high_water, "the WAL file is written over, not grown");
     assert_eq!(engine.read("big", 2999, 3000).await.unwrap().len(), 1);
+    engine.stop();
+}
+
+/// Whether each of `appended` is a duplicate, with its offset.
+fn positions(appended: &[Appended]) -> Vec<(u64, bool)> {
+    appended
+        .iter()
+        .map(|appended| match appended {
+            Appended::Stored(entry) => (entry.offset, false),
+            Appended::Duplicate { offset, .. } => (*offset, true),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_batch_leaves_no_id_taken_and_ids_survive_closing_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    append(&engine, "r", vec![draft("kept", Some("k"))])
+        .await
+        .unwrap();
+    // A fault the next batch runs into after storing its first message: a trigger refusing
+    // one text (its retry fails the same way).
+    let connection = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    connection
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.text = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+        )
+        .unwrap();
+    let failed = append(
+        &engine,
+        "r",
+        vec![draft("first", Some("n")), draft("poison", None)],
+    )
+    .await;
+    assert!(
+        matches!(failed, Err(EngineError::Unavailable(_))),
+        "{failed:?}"
+    );
+    connection.execute_batch("DROP TRIGGER poison").unwrap();
+    let again = append(
+        &engine,
+        "r",
+        vec![draft("first", Some("n")), draft("kept", Some("k"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        positions(&again),
+        [(2, false), (1, true)],
+        "\"n\" was never stored; \"k\" was"
+    );
+    // Closing the room drops what the commit thread holds of it; the table still knows.
+    engine.close_room("r");
+    let after_close = append(&engine, "r", vec![draft("first", Some("n"))])
+        .await
+        .unwrap();
+    assert_eq!(positions(&after_close), [(2, true)]);
     engine.stop();
 }

@@ -1,0 +1,318 @@
+//! De-duplication by client id, without an index that every message writes at random.
+//!
+//! A client id (or an idempotency key) must be recognised for as long as its room keeps the
+//! message. A unique index on (room, client id) does that, but ids are random, so each new
+//! one lands on its own leaf page of the index: a commit wrote about one 4 KiB page per
+//! message however many it batched, and the WAL, the fsyncs and the checkpoints grew with
+//! it (docs/benchmarks.md, "What the relay's CPU goes to in the API path").
+//!
+//! Instead, the ids live in a table keyed by (room, offset), where new ones are appended at
+//! the end of the room's range (a page per room per commit), and the commit thread keeps,
+//! for each room it appends to, a hash of every id the table holds for it, with the offsets
+//! that carry that hash. A hash that matches is confirmed by reading the message (a
+//! duplicate is rare), so two ids with one hash are never confused. A room is read in
+//! whole the first time it is appended to, and dropped when the relay closes it, when
+//! retention deletes from it, when a batch that wrote to it fails, and, least recently used
+//! first, when more ids are held than a budget ([`BUDGET`] in the relay).
+
+use std::{
+    collections::{HashMap, hash_map::RandomState},
+    hash::BuildHasher,
+    sync::Arc,
+};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{signed, unsigned};
+
+/// Ids held in memory before rooms are dropped, least recently used first (about 20 to 40
+/// bytes each: 5 to 10 MiB). Rooms appended to in the current batch are never dropped.
+pub(super) const BUDGET: usize = 1 << 18;
+
+/// The ids of the rooms appended to lately. Owned by the commit thread.
+pub(super) struct ClientIds {
+    /// Hashes ids; its keys are drawn at random for each process.
+    hasher: RandomState,
+    /// Ids to hold at most, but for the rooms of the current batch.
+    budget: usize,
+    rooms: HashMap<Arc<str>, RoomIds>,
+    /// Ids held, over all rooms.
+    held: usize,
+    /// The current batch's number, which marks the rooms it used.
+    batch: u64,
+}
+
+/// One room's ids, by hash.
+#[derive(Default)]
+struct RoomIds {
+    /// The offset of the message with each hash.
+    first: HashMap<u64, u64>,
+    /// Further offsets whose id has a hash already in `first` (a different id: practically
+    /// never, but then both are kept).
+    more: Vec<(u64, u64)>,
+    /// The last batch that used the room.
+    used: u64,
+}
+
+impl RoomIds {
+    fn len(&self) -> usize {
+        self.first.len() + self.more.len()
+    }
+
+    fn candidates(&self, hash: u64) -> impl Iterator<Item = u64> + '_ {
+        let more = self.more.iter().filter(move |(h, _)| *h == hash);
+        self.first
+            .get(&hash)
+            .copied()
+            .into_iter()
+            .chain(more.map(|(_, offset)| *offset))
+    }
+
+    fn insert(&mut self, hash: u64, offset: u64) {
+        if let Some(taken) = self.first.get(&hash)
+            && *taken != offset
+        {
+            self.more.push((hash, offset));
+        } else {
+            self.first.insert(hash, offset);
+        }
+    }
+}
+
+impl ClientIds {
+    /// Holding at most `budget` ids (but for the rooms of the current batch).
+    pub(super) fn new(budget: usize) -> ClientIds {
+        ClientIds {
+            hasher: RandomState::new(),
+            budget,
+            rooms: HashMap::new(),
+            held: 0,
+            batch: 0,
+        }
+    }
+
+    /// Starts a batch: over budget, drops least recently used rooms down to 3/4 of it.
+    pub(super) fn begin_batch(&mut self) {
+        self.batch += 1;
+        if self.held <= self.budget {
+            return;
+        }
+        let mut by_use: Vec<(u64, Arc<str>)> = self
+            .rooms
+            .iter()
+            .map(|(room, ids)| (ids.used, room.clone()))
+            .collect();
+        by_use.sort_unstable_by_key(|(used, _)| *used);
+        for (_, room) in by_use {
+            if self.held <= self.budget / 4 * 3 {
+                break;
+            }
+            self.forget(&room);
+        }
+    }
+
+    /// Where the message of `room` with `client_id` is stored, as (offset, ts), if it is.
+    /// Reads the room's ids from the table the first time.
+    pub(super) fn find(
+        &mut self,
+        connection: &Connection,
+        room: &Arc<str>,
+        client_id: &str,
+    ) -> rusqlite::Result<Option<(u64, u64)>> {
+        let hash = self.hasher.hash_one(client_id);
+        self.load(connection, room)?;
+        let ids = &self.rooms[room];
+        let mut confirm = connection.prepare_cached(
+            "SELECT ts FROM messages WHERE room = ?1 AND \"offset\" = ?2 AND client_id = ?3",
+        )?;
+        for offset in ids.candidates(hash) {
+            let ts = confirm
+                .query_row(params![&**room, signed(offset), client_id], |row| {
+                    unsigned(row, 0)
+                })
+                .optional()?;
+            if let Some(ts) = ts {
+                return Ok(Some((offset, ts)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records that `client_id` was just stored in `room` at `offset` (in the table too).
+    /// Call [`ClientIds::find`] for the room first.
+    pub(super) fn insert(
+        &mut self,
+        connection: &Connection,
+        room: &Arc<str>,
+        client_id: &str,
+        offset: u64,
+    ) -> rusqlite::Result<()> {
+        connection
+            .prepare_cached(
+                "INSERT INTO client_ids (room, \"offset\", client_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![&**room, signed(offset), client_id])?;
+        let hash = self.hasher.hash_one(client_id);
+        if let Some(ids) = self.rooms.get_mut(room) {
+            ids.insert(hash, offset);
+            self.held += 1;
+        }
+        Ok(())
+    }
+
+    /// Drops what is held of `room`: it is read again from the table when next needed.
+    pub(super) fn forget(&mut self, room: &str) {
+        if let Some(ids) = self.rooms.remove(room) {
+            self.held -= ids.len();
+        }
+    }
+
+    /// Reads every id the table holds for `room`, unless they are held already.
+    fn load(&mut self, connection: &Connection, room: &Arc<str>) -> rusqlite::Result<()> {
+        if let Some(ids) = self.rooms.get_mut(room) {
+            ids.used = self.batch;
+            return Ok(());
+        }
+        let mut ids = RoomIds {
+            used: self.batch,
+            ..RoomIds::default()
+        };
+        let mut statement = connection
+            .prepare_cached("SELECT \"offset\", client_id FROM client_ids WHERE room = ?1")?;
+        let mut rows = statement.query([&**room])?;
+        while let Some(row) = rows.next()? {
+            let client_id: String = row.get(1)?;
+            ids.insert(self.hasher.hash_one(client_id.as_str()), unsigned(row, 0)?);
+        }
+        self.held += ids.len();
+        self.rooms.insert(room.clone(), ids);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with the tables, and `ids` of room `r` stored at offsets 1, 2, ...
+    fn stored(ids: &[&str]) -> Connection {
+        let connection = Connection::open_in_memory().unwrap();
+        for migration in super::super::MIGRATIONS {
+            connection.execute_batch(migration).unwrap();
+        }
+        for (n, id) in ids.iter().enumerate() {
+            store(&connection, "r", n as u64 + 1, id);
+        }
+        connection
+    }
+
+    /// Stores message `offset` of `room` with `id` (and ts 100 times the offset).
+    fn store(connection: &Connection, room: &str, offset: u64, id: &str) {
+        connection
+            .execute(
+                "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id)
+                 VALUES (?1, ?2, ?3, 'A', 't', ?4)",
+                params![room, offset as i64, 100 * offset as i64, id],
+            )
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO client_ids VALUES (?1, ?2, ?3)",
+                params![room, offset as i64, id],
+            )
+            .unwrap();
+    }
+
+    fn room(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    #[test]
+    fn ids_stored_before_are_read_from_the_table_and_confirmed() {
+        let connection = stored(&["a", "b", "c"]);
+        let mut ids = ClientIds::new(BUDGET);
+        ids.begin_batch();
+        assert_eq!(
+            ids.find(&connection, &room("r"), "b").unwrap(),
+            Some((2, 200))
+        );
+        assert_eq!(ids.find(&connection, &room("r"), "d").unwrap(), None);
+        assert_eq!(ids.find(&connection, &room("other"), "b").unwrap(), None);
+    }
+
+    #[test]
+    fn two_ids_with_one_hash_are_told_apart_by_the_stored_message() {
+        let connection = stored(&["a", "b"]);
+        let mut ids = ClientIds::new(BUDGET);
+        ids.begin_batch();
+        assert_eq!(
+            ids.find(&connection, &room("r"), "a").unwrap(),
+            Some((1, 100))
+        );
+        // Make "b" (offset 2) share "a"'s hash, as a collision would.
+        let a = ids.hasher.hash_one("a");
+        let held = ids.rooms.get_mut("r").unwrap();
+        held.first.retain(|_, offset| *offset != 2);
+        held.insert(a, 2);
+        assert_eq!(held.more, [(a, 2)]);
+        assert_eq!(
+            ids.find(&connection, &room("r"), "a").unwrap(),
+            Some((1, 100))
+        );
+        // Both offsets are candidates for "a"'s hash; only the stored id decides.
+        let candidates: Vec<u64> = ids.rooms["r"].candidates(a).collect();
+        assert_eq!(candidates, [1, 2]);
+        // An id whose hash matches but whose message is gone (pruned) is free.
+        connection
+            .execute("DELETE FROM messages WHERE \"offset\" = 1", [])
+            .unwrap();
+        assert_eq!(ids.find(&connection, &room("r"), "a").unwrap(), None);
+    }
+
+    #[test]
+    fn over_budget_the_least_recently_used_rooms_go_and_come_back_from_the_table() {
+        let connection = stored(&["a", "b", "c"]);
+        store(&connection, "s", 1, "x");
+        store(&connection, "s", 2, "y");
+        let mut ids = ClientIds::new(4);
+        ids.begin_batch();
+        ids.find(&connection, &room("r"), "a").unwrap();
+        ids.begin_batch();
+        ids.find(&connection, &room("s"), "x").unwrap();
+        assert_eq!(ids.held, 5);
+        // The next batch starts over budget: "r", used longest ago, goes.
+        ids.begin_batch();
+        assert_eq!((ids.held, ids.rooms.contains_key("r")), (2, false));
+        assert_eq!(
+            ids.find(&connection, &room("r"), "c").unwrap(),
+            Some((3, 300))
+        );
+        assert_eq!(ids.held, 5, "read again in whole");
+    }
+
+    #[test]
+    fn an_id_inserted_is_found_and_a_forgotten_room_is_read_again() {
+        let connection = stored(&[]);
+        let mut ids = ClientIds::new(BUDGET);
+        ids.begin_batch();
+        let r = room("r");
+        assert_eq!(ids.find(&connection, &r, "n").unwrap(), None);
+        connection
+            .execute(
+                "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id)
+                 VALUES ('r', 1, 5, 'A', 't', 'n')",
+                [],
+            )
+            .unwrap();
+        ids.insert(&connection, &r, "n", 1).unwrap();
+        assert_eq!(ids.held, 1);
+        assert_eq!(ids.find(&connection, &r, "n").unwrap(), Some((1, 5)));
+        ids.forget("r");
+        assert_eq!(ids.held, 0);
+        assert_eq!(
+            ids.find(&connection, &r, "n").unwrap(),
+            Some((1, 5)),
+            "read again from the table"
+        );
+    }
+}
