@@ -11,6 +11,12 @@
 //! relay with the default retention (10,000 messages), so that range is still stored, and a
 //! high rate limit (the preload publishes from one connection as fast as acks come back).
 //! Typed protocol only: `--url` must point at the relay's `/ws`.
+//!
+//! The catch-up clients run on a thread of their own, under Linux's `SCHED_IDLE` policy: a
+//! machine with a core for the relay and one for the generator has no third core for them,
+//! and on the live clients' thread their parsing (about 100,000 replayed messages a second)
+//! delayed the live receivers by whole milliseconds, which the latencies then charged to the
+//! relay. At idle priority they take only what the live clients leave.
 
 use std::{
     sync::{
@@ -400,7 +406,10 @@ async fn phase(
     let cpu_before = server.cpu()?;
     let generator_before = generator.cpu()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let launcher = plan.map(|plan| tokio::spawn(launch(plan.clone(), stop.clone())));
+    let launcher = match plan {
+        Some(plan) => Some(start_catchups(plan.clone(), stop.clone())?),
+        None => None,
+    };
 
     let step = Duration::from_secs(1) / options.rate / rooms as u32;
     let start = Instant::now();
@@ -418,7 +427,11 @@ async fn phase(
     let expected = |c: &Client| sent[c.index / per_room];
     drain(clients, expected, Duration::from_secs(5)).await;
     let catchups = match launcher {
-        Some(launcher) => Some(launcher.await?),
+        Some(launcher) => Some(
+            tokio::task::spawn_blocking(move || launcher.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the catch-up thread panicked"))?,
+        ),
         None => None,
     };
     let server_cpu_s = server.cpu()?.saturating_sub(cpu_before).as_secs_f64();
@@ -495,6 +508,32 @@ impl Stats {
             "failures": self.failures.json(),
         })
     }
+}
+
+/// Runs [`launch`] on a thread of its own at idle scheduling priority (see the module docs).
+fn start_catchups(
+    plan: Plan,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<Stats>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("catch-ups".into())
+        .spawn(move || {
+            use thread_priority::{
+                NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+                set_thread_priority_and_policy, thread_native_id,
+            };
+            let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+            if let Err(err) =
+                set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+            {
+                eprintln!("catchup: cannot lower the catch-up thread's priority: {err:?}");
+            }
+            runtime.block_on(launch(plan, stop))
+        })?;
+    Ok(thread)
 }
 
 /// Starts a catch-up every `plan.every` until `stop`, then waits for those still running

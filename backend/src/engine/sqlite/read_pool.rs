@@ -118,12 +118,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Readers serve joins and catch-ups, which can wait a little; live deliveries cannot. With
-/// the readers at a lower scheduling priority, a thread delivering a live message takes the
-/// core from a reader at once instead of waiting out the reader's time slice.
+/// Readers serve joins and catch-ups, which can wait a little; live deliveries cannot. The
+/// readers run under Linux's `SCHED_IDLE` policy: a thread delivering a live message takes
+/// the core from a reader at once, and readers get what the core has left (a nice value of
+/// 19 alone still shared the core by weight, and a reader's slice delayed live messages).
 fn lower_priority() {
-    use thread_priority::{ThreadPriority, set_current_thread_priority};
-    if let Err(err) = set_current_thread_priority(ThreadPriority::Min) {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(err) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    {
         tracing::debug!(?err, "cannot lower a reader thread's priority");
     }
 }
