@@ -50,7 +50,7 @@ async fn stop(engine: Box<dyn Engine>) {
         .unwrap();
 }
 
-fn offsets(appended: &[Appended]) -> Vec<(u64, bool)> {
+pub(crate) fn offsets(appended: &[Appended]) -> Vec<(u64, bool)> {
     appended
         .iter()
         .map(|a| match a {

@@ -11,9 +11,11 @@
 //!   sender is acknowledged from then on).
 //! - **Checkpoints** run on a third thread and connection (`checkpoint.rs`), never inside a
 //!   commit.
-//! - **Reads** (opening a room, catch-ups, gap repair) run on a small pool of read
-//!   connections, each on a thread of its own (`read_pool.rs`): WAL mode lets them read while
-//!   the writer writes, and a long catch-up never holds a lock anyone else needs.
+//! - **Reads** (opening a room, gap repair, the API's history) run on a small pool of read
+//!   connections, each on a thread of its own (`read_pool.rs`), and catch-ups on a second
+//!   pool at idle priority: WAL mode lets them read while the writer writes, a long
+//!   catch-up never holds a lock anyone else needs, and never takes the core from a live
+//!   delivery or a join.
 //! - **Retention** runs on its own connection, one short transaction per room.
 //! - **Power losses** are detected at start-up from the kernel's boot id and a clean-stop
 //!   mark (`run_state.rs`); after one, every room starts a new epoch.
@@ -42,7 +44,7 @@ use super::{
 };
 use checkpoint::Checkpointer;
 use commit::GroupCommit;
-use read_pool::ReadPool;
+use read_pool::{Priority, ReadPool};
 pub use run_state::BOOT_ID_FILE;
 use sync::{SyncSettings, SyncThread};
 
@@ -58,8 +60,10 @@ const MIGRATIONS: [&str; 5] = [
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "relay.db";
 
-/// Read connections: enough for a catch-up and a gap repair to run beside room openings.
+/// Read connections for joins, gap repair and the API's history.
 const READERS: usize = 4;
+/// Read connections for catch-ups, at idle priority: two catch-ups page at once.
+const CATCH_UP_READERS: usize = 2;
 
 /// How hard the engine works to keep what it acknowledged. Either way a message is
 /// delivered as soon as it is written to the WAL, which survives a crash of the relay
@@ -113,6 +117,8 @@ pub struct SqliteEngine {
     checkpoint: Checkpointer,
     /// Connections for reads, each on a thread of its own.
     readers: ReadPool,
+    /// Connections for catch-ups (`read_encoded`), at idle priority.
+    catch_up_readers: ReadPool,
     /// This run's number on this store.
     run: u32,
 }
@@ -167,10 +173,13 @@ impl SqliteEngine {
             .map_err(open_error)?;
         migrate(&mut writer, &path)?;
         let run = run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
-        let readers = (0..READERS)
-            .map(|_| connect_reader(&path))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(open_error)?;
+        let connect_readers = |count| {
+            (0..count)
+                .map(|_| connect_reader(&path))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let readers = connect_readers(READERS).map_err(open_error)?;
+        let catch_up_readers = connect_readers(CATCH_UP_READERS).map_err(open_error)?;
         let (checkpoint, nudge) = Checkpointer::start(connect_reader(&path).map_err(open_error)?);
         let sync = SyncThread::start(
             data_dir.join(format!("{DB_FILE}-wal")),
@@ -185,7 +194,8 @@ impl SqliteEngine {
             commit: GroupCommit::start(writer, sync.queue()),
             sync,
             checkpoint,
-            readers: ReadPool::start(readers),
+            readers: ReadPool::start(readers, "read", Priority::Low),
+            catch_up_readers: ReadPool::start(catch_up_readers, "catch-up", Priority::Idle),
             path,
             run: run.number,
         })
@@ -241,7 +251,7 @@ impl Engine for SqliteEngine {
     ) -> EngineFuture<'_, Vec<axum::extract::ws::Utf8Bytes>> {
         let room = room.to_owned();
         Box::pin(async move {
-            self.readers
+            self.catch_up_readers
                 .run(move |connection| {
                     let entries = read_range(connection, &room, after, until)?;
                     Ok(entries.iter().map(encode).collect())
@@ -296,6 +306,7 @@ impl Engine for SqliteEngine {
         self.sync.join();
         self.checkpoint.join();
         self.readers.stop();
+        self.catch_up_readers.stop();
     }
 }
 

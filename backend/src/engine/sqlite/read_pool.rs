@@ -1,5 +1,7 @@
 //! Reads on threads of their own: each owns a read connection and takes queries from one
-//! shared queue.
+//! shared queue. The engine keeps two pools: one for reads someone waits on (joins, gap
+//! repair, the API's history) and one for catch-ups, at the lowest priority (see
+//! [`Priority`]).
 //!
 //! Dedicated threads rather than tokio's blocking pool: those come and go with the load,
 //! and every new thread brings new allocator state, which under connection churn looked
@@ -19,6 +21,21 @@ use crate::engine::EngineError;
 
 /// A query waiting for a reader.
 type Job = Box<dyn FnOnce(&Connection) + Send>;
+
+/// How the readers of a pool are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Priority {
+    /// Nice 19: for short reads someone waits on (a join opening a room from the store, a
+    /// gap repair). They still get a share of a full core by weight: under connection churn
+    /// (100,000 short connections) four such readers let the relay take about 3,600 a second,
+    /// and about 2,800 under `SCHED_IDLE`. (At nice 0 it was worse again, about 2,200, with
+    /// every thread's CPU per connection up.)
+    Low,
+    /// Linux's `SCHED_IDLE`: only what the core has left, and preempted at once by any other
+    /// thread. For catch-ups, whose pages of 500 messages delayed live deliveries even from a
+    /// reader at nice 19 (docs/benchmarks.md, "Catch-ups beside live rooms").
+    Idle,
+}
 
 /// The readers and their queue.
 #[derive(Debug)]
@@ -50,23 +67,29 @@ impl std::fmt::Debug for Shared {
 }
 
 impl ReadPool {
-    /// One thread per connection.
-    pub(super) fn start(connections: Vec<Connection>) -> ReadPool {
+    /// One thread per connection, named `relay-<name>-N`, scheduled at `priority` by the
+    /// time this returns.
+    pub(super) fn start(connections: Vec<Connection>, name: &str, priority: Priority) -> ReadPool {
         let shared = Arc::new(Shared::default());
-        let threads = connections
+        let (lowered, scheduled) = std::sync::mpsc::channel();
+        let threads: Vec<_> = connections
             .into_iter()
             .enumerate()
             .map(|(index, connection)| {
-                let shared = shared.clone();
+                let (shared, lowered) = (shared.clone(), lowered.clone());
                 std::thread::Builder::new()
-                    .name(format!("relay-read-{index}"))
+                    .name(format!("relay-{name}-{index}"))
                     .spawn(move || {
-                        lower_priority();
+                        lower_priority(priority);
+                        let _ = lowered.send(());
                         read(&shared, &connection)
                     })
                     .expect("spawn a reader thread")
             })
             .collect();
+        for _ in &threads {
+            let _ = scheduled.recv();
+        }
         ReadPool {
             shared,
             threads: Mutex::new(threads),
@@ -118,19 +141,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Readers serve joins and catch-ups, which can wait a little; live deliveries cannot. The
-/// readers run under Linux's `SCHED_IDLE` policy: a thread delivering a live message takes
-/// the core from a reader at once, and readers get what the core has left (a nice value of
-/// 19 alone still shared the core by weight, and a reader's slice delayed live messages).
-fn lower_priority() {
+/// Puts the calling reader thread at `priority`.
+fn lower_priority(priority: Priority) {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
-        set_thread_priority_and_policy, thread_native_id,
+        set_current_thread_priority, set_thread_priority_and_policy, thread_native_id,
     };
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if let Err(err) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
-    {
-        tracing::debug!(?err, "cannot lower a reader thread's priority");
+    let lowered = match priority {
+        Priority::Low => set_current_thread_priority(ThreadPriority::Min),
+        Priority::Idle => set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ),
+    };
+    if let Err(err) = lowered {
+        tracing::debug!(?err, ?priority, "cannot lower a reader thread's priority");
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::engine::Appended;
-use crate::engine::tests::{append, draft};
+use crate::engine::tests::{append, draft, offsets};
 
 fn open(dir: &Path) -> SqliteEngine {
     SqliteEngine::open(dir, Durability::Full).unwrap()
@@ -226,20 +226,12 @@ async fn the_checkpoint_thread_keeps_the_wal_small() {
         append(&engine, "big", drafts).await.unwrap();
     }
     let reused = std::fs::metadata(&wal).unwrap().len();
-    assert_eq!(reused, high_water, "the WAL file is written over, not grown");
+    assert_eq!(
+        reused, high_water,
+        "the WAL file is written over, not grown"
+    );
     assert_eq!(engine.read("big", 2999, 3000).await.unwrap().len(), 1);
     engine.stop();
-}
-
-/// Whether each of `appended` is a duplicate, with its offset.
-fn positions(appended: &[Appended]) -> Vec<(u64, bool)> {
-    appended
-        .iter()
-        .map(|appended| match appended {
-            Appended::Stored(entry) => (entry.offset, false),
-            Appended::Duplicate { offset, .. } => (*offset, true),
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -277,7 +269,7 @@ async fn a_failed_batch_leaves_no_id_taken_and_ids_survive_closing_the_room() {
     .await
     .unwrap();
     assert_eq!(
-        positions(&again),
+        offsets(&again),
         [(2, false), (1, true)],
         "\"n\" was never stored; \"k\" was"
     );
@@ -286,6 +278,59 @@ async fn a_failed_batch_leaves_no_id_taken_and_ids_survive_closing_the_room() {
     let after_close = append(&engine, "r", vec![draft("first", Some("n"))])
         .await
         .unwrap();
-    assert_eq!(positions(&after_close), [(2, true)]);
+    assert_eq!(offsets(&after_close), [(2, true)]);
+    engine.stop();
+}
+
+/// The scheduling policy and nice value of this process's threads named `name*`, from
+/// `/proc` (fields 41 and 19 of each thread's `stat`).
+fn scheduling_of(name: &str) -> Vec<(u32, i32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with(name) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        // Fields after the command, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        // `fields[0]` is field 3 of stat(5).
+        found.push((
+            fields[41 - 3].parse().unwrap(),
+            fields[19 - 3].parse().unwrap(),
+        ));
+    }
+    found
+}
+
+#[test]
+fn catch_ups_read_at_idle_priority_and_joins_at_nice_19() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    // This engine's readers are scheduled once `open` returns; another test's engine may be
+    // opening at the same moment, so a reader still starting is given a little time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let catch_up = scheduling_of("relay-catch-up");
+        let read = scheduling_of("relay-read");
+        let counted = catch_up.len() >= CATCH_UP_READERS && read.len() >= READERS;
+        let scheduled = catch_up.iter().all(|(policy, _)| *policy == SCHED_IDLE)
+            && read
+                .iter()
+                .all(|scheduling| *scheduling == (SCHED_OTHER, 19));
+        if counted && scheduled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "catch-up readers {catch_up:?}, readers {read:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     engine.stop();
 }
