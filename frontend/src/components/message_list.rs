@@ -21,6 +21,11 @@ pub fn MessageList() -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let log = NodeRef::<html::Div>::new();
     let follow = StoredValue::new(true);
+    // Where the log was scrolled to last: only a scroll upwards stops following. (A row
+    // landing between the jump to the bottom and its scroll event leaves the log short of
+    // the bottom without the reader doing anything; messages arriving faster than frames
+    // used to stop the following that way.)
+    let last_top = StoredValue::new(0);
     let missed = RwSignal::new(false);
     let rows = move || client.state.with(ChatState::log_rows);
     let forbidden = move || {
@@ -72,11 +77,15 @@ pub fn MessageList() -> impl IntoView {
     }));
     let on_scroll = move |_| {
         if let Some(log) = log.get_untracked() {
-            let distance = log.scroll_height() - log.scroll_top() - log.client_height();
-            follow.set_value(distance < STICK_DISTANCE);
+            let top = log.scroll_top();
+            let distance = log.scroll_height() - top - log.client_height();
             if distance < STICK_DISTANCE {
+                follow.set_value(true);
                 missed.set(false);
+            } else if top < last_top.get_value() {
+                follow.set_value(false);
             }
+            last_top.set_value(top);
         }
     };
 
