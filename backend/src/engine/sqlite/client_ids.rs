@@ -121,12 +121,12 @@ impl ClientIds {
     ) -> rusqlite::Result<Option<(u64, u64)>> {
         let hash = self.hasher.hash_one(client_id);
         self.load(connection, room)?;
-        let ids = &self.rooms[room];
-        let mut confirm = connection.prepare_cached(
-            "SELECT ts FROM messages WHERE room = ?1 AND \"offset\" = ?2 AND client_id = ?3",
-        )?;
-        for offset in ids.candidates(hash) {
-            let ts = confirm
+        // A new id (the usual case) has no candidate and costs no query.
+        for offset in self.rooms[room].candidates(hash) {
+            let ts = connection
+                .prepare_cached(
+                    "SELECT ts FROM messages WHERE room = ?1 AND \"offset\" = ?2 AND client_id = ?3",
+                )?
                 .query_row(params![&**room, signed(offset), client_id], |row| {
                     unsigned(row, 0)
                 })
