@@ -34,6 +34,8 @@ pub struct Metrics {
     pending_refused: AtomicU64,
     /// Connections closed because a request's headers did not arrive in time.
     header_timeouts: AtomicU64,
+    /// Rooms opened by reading them from the engine.
+    rooms_read: AtomicU64,
     /// Connections the relay closed, by reason, in [`CloseReason::ALL`] order.
     closed_by_relay: [AtomicU64; CloseReason::ALL.len()],
     /// Connections the client closed: with 1000 (or no code), 1001, anything else.
@@ -101,6 +103,11 @@ impl Metrics {
         bump(&self.header_timeouts, 1);
     }
 
+    /// A room about to be read from the engine, to open it.
+    pub(crate) fn room_read(&self) {
+        bump(&self.rooms_read, 1);
+    }
+
     /// Counts how a connection ended.
     pub(crate) fn record_end(&self, end: End) {
         let counter = match end {
@@ -139,7 +146,7 @@ impl Metrics {
             open_connections as u64,
         );
         metric("rooms", "gauge", "Rooms open in memory.", open_rooms as u64);
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "connections_opened_total",
                 "WebSocket connections accepted.",
@@ -189,6 +196,11 @@ impl Metrics {
                 "header_timeouts_total",
                 "Connections closed because a request's headers did not arrive in time.",
                 &self.header_timeouts,
+            ),
+            (
+                "rooms_read_total",
+                "Rooms opened by reading them from the engine.",
+                &self.rooms_read,
             ),
         ];
         for (name, help, counter) in counters {

@@ -15,6 +15,8 @@
 //! room that needs the engine happens outside the lock.
 
 pub mod room;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -130,6 +132,40 @@ struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     rooms: Mutex<HashMap<String, Arc<Room>>>,
+    /// Rooms being read from the engine, each with a gate held by the one opening it: those
+    /// who ask for the room meanwhile wait there instead of reading it too, so a thousand
+    /// clients joining a room at once read it once.
+    opening: Mutex<HashMap<String, Gate>>,
+}
+
+/// Where the others wait while one opens a room.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// The right to open one room from the engine. Dropped (opened, failed or cancelled), it
+/// takes the room's gate away and lets whoever waited there look again.
+struct Opening<'a> {
+    registry: &'a Registry,
+    room: &'a str,
+    gate: Gate,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut opening = self.registry.gates();
+        if opening
+            .get(self.room)
+            .is_some_and(|gate| Arc::ptr_eq(gate, &self.gate))
+        {
+            opening.remove(self.room);
+        }
+    }
+}
+
+/// Who opens a room that is not open: the first to ask, or someone already at it.
+enum Turn<'a> {
+    Open(Opening<'a>),
+    Wait(Gate),
 }
 
 impl Registry {
@@ -139,6 +175,30 @@ impl Registry {
         self.rooms
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn gates(&self) -> MutexGuard<'_, HashMap<String, Gate>> {
+        // Single inserts and removes, as for the rooms.
+        self.opening
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The right to open `room`, or the gate of whoever has it.
+    fn turn_to_open<'a>(&'a self, room: &'a str) -> Turn<'a> {
+        let mut opening = self.gates();
+        if let Some(gate) = opening.get(room) {
+            return Turn::Wait(gate.clone());
+        }
+        let gate = Gate::default();
+        let held = gate.clone().try_lock_owned().expect("a new gate is free");
+        opening.insert(room.to_owned(), gate.clone());
+        Turn::Open(Opening {
+            registry: self,
+            room,
+            gate,
+            _held: held,
+        })
     }
 
     /// Drops `room` whatever it holds (its history is gone), and tells its engine.
@@ -405,20 +465,29 @@ impl Relay {
         with: impl FnOnce(&Arc<Room>) -> R,
     ) -> Result<R, EngineError> {
         let history_len = self.shared.settings.history_len;
-        {
-            let mut rooms = self.shared.registry.lock();
-            if let Some(open) = rooms.get(room) {
-                return Ok(with(open));
+        let registry = &self.shared.registry;
+        let _opening = loop {
+            {
+                let mut rooms = registry.lock();
+                if let Some(open) = rooms.get(room) {
+                    return Ok(with(open));
+                }
+                // Engines that answer from memory open the room right here, under the lock.
+                if let Some(snapshot) = self.shared.engine.open_room_now(room, history_len) {
+                    let opened = Arc::new(self.room_from(room, snapshot));
+                    rooms.insert(room.to_owned(), opened.clone());
+                    self.shared.engine.room_opened(room);
+                    return Ok(with(&opened));
+                }
             }
-            // Engines that answer from memory open the room right here, under the lock.
-            if let Some(snapshot) = self.shared.engine.open_room_now(room, history_len) {
-                let opened = Arc::new(self.room_from(room, snapshot));
-                rooms.insert(room.to_owned(), opened.clone());
-                self.shared.engine.room_opened(room);
-                return Ok(with(&opened));
+            match registry.turn_to_open(room) {
+                Turn::Open(opening) => break opening,
+                // Once they are done (or gave up), look again.
+                Turn::Wait(gate) => drop(gate.lock().await),
             }
-        }
+        };
         // Outside every lock: this may read the disk or cross the network.
+        self.shared.metrics.room_read();
         let snapshot = self.shared.engine.open_room(room, history_len).await?;
         let mut rooms = self.shared.registry.lock();
         // Someone else may have opened it meanwhile; theirs wins, ours is dropped.

@@ -21,10 +21,20 @@
 //! What one drain delivers is staged and handed over at the end of the pass (`Room::flush`):
 //! each member's send queue takes all of it under one lock, and only then do the answers
 //! go, so a busy room pays one queue operation per member per pass rather than per message.
+//! A pass stages at most [`PASS_DELIVERIES`] frames; a burst bigger than that continues in a
+//! new task, after the writers the pass woke.
 //!
 //! The same path serves every engine, so it is tested here without sockets.
 
 use std::sync::Arc;
+
+/// Most deliveries (messages times members) one pass of a drain stages. A burst into a big
+/// room (a thousand members each sending one message) is handed over in passes of this size,
+/// with the members' writers running between them, so the first messages are on their way
+/// while the rest are still being staged: staged in one pass, they all left late, and the
+/// connect storm took 1.09x the old relay's time (32,768: 0.95x; fan-out per CPU-second the
+/// same within noise).
+const PASS_DELIVERIES: usize = 32 * 1024;
 
 /// Pause before a failed gap read is tried again.
 const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -56,23 +66,30 @@ impl Room {
         }
     }
 
-    /// Delivers everything deliverable, until the inbox stays empty.
+    /// Delivers everything deliverable, until the inbox stays empty; past
+    /// [`PASS_DELIVERIES`] in a pass, it lets other tasks run and goes on in a new task.
     fn drain(self: &Arc<Self>) {
         let mut nobody_left = false;
         loop {
-            let (arrivals, in_flight) = {
+            let limit = (PASS_DELIVERIES / self.lock().members.len().max(1)).max(1);
+            let (arrivals, in_flight, more) = {
                 let mut inbox = self.inbox();
                 if inbox.arrived.is_empty() {
                     inbox.draining = false;
                     break;
                 }
-                let arrivals = std::mem::take(&mut inbox.arrived);
+                let more = inbox.arrived.len() > limit;
+                let arrivals: Vec<Arrival> = if more {
+                    inbox.arrived.drain(..limit).collect()
+                } else {
+                    std::mem::take(&mut inbox.arrived)
+                };
                 let answered = arrivals
                     .iter()
                     .filter(|a| matches!(a, Arrival::Appended { .. }))
                     .count();
                 inbox.in_flight -= answered;
-                (arrivals, inbox.in_flight)
+                (arrivals, inbox.in_flight, more)
             };
             let mut state = self.lock();
             for arrival in arrivals {
@@ -93,6 +110,15 @@ impl Room {
                 tracing::warn!(room = %self.name, "the engine's history differs from what was delivered");
                 self.engine.history_diverged(&self.name, &self.epoch);
                 self.history_lost();
+            }
+            if more {
+                // Behind the writers this pass woke (a task spawned here could run first).
+                let room = self.clone();
+                self.runtime.spawn(async move {
+                    tokio::task::yield_now().await;
+                    room.drain()
+                });
+                return;
             }
         }
         // Only a room without members can be forgotten: skip the check for the others.

@@ -317,3 +317,54 @@ async fn a_failed_sync_answers_an_error_instead_of_the_ack() {
     answer.settled(&room, false);
     assert_eq!(received(&member.queue), ["error store_unavailable"]);
 }
+
+#[tokio::test]
+async fn a_burst_into_a_big_room_goes_out_in_passes_in_order() {
+    let (relay, sender, room) = room_with_member().await;
+    // 1,024 members: a pass stages 32 messages for each.
+    let mut members = Vec::new();
+    for _ in 1..1024 {
+        let member = relay.connect(ClientKind::Typed);
+        relay
+            .join(&member, "r", &Arc::from("M"), None)
+            .await
+            .unwrap();
+        members.push(member);
+    }
+    received(&sender.queue);
+    let last = members.pop().unwrap();
+    received(&last.queue);
+    in_flight(&room, 100);
+    // Reported from the engine's thread while the runtime is busy: the burst waits in the
+    // inbox, and one drain takes it.
+    let reporter = {
+        let (room, to) = (room.clone(), sender.queue.clone());
+        std::thread::spawn(move || {
+            for offset in 1..=100 {
+                report_stored(&room, &to, offset, &format!("id-{offset}"));
+            }
+        })
+    };
+    reporter.join().unwrap();
+    let mut passes = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while passes.iter().map(Vec::len).sum::<usize>() < 100 {
+        assert!(tokio::time::Instant::now() < deadline, "{passes:?}");
+        tokio::task::yield_now().await;
+        let frames = received(&last.queue);
+        if !frames.is_empty() {
+            passes.push(frames);
+        }
+    }
+    assert_eq!(passes[0].len(), 32, "one pass's worth before the rest");
+    let expected: Vec<String> = (1..=100).map(|offset| format!("m{offset}")).collect();
+    assert_eq!(passes.concat(), expected);
+    let acks = received(&sender.queue);
+    let messages = acks.iter().filter(|frame| frame.starts_with('m')).count();
+    let acked: Vec<&String> = acks
+        .iter()
+        .filter(|frame| frame.starts_with("ack"))
+        .collect();
+    assert_eq!((messages, acked.len()), (100, 100));
+    assert_eq!(acked[99], "ack 100 false");
+}
