@@ -10,10 +10,15 @@
 //! the end of the room's range (a page per room per commit), and the commit thread keeps,
 //! for each room it appends to, a hash of every id the table holds for it, with the offsets
 //! that carry that hash. A hash that matches is confirmed by reading the message (a
-//! duplicate is rare), so two ids with one hash are never confused. A room is read in
-//! whole the first time it is appended to, and dropped when the relay closes it, when
-//! retention deletes from it, when a batch that wrote to it fails, and, least recently used
-//! first, when more ids are held than a budget ([`BUDGET`] in the relay).
+//! duplicate is rare), so two ids with one hash are never confused. A room's ids are read
+//! in whole when the relay opens the room, on the reader thread that reads the room's
+//! snapshot ([`read_room`]), and handed to the commit thread ahead of the room's first
+//! append ([`ClientIds::install`]): read on the commit thread, a room with 10,000 messages
+//! stalled every room's commits for about 3 ms. A room the thread does not hold when it is
+//! appended to (dropped since) is read there, as a fallback. Rooms are dropped when the
+//! relay closes them, when retention deletes from them, when a batch that wrote to them
+//! fails, and, least recently used first, when more ids are held than a budget
+//! ([`BUDGET`] in the relay).
 
 use std::{
     collections::{HashMap, hash_map::RandomState},
@@ -44,7 +49,7 @@ pub(super) struct ClientIds {
 
 /// One room's ids, by hash.
 #[derive(Default)]
-struct RoomIds {
+pub(super) struct RoomIds {
     /// The offset of the message with each hash.
     first: HashMap<u64, u64>,
     /// Further offsets whose id has a hash already in `first` (a different id: practically
@@ -79,11 +84,29 @@ impl RoomIds {
     }
 }
 
+/// Every id the table holds for `room`, hashed with `hasher` (the commit thread's).
+pub(super) fn read_room(
+    connection: &Connection,
+    hasher: &RandomState,
+    room: &str,
+) -> rusqlite::Result<RoomIds> {
+    let mut ids = RoomIds::default();
+    let mut statement = connection
+        .prepare_cached("SELECT \"offset\", client_id FROM client_ids WHERE room = ?1")?;
+    let mut rows = statement.query([room])?;
+    while let Some(row) = rows.next()? {
+        let client_id: String = row.get(1)?;
+        ids.insert(hasher.hash_one(client_id.as_str()), unsigned(row, 0)?);
+    }
+    Ok(ids)
+}
+
 impl ClientIds {
-    /// Holding at most `budget` ids (but for the rooms of the current batch).
-    pub(super) fn new(budget: usize) -> ClientIds {
+    /// Holding at most `budget` ids (but for the rooms of the current batch), hashing them
+    /// with `hasher` (whose keys should be drawn at random for each process).
+    pub(super) fn new(budget: usize, hasher: RandomState) -> ClientIds {
         ClientIds {
-            hasher: RandomState::new(),
+            hasher,
             budget,
             rooms: HashMap::new(),
             held: 0,
@@ -167,25 +190,25 @@ impl ClientIds {
         }
     }
 
+    /// Holds `ids`, read for `room` by [`read_room`] with nothing stored in the room since,
+    /// unless the room is held already (then what is held is as new).
+    pub(super) fn install(&mut self, room: Arc<str>, mut ids: RoomIds) {
+        if self.rooms.contains_key(&room) {
+            return;
+        }
+        ids.used = self.batch;
+        self.held += ids.len();
+        self.rooms.insert(room, ids);
+    }
+
     /// Reads every id the table holds for `room`, unless they are held already.
     fn load(&mut self, connection: &Connection, room: &Arc<str>) -> rusqlite::Result<()> {
         if let Some(ids) = self.rooms.get_mut(room) {
             ids.used = self.batch;
             return Ok(());
         }
-        let mut ids = RoomIds {
-            used: self.batch,
-            ..RoomIds::default()
-        };
-        let mut statement = connection
-            .prepare_cached("SELECT \"offset\", client_id FROM client_ids WHERE room = ?1")?;
-        let mut rows = statement.query([&**room])?;
-        while let Some(row) = rows.next()? {
-            let client_id: String = row.get(1)?;
-            ids.insert(self.hasher.hash_one(client_id.as_str()), unsigned(row, 0)?);
-        }
-        self.held += ids.len();
-        self.rooms.insert(room.clone(), ids);
+        let ids = read_room(connection, &self.hasher, room)?;
+        self.install(room.clone(), ids);
         Ok(())
     }
 }
@@ -230,7 +253,7 @@ mod tests {
     #[test]
     fn ids_stored_before_are_read_from_the_table_and_confirmed() {
         let connection = stored(&["a", "b", "c"]);
-        let mut ids = ClientIds::new(BUDGET);
+        let mut ids = ClientIds::new(BUDGET, RandomState::new());
         ids.begin_batch();
         assert_eq!(
             ids.find(&connection, &room("r"), "b").unwrap(),
@@ -243,7 +266,7 @@ mod tests {
     #[test]
     fn two_ids_with_one_hash_are_told_apart_by_the_stored_message() {
         let connection = stored(&["a", "b"]);
-        let mut ids = ClientIds::new(BUDGET);
+        let mut ids = ClientIds::new(BUDGET, RandomState::new());
         ids.begin_batch();
         assert_eq!(
             ids.find(&connection, &room("r"), "a").unwrap(),
@@ -274,7 +297,7 @@ mod tests {
         let connection = stored(&["a", "b", "c"]);
         store(&connection, "s", 1, "x");
         store(&connection, "s", 2, "y");
-        let mut ids = ClientIds::new(4);
+        let mut ids = ClientIds::new(4, RandomState::new());
         ids.begin_batch();
         ids.find(&connection, &room("r"), "a").unwrap();
         ids.begin_batch();
@@ -293,7 +316,7 @@ mod tests {
     #[test]
     fn an_id_inserted_is_found_and_a_forgotten_room_is_read_again() {
         let connection = stored(&[]);
-        let mut ids = ClientIds::new(BUDGET);
+        let mut ids = ClientIds::new(BUDGET, RandomState::new());
         ids.begin_batch();
         let r = room("r");
         assert_eq!(ids.find(&connection, &r, "n").unwrap(), None);
@@ -313,6 +336,29 @@ mod tests {
             ids.find(&connection, &r, "n").unwrap(),
             Some((1, 5)),
             "read again from the table"
+        );
+    }
+
+    #[test]
+    fn ids_read_for_the_commit_thread_ahead_of_time_need_no_read_there() {
+        let connection = stored(&["a", "b"]);
+        let hasher = RandomState::new();
+        let read = read_room(&connection, &hasher, "r").unwrap();
+        // Gone from the table: a find that read it would not know "a".
+        connection.execute("DELETE FROM client_ids", []).unwrap();
+        let mut ids = ClientIds::new(BUDGET, hasher);
+        ids.begin_batch();
+        ids.install(room("r"), read);
+        assert_eq!(ids.held, 2);
+        assert_eq!(
+            ids.find(&connection, &room("r"), "a").unwrap(),
+            Some((1, 100))
+        );
+        // A room held already keeps what it holds.
+        ids.install(room("r"), RoomIds::default());
+        assert_eq!(
+            ids.find(&connection, &room("r"), "b").unwrap(),
+            Some((2, 200))
         );
     }
 }

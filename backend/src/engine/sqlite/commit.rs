@@ -19,7 +19,7 @@
 //! At a clean stop it records the stop in the `meta` table, synced (`run_state.rs`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, hash_map::RandomState},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -32,7 +32,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
-    client_ids::{self, ClientIds},
+    client_ids::{self, ClientIds, RoomIds},
     run_state, signed,
     sync::SyncRequest,
     unsigned,
@@ -61,6 +61,15 @@ enum Request {
     /// Drop what is held of these rooms' client ids (the relay closed the room, or retention
     /// deleted some): they are read from the table again when next needed.
     Forget { rooms: Vec<String> },
+    /// Hold these ids of a room being opened, read by a reader when the room's top was
+    /// `top`, so the room's first append does not read them here. Taken by the first
+    /// attempt at the batch; dropped if the room has moved on since (an append that was on
+    /// its way then may be missing from them).
+    Preload {
+        room: Arc<str>,
+        top: u64,
+        ids: Option<RoomIds>,
+    },
     /// Finish what came before, then exit.
     Stop,
 }
@@ -92,15 +101,21 @@ fn count_wal_pages(_wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusql
 }
 
 impl GroupCommit {
-    /// Starts the thread on its own connection, handing committed batches to `sync`.
-    pub(super) fn start(connection: Connection, sync: Sender<SyncRequest>) -> GroupCommit {
+    /// Starts the thread on its own connection, handing committed batches to `sync`;
+    /// client ids are hashed with `hasher`.
+    pub(super) fn start(
+        connection: Connection,
+        sync: Sender<SyncRequest>,
+        hasher: RandomState,
+    ) -> GroupCommit {
         let (queue, work) = mpsc::channel();
         let retries = Arc::new(AtomicU64::new(0));
         let wal_pages = Arc::new(AtomicU64::new(0));
         let (counted, wal) = (retries.clone(), wal_pages.clone());
         let thread = Worker::spawn("relay-commit", move || {
             connection.wal_hook(Some(count_wal_pages));
-            run(connection, &work, &sync, &counted, &wal);
+            let ids = ClientIds::new(client_ids::BUDGET, hasher);
+            run(connection, &work, &sync, ids, &counted, &wal);
         });
         GroupCommit {
             queue,
@@ -145,6 +160,13 @@ impl GroupCommit {
         let _ = self.queue.send(Request::Forget { rooms });
     }
 
+    /// Hands the thread the client ids of `room`, which is being opened; see
+    /// [`ClientIds::install`].
+    pub(super) fn preload(&self, room: Arc<str>, top: u64, ids: RoomIds) {
+        let ids = Some(ids);
+        let _ = self.queue.send(Request::Preload { room, top, ids });
+    }
+
     /// Stores everything queued so far, records a clean stop, then stops the thread (and,
     /// after its last batch, the sync thread) and waits for it.
     pub(super) fn stop(&self) {
@@ -157,11 +179,11 @@ fn run(
     mut connection: Connection,
     work: &Receiver<Request>,
     sync: &Sender<SyncRequest>,
+    mut ids: ClientIds,
     retries: &AtomicU64,
     wal: &AtomicU64,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut ids = ClientIds::new(client_ids::BUDGET);
     while let Ok(first) = work.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -172,7 +194,7 @@ fn run(
         }
         let stop = batch.iter().any(|request| matches!(request, Request::Stop));
         ids.begin_batch();
-        let mut stored = write(&mut connection, &batch, &mut ids);
+        let mut stored = write(&mut connection, &mut batch, &mut ids);
         if let Err(err) = &stored {
             forget_batch(&mut ids, &batch);
             // One retry for anything passing; beyond that the batch fails, and each appender
@@ -180,7 +202,7 @@ fn run(
             tracing::warn!(%err, "storing a batch failed; retrying once");
             retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(100));
-            stored = write(&mut connection, &batch, &mut ids);
+            stored = write(&mut connection, &mut batch, &mut ids);
         }
         match stored {
             Ok(results) => {
@@ -195,7 +217,7 @@ fn run(
                         Request::CreateRoom { done, .. } => {
                             let _ = done.send(Ok(()));
                         }
-                        Request::Forget { .. } | Request::Stop => {}
+                        Request::Forget { .. } | Request::Preload { .. } | Request::Stop => {}
                     }
                 }
                 let wal_pages = WAL_PAGES.get();
@@ -226,7 +248,7 @@ fn run(
                         Request::CreateRoom { done, .. } => {
                             let _ = done.send(Err(EngineError::Unavailable(err.to_string())));
                         }
-                        Request::Forget { .. } | Request::Stop => {}
+                        Request::Forget { .. } | Request::Preload { .. } | Request::Stop => {}
                     }
                 }
             }
@@ -263,7 +285,7 @@ struct Head {
 /// its drafts. Nothing is stored unless everything is.
 fn write(
     connection: &mut Connection,
-    batch: &[Request],
+    batch: &mut [Request],
     ids: &mut ClientIds,
 ) -> Result<Vec<Vec<Appended>>, EngineError> {
     // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout waits out the
@@ -283,8 +305,22 @@ fn write(
             "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id, source)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        for request in batch {
-            match request {
+        for request in batch.iter_mut() {
+            if let Request::Preload {
+                room,
+                top,
+                ids: preloaded,
+            } = request
+            {
+                let read = |row: &rusqlite::Row<'_>| unsigned(row, 0);
+                if let Some(preloaded) = preloaded.take()
+                    && head.query_row([&**room], read).optional()? == Some(*top)
+                {
+                    ids.install(room.clone(), preloaded);
+                }
+                continue;
+            }
+            match &*request {
                 Request::Forget { rooms } => {
                     for room in rooms {
                         ids.forget(room);
@@ -351,7 +387,7 @@ fn write(
                     }
                     results.push(appended);
                 }
-                Request::Stop => {}
+                Request::Preload { .. } | Request::Stop => {}
             }
         }
         let mut advance = transaction

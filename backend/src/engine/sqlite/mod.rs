@@ -32,6 +32,7 @@ mod sync;
 mod worker;
 
 use std::{
+    collections::hash_map::RandomState,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -43,6 +44,7 @@ use super::{
     AppendDone, Draft, Engine, EngineError, EngineFuture, Entry, Retention, RoomSnapshot, Source,
 };
 use checkpoint::Checkpointer;
+use client_ids::RoomIds;
 use commit::GroupCommit;
 use read_pool::{Priority, ReadPool};
 pub use run_state::BOOT_ID_FILE;
@@ -121,6 +123,8 @@ pub struct SqliteEngine {
     catch_up_readers: ReadPool,
     /// This run's number on this store.
     run: u32,
+    /// Hashes client ids for the commit thread, also when a reader reads them for it.
+    id_hasher: RandomState,
 }
 
 impl SqliteEngine {
@@ -190,8 +194,10 @@ impl SqliteEngine {
             },
             nudge,
         );
+        let id_hasher = RandomState::new();
         Ok(SqliteEngine {
-            commit: GroupCommit::start(writer, sync.queue()),
+            commit: GroupCommit::start(writer, sync.queue(), id_hasher.clone()),
+            id_hasher,
             sync,
             checkpoint,
             readers: ReadPool::start(readers, "read", Priority::Low),
@@ -211,21 +217,25 @@ impl Engine for SqliteEngine {
     fn open_room(&self, room: &str, recent: usize) -> EngineFuture<'_, RoomSnapshot> {
         let room = room.to_owned();
         Box::pin(async move {
-            let name = room.clone();
-            let known = self
-                .readers
-                .run(move |c| snapshot(c, &name, recent))
-                .await?;
-            if let Some(snapshot) = known {
-                return Ok(snapshot);
-            }
-            // A new room: registered by the writer, which owns every write.
-            self.commit.create_room(&room).await?;
-            let name = room.clone();
-            self.readers
-                .run(move |c| snapshot(c, &name, recent))
-                .await?
-                .ok_or_else(|| EngineError::Unavailable(format!("room {room} was not created")))
+            let read = || {
+                let (name, hasher) = (room.clone(), self.id_hasher.clone());
+                self.readers
+                    .run(move |c| snapshot(c, &name, recent, &hasher))
+            };
+            let known = match read().await? {
+                Some(known) => known,
+                None => {
+                    // A new room: registered by the writer, which owns every write.
+                    self.commit.create_room(&room).await?;
+                    read().await?.ok_or_else(|| {
+                        EngineError::Unavailable(format!("room {room} was not created"))
+                    })?
+                }
+            };
+            let (snapshot, ids) = known;
+            // Queued before the room can be appended to, so the first append finds them.
+            self.commit.preload(Arc::from(room), snapshot.top, ids);
+            Ok(snapshot)
         })
     }
 
@@ -310,13 +320,15 @@ impl Engine for SqliteEngine {
     }
 }
 
-/// The room's epoch, top and newest `recent` entries, read in one transaction so they agree;
-/// `None` if the room was never registered.
+/// The room's epoch, top and newest `recent` entries, and its client ids for the commit
+/// thread (hashed with `hasher`), read in one transaction so they agree; `None` if the room
+/// was never registered.
 fn snapshot(
     connection: &Connection,
     room: &str,
     recent: usize,
-) -> Result<Option<RoomSnapshot>, EngineError> {
+    hasher: &RandomState,
+) -> Result<Option<(RoomSnapshot, RoomIds)>, EngineError> {
     let transaction = connection.unchecked_transaction()?;
     let head: Option<(String, u64)> = transaction
         .prepare_cached("SELECT epoch, last_offset FROM rooms WHERE name = ?1")?
@@ -332,13 +344,15 @@ fn snapshot(
         params![room, recent as i64],
     )?;
     recent.reverse();
+    let ids = client_ids::read_room(&transaction, hasher, room)?;
     transaction.finish()?;
-    Ok(Some(RoomSnapshot {
+    let snapshot = RoomSnapshot {
         epoch,
         top,
         recent,
         remote: Vec::new(),
-    }))
+    };
+    Ok(Some((snapshot, ids)))
 }
 
 /// Deletes what `retention` no longer keeps, one short transaction per room. Answers how
