@@ -282,43 +282,48 @@ async fn a_failed_batch_leaves_no_id_taken_and_ids_survive_closing_the_room() {
     engine.stop();
 }
 
-#[tokio::test]
-async fn a_reopened_rooms_ids_come_from_its_opening_not_from_the_commit_thread() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
+/// An engine in `dir` whose room `r` holds ids "a", "b" and "c" (offsets 1 to 3) and was
+/// closed, so the commit thread holds none of them.
+async fn closed_room_with_three_ids(dir: &Path) -> SqliteEngine {
+    let engine = open(dir);
     engine.open_room("r", 10).await.unwrap();
     let drafts = ["a", "b", "c"].map(|id| draft("t", Some(id))).to_vec();
     append(&engine, "r", drafts).await.unwrap();
     engine.close_room("r");
+    engine
+}
+
+/// Appends "b" again to room `r`: it must come back a duplicate of offset 2.
+async fn b_again_is_a_duplicate(engine: &SqliteEngine, why: &str) {
+    let again = append(engine, "r", vec![draft("t", Some("b"))])
+        .await
+        .unwrap();
+    assert_eq!(offsets(&again), [(2, true)], "{why}");
+}
+
+#[tokio::test]
+async fn a_reopened_rooms_ids_come_from_its_opening_not_from_the_commit_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = closed_room_with_three_ids(dir.path()).await;
     engine.open_room("r", 10).await.unwrap();
     // The opening read the ids; with the table emptied behind the engine's back, only
     // they can tell that "b" is stored (read on the commit thread, the table would not).
     let connection = Connection::open(engine.path()).unwrap();
     connection.execute("DELETE FROM client_ids", []).unwrap();
-    let again = append(&engine, "r", vec![draft("t", Some("b"))])
-        .await
-        .unwrap();
-    assert_eq!(offsets(&again), [(2, true)]);
+    b_again_is_a_duplicate(&engine, "known from the opening").await;
     engine.stop();
 }
 
 #[tokio::test]
 async fn ids_read_before_the_room_moved_on_are_not_taken() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
-    engine.open_room("r", 10).await.unwrap();
-    let drafts = ["a", "b", "c"].map(|id| draft("t", Some(id))).to_vec();
-    append(&engine, "r", drafts).await.unwrap();
-    engine.close_room("r");
+    let engine = closed_room_with_three_ids(dir.path()).await;
     // Ids read when the room's top was 0, as if three appends had been on their way then:
     // the commit thread must not take them for the room's whole story.
     engine
         .commit
         .preload(Arc::from("r"), 0, client_ids::RoomIds::default());
-    let again = append(&engine, "r", vec![draft("t", Some("b"))])
-        .await
-        .unwrap();
-    assert_eq!(offsets(&again), [(2, true)], "read from the table instead");
+    b_again_is_a_duplicate(&engine, "read from the table instead").await;
     engine.stop();
 }
 
