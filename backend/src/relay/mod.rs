@@ -9,10 +9,11 @@
 //! Messages are numbered, de-duplicated and stored by the [`Engine`]; a room delivers what
 //! the engine reports, in offset order (see [`room`]).
 //!
-//! Locking order, to rule out deadlock: the room registry, then a room. A join looks the room
-//! up and adds its member under the registry lock, and a room is only dropped under that lock
-//! after checking it is empty, so nobody can join a room through a stale handle. Opening a
-//! room that needs the engine happens outside the lock.
+//! Locking order, to rule out deadlock: the room registry, then a room; the registry, then
+//! the gates of rooms being opened. A join looks the room up and adds its member under the
+//! registry lock, and a room is only dropped under that lock after checking it is empty, so
+//! nobody can join a room through a stale handle. Opening a room that needs the engine
+//! happens outside the lock, once however many ask for it at the same moment.
 
 pub mod room;
 #[cfg(test)]
@@ -138,16 +139,24 @@ pub(crate) struct Registry {
     opening: Mutex<HashMap<String, Gate>>,
 }
 
-/// Where the others wait while one opens a room.
-type Gate = Arc<tokio::sync::Mutex<()>>;
+/// Where the others wait while one opens a room; it says why, if the opening failed.
+type Gate = Arc<tokio::sync::Mutex<Option<String>>>;
 
 /// The right to open one room from the engine. Dropped (opened, failed or cancelled), it
-/// takes the room's gate away and lets whoever waited there look again.
+/// takes the room's gate away and lets whoever waited there look again, or fail too.
 struct Opening<'a> {
     registry: &'a Registry,
     room: &'a str,
     gate: Gate,
-    _held: tokio::sync::OwnedMutexGuard<()>,
+    held: tokio::sync::OwnedMutexGuard<Option<String>>,
+}
+
+impl Opening<'_> {
+    /// The engine could not open the room: those waiting are told so rather than asking it
+    /// again, one after the other.
+    fn failed(&mut self, err: &EngineError) {
+        *self.held = Some(err.to_string());
+    }
 }
 
 impl Drop for Opening<'_> {
@@ -197,7 +206,7 @@ impl Registry {
             registry: self,
             room,
             gate,
-            _held: held,
+            held,
         })
     }
 
@@ -466,8 +475,8 @@ impl Relay {
     ) -> Result<R, EngineError> {
         let history_len = self.shared.settings.history_len;
         let registry = &self.shared.registry;
-        let _opening = loop {
-            {
+        let mut opening = loop {
+            let turn = {
                 let mut rooms = registry.lock();
                 if let Some(open) = rooms.get(room) {
                     return Ok(with(open));
@@ -479,16 +488,29 @@ impl Relay {
                     self.shared.engine.room_opened(room);
                     return Ok(with(&opened));
                 }
-            }
-            match registry.turn_to_open(room) {
+                // Under the registry lock, so the room cannot be registered (and its gate
+                // gone) between the look above and the turn.
+                registry.turn_to_open(room)
+            };
+            match turn {
                 Turn::Open(opening) => break opening,
-                // Once they are done (or gave up), look again.
-                Turn::Wait(gate) => drop(gate.lock().await),
+                // Once they are done, look again (or fail as they did).
+                Turn::Wait(gate) => {
+                    if let Some(failure) = gate.lock().await.clone() {
+                        return Err(EngineError::Unavailable(failure));
+                    }
+                }
             }
         };
         // Outside every lock: this may read the disk or cross the network.
         self.shared.metrics.room_read();
-        let snapshot = self.shared.engine.open_room(room, history_len).await?;
+        let snapshot = match self.shared.engine.open_room(room, history_len).await {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                opening.failed(&err);
+                return Err(err);
+            }
+        };
         let mut rooms = self.shared.registry.lock();
         // Someone else may have opened it meanwhile; theirs wins, ours is dropped.
         let open = match rooms.entry(room.to_owned()) {

@@ -70,3 +70,25 @@ async fn a_join_given_up_while_it_opens_the_room_leaves_the_room_to_the_next() {
     assert_eq!(room.counts().0, 1);
     assert_eq!(rooms_read(&relay), 2);
 }
+
+#[tokio::test]
+async fn joins_waiting_for_a_room_whose_opening_fails_fail_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_on_sqlite(&dir);
+    // A table the opening reads is gone: the read fails on the reader's thread, after every
+    // join below has arrived.
+    let db = rusqlite::Connection::open(dir.path().join(crate::engine::DB_FILE)).unwrap();
+    db.execute_batch("DROP TABLE client_ids").unwrap();
+    let members: Vec<Connection> = (0..20).map(|_| relay.connect(ClientKind::Typed)).collect();
+    let name: Arc<str> = Arc::from("M");
+    let joined = join_all(
+        members
+            .iter()
+            .map(|member| relay.join(member, "r", &name, None)),
+    )
+    .await;
+    assert!(joined.iter().all(Result::is_err));
+    // One asked the engine; the others learned its answer instead of asking in turn.
+    assert_eq!(rooms_read(&relay), 1);
+    assert!(relay.shared.registry.gates().is_empty());
+}

@@ -312,8 +312,11 @@ fn write(
                 ids: preloaded,
             } = request
             {
+                // Not if this batch appended to the room already: the ids it stored are in
+                // neither the table's top (updated at the end) nor the preload.
                 let read = |row: &rusqlite::Row<'_>| unsigned(row, 0);
                 if let Some(preloaded) = preloaded.take()
+                    && !heads.contains_key(&**room)
                     && head.query_row([&**room], read).optional()? == Some(*top)
                 {
                     ids.install(room.clone(), preloaded);
@@ -398,4 +401,55 @@ fn write(
     }
     transaction.commit()?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::Source;
+
+    fn append(room: &str, id: &str) -> Request {
+        Request::Append {
+            room: Arc::from(room),
+            drafts: vec![Draft {
+                from: Arc::from("A"),
+                text: "t".into(),
+                client_id: Some(id.into()),
+                source: Source::Typed,
+            }],
+            done: Box::new(|_| {}),
+        }
+    }
+
+    #[test]
+    fn ids_read_before_an_append_of_the_same_batch_are_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(super::super::DB_FILE);
+        let mut connection = super::super::connect(&path).unwrap();
+        super::super::migrate(&mut connection, &path).unwrap();
+        let mut ids = ClientIds::new(client_ids::BUDGET, RandomState::new());
+        // The room was closed (forgotten) after an append of this very batch, and ids read
+        // before that append arrive: the room's top is still what they were read at (it
+        // moves at the end of the batch), but "x" is not among them.
+        let room: Arc<str> = Arc::from("r");
+        let mut batch = vec![
+            append("r", "x"),
+            Request::Forget {
+                rooms: vec!["r".to_owned()],
+            },
+            Request::Preload {
+                room: room.clone(),
+                top: 0,
+                ids: Some(RoomIds::default()),
+            },
+        ];
+        write(&mut connection, &mut batch, &mut ids).unwrap();
+        let again = write(&mut connection, &mut [append("r", "x")], &mut ids).unwrap();
+        assert!(
+            matches!(again[0][..], [Appended::Duplicate { offset: 1, .. }]),
+            "{again:?}"
+        );
+    }
 }

@@ -28,12 +28,13 @@
 
 use std::sync::Arc;
 
-/// Most deliveries (messages times members) one pass of a drain stages. A burst into a big
-/// room (a thousand members each sending one message) is handed over in passes of this size,
-/// with the members' writers running between them, so the first messages are on their way
-/// while the rest are still being staged: staged in one pass, they all left late, and the
-/// connect storm took 1.09x the old relay's time (32,768: 0.95x; fan-out per CPU-second the
-/// same within noise).
+/// About the most deliveries (messages times members) one pass of a drain stages: a pass
+/// takes this many divided by the members from the inbox (a gap it fills can add more). A
+/// burst into a big room (a thousand members each sending one message) is handed over in
+/// passes of this size, with the members' writers running between them, so the first
+/// messages are on their way while the rest are still being staged: staged in one pass,
+/// they all left late, and the connect storm took 1.09x the old relay's time (32,768: 0.95x;
+/// fan-out per CPU-second the same within noise).
 const PASS_DELIVERIES: usize = 32 * 1024;
 
 /// Pause before a failed gap read is tried again.
