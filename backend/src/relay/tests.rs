@@ -24,19 +24,31 @@ fn rooms_read(relay: &Relay) -> u64 {
     line["relay_rooms_read_total ".len()..].parse().unwrap()
 }
 
+/// `count` typed connections joining `room` at the same moment (each join polled once
+/// before any finishes), and the room each got.
+async fn racing_joins(
+    relay: &Relay,
+    count: usize,
+    room: &str,
+) -> (Vec<Connection>, Vec<Result<Arc<Room>, EngineError>>) {
+    let members: Vec<Connection> = (0..count)
+        .map(|_| relay.connect(ClientKind::Typed))
+        .collect();
+    let name: Arc<str> = Arc::from("M");
+    let joins = members
+        .iter()
+        .map(|member| relay.join(member, room, &name, None));
+    let rooms = join_all(joins).await;
+    let rooms = rooms.into_iter().map(|j| j.map(|(room, _)| room)).collect();
+    (members, rooms)
+}
+
 #[tokio::test]
 async fn fifty_joins_racing_into_a_closed_room_read_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let relay = relay_on_sqlite(&dir);
-    let members: Vec<Connection> = (0..50).map(|_| relay.connect(ClientKind::Typed)).collect();
-    let name: Arc<str> = Arc::from("M");
-    let joined = join_all(
-        members
-            .iter()
-            .map(|member| relay.join(member, "crowded", &name, None)),
-    )
-    .await;
-    let rooms: Vec<Arc<Room>> = joined.into_iter().map(|j| j.unwrap().0).collect();
+    let (_members, joined) = racing_joins(&relay, 50, "crowded").await;
+    let rooms: Vec<Arc<Room>> = joined.into_iter().map(Result::unwrap).collect();
     assert!(rooms.iter().all(|room| Arc::ptr_eq(room, &rooms[0])));
     assert_eq!(rooms[0].counts().0, 50);
     assert_eq!(rooms_read(&relay), 1);
@@ -79,14 +91,7 @@ async fn joins_waiting_for_a_room_whose_opening_fails_fail_with_it() {
     // join below has arrived.
     let db = rusqlite::Connection::open(dir.path().join(crate::engine::DB_FILE)).unwrap();
     db.execute_batch("DROP TABLE client_ids").unwrap();
-    let members: Vec<Connection> = (0..20).map(|_| relay.connect(ClientKind::Typed)).collect();
-    let name: Arc<str> = Arc::from("M");
-    let joined = join_all(
-        members
-            .iter()
-            .map(|member| relay.join(member, "r", &name, None)),
-    )
-    .await;
+    let (_members, joined) = racing_joins(&relay, 20, "r").await;
     assert!(joined.iter().all(Result::is_err));
     // One asked the engine; the others learned its answer instead of asking in turn.
     assert_eq!(rooms_read(&relay), 1);
