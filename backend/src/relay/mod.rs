@@ -29,6 +29,7 @@ use std::{
 
 use axum::extract::ws::Utf8Bytes;
 use common::{Limits, Position, ServerMessage};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::{
     connection::{CloseReason, End, SendQueue, SendQueueLimits},
@@ -147,8 +148,8 @@ type Gate = Arc<tokio::sync::Mutex<Option<String>>>;
 struct Opening<'a> {
     registry: &'a Registry,
     room: &'a str,
-    gate: Gate,
-    held: tokio::sync::OwnedMutexGuard<Option<String>>,
+    /// The room's gate, held.
+    held: OwnedMutexGuard<Option<String>>,
 }
 
 impl Opening<'_> {
@@ -164,7 +165,7 @@ impl Drop for Opening<'_> {
         let mut opening = self.registry.gates();
         if opening
             .get(self.room)
-            .is_some_and(|gate| Arc::ptr_eq(gate, &self.gate))
+            .is_some_and(|gate| Arc::ptr_eq(gate, OwnedMutexGuard::mutex(&self.held)))
         {
             opening.remove(self.room);
         }
@@ -201,11 +202,10 @@ impl Registry {
         }
         let gate = Gate::default();
         let held = gate.clone().try_lock_owned().expect("a new gate is free");
-        opening.insert(room.to_owned(), gate.clone());
+        opening.insert(room.to_owned(), gate);
         Turn::Open(Opening {
             registry: self,
             room,
-            gate,
             held,
         })
     }

@@ -222,7 +222,7 @@ impl Engine for SqliteEngine {
                 self.readers
                     .run(move |c| snapshot(c, &name, recent, &hasher))
             };
-            let known = match read().await? {
+            let (snapshot, ids) = match read().await? {
                 Some(known) => known,
                 None => {
                     // A new room: registered by the writer, which owns every write.
@@ -232,7 +232,6 @@ impl Engine for SqliteEngine {
                     })?
                 }
             };
-            let (snapshot, ids) = known;
             // Queued before the room can be appended to, so the first append finds them.
             self.commit.preload(Arc::from(room), snapshot.top, ids);
             Ok(snapshot)

@@ -71,8 +71,10 @@ impl Room {
     /// [`PASS_DELIVERIES`] in a pass, it lets other tasks run and goes on in a new task.
     fn drain(self: &Arc<Self>) {
         let mut nobody_left = false;
+        // Counted again at each pass, under the lock the pass takes anyway.
+        let mut members = self.lock().members.len();
         loop {
-            let limit = (PASS_DELIVERIES / self.lock().members.len().max(1)).max(1);
+            let limit = (PASS_DELIVERIES / members.max(1)).max(1);
             let (arrivals, in_flight, more) = {
                 let mut inbox = self.inbox();
                 if inbox.arrived.is_empty() {
@@ -105,7 +107,8 @@ impl Room {
             if in_flight == 0 || state.known_top > state.delivered {
                 self.repair_gap(&mut state);
             }
-            nobody_left = state.members.is_empty();
+            members = state.members.len();
+            nobody_left = members == 0;
             if std::mem::take(&mut state.diverged) {
                 drop(state);
                 tracing::warn!(room = %self.name, "the engine's history differs from what was delivered");
