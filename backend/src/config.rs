@@ -27,6 +27,8 @@ pub mod defaults {
     pub const HISTORY_LEN: usize = 50;
     /// `--dedup-window`.
     pub const DEDUP_WINDOW: usize = 1000;
+    /// `--room-linger-ms`.
+    pub const ROOM_LINGER_MS: u64 = 10_000;
     /// `--shutdown-grace-secs`.
     pub const SHUTDOWN_GRACE_SECS: u64 = 5;
     /// `--data-dir`.
@@ -121,6 +123,9 @@ pub struct Config {
     pub history_len: usize,
     /// How many recent client message ids a room remembers for dropping resends in memory.
     pub dedup_window: usize,
+    /// How long a room the HTTP API used stays open with nobody in it, so a stream of
+    /// publishes into such a room does not read it from the store for each one.
+    pub room_linger: Duration,
     /// How long shutdown waits for connections to finish their close handshake.
     pub shutdown_grace: Duration,
     /// Where history is kept.
@@ -228,6 +233,7 @@ impl Default for Config {
             limits: Limits::default(),
             history_len: defaults::HISTORY_LEN,
             dedup_window: defaults::DEDUP_WINDOW,
+            room_linger: Duration::from_millis(defaults::ROOM_LINGER_MS),
             shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECS),
             store: StoreKind::Sqlite,
             redis_url: defaults::REDIS_URL.to_owned(),
@@ -408,6 +414,10 @@ pub struct Cli {
     /// recognised by the engine, for as long as the room keeps the message.
     #[arg(long, env = "RELAY_DEDUP_WINDOW", default_value_t = defaults::DEDUP_WINDOW)]
     pub dedup_window: usize,
+    /// Milliseconds a room the HTTP API used stays open with nobody in it (0: closed at
+    /// once, read from the store again at its next use).
+    #[arg(long, env = "RELAY_ROOM_LINGER_MS", default_value_t = defaults::ROOM_LINGER_MS)]
+    pub room_linger_ms: u64,
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "RELAY_SHUTDOWN_GRACE_SECS", default_value_t = defaults::SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
@@ -576,6 +586,7 @@ impl From<Cli> for Config {
             },
             history_len: cli.history_len,
             dedup_window: cli.dedup_window,
+            room_linger: Duration::from_millis(cli.room_linger_ms),
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             store: cli.store,
             redis_url: cli.redis_url,

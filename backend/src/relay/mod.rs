@@ -10,7 +10,7 @@
 //! the engine reports, in offset order (see [`room`]).
 //!
 //! Locking order, to rule out deadlock: the room registry, then a room; the registry, then
-//! the gates of rooms being opened. A join looks the room up and adds its member under the
+//! the gates of rooms being opened; the list of lingering rooms, then a room. A join looks the room up and adds its member under the
 //! registry lock, and a room is only dropped under that lock after checking it is empty, so
 //! nobody can join a room through a stale handle. Opening a room that needs the engine
 //! happens outside the lock, once however many ask for it at the same moment.
@@ -20,11 +20,12 @@ pub mod room;
 mod tests;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -48,6 +49,11 @@ pub struct RelaySettings {
     /// Client message ids each room remembers to answer resends without asking the engine
     /// (the engine's own check is exact).
     pub dedup_window: usize,
+    /// How long a room stays open with nobody in it after the HTTP API last used it.
+    pub room_linger: Duration,
+    /// What the store keeps: a room answers a resend from memory only if the store still
+    /// keeps the original (else it asks the engine, whose check is exact).
+    pub retention: crate::engine::Retention,
     /// Most messages replayed to one recovering client; a longer gap is reported as
     /// unrecoverable.
     pub max_replay: u64,
@@ -64,6 +70,8 @@ impl RelaySettings {
             limits: config.limits,
             history_len: config.history_len,
             dedup_window: config.dedup_window,
+            room_linger: config.room_linger,
+            retention: config.retention,
             max_replay: crate::config::defaults::MAX_REPLAY,
             send_queue: config.send_queue,
             // Loaded by start-up, which can refuse to start on a bad key.
@@ -138,7 +146,15 @@ pub(crate) struct Registry {
     /// who ask for the room meanwhile wait there instead of reading it too, so a thousand
     /// clients joining a room at once read it once.
     opening: Mutex<HashMap<String, Gate>>,
+    /// Rooms kept open a while after the HTTP API used them, with nobody in them (at most
+    /// [`MAX_LINGERING`]): an application pushing into a room nobody is in would otherwise
+    /// have it read from the engine for every publish. Closed by [`Registry::sweep`].
+    lingering: Mutex<VecDeque<Arc<Room>>>,
 }
+
+/// Most rooms kept open at once after the HTTP API used them; past it, such a room closes
+/// as soon as it is idle.
+const MAX_LINGERING: usize = 10_000;
 
 /// Where the others wait while one opens a room; it says why, if the opening failed.
 type Gate = Arc<tokio::sync::Mutex<Option<String>>>;
@@ -210,6 +226,49 @@ impl Registry {
         })
     }
 
+    fn lingering(&self) -> MutexGuard<'_, VecDeque<Arc<Room>>> {
+        // Pushes and removals only, as for the rooms.
+        self.lingering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The HTTP API is done with `room` for now: it stays open for `linger`, or is dropped
+    /// at once if idle (no linger, or too many rooms lingering already).
+    fn release(&self, room: &Arc<Room>, linger: Duration) {
+        if !linger.is_zero() {
+            // The list, then the room: the order `sweep` takes them in.
+            let mut list = self.lingering();
+            let until = tokio::time::Instant::now() + linger;
+            match room.linger_until(until, list.len() < MAX_LINGERING) {
+                Some(true) => list.push_back(room.clone()),
+                Some(false) => {}
+                None => {
+                    drop(list);
+                    self.forget_if_idle(room);
+                }
+            }
+            return;
+        }
+        self.forget_if_idle(room);
+    }
+
+    /// Ends the lingering of every room whose time is up at `now`, and drops those of them
+    /// that are idle and empty.
+    fn sweep(&self, now: tokio::time::Instant) {
+        let mut due = Vec::new();
+        self.lingering().retain(|room| {
+            let over = room.linger_over(now);
+            if over {
+                due.push(room.clone());
+            }
+            !over
+        });
+        for room in &due {
+            self.forget_if_idle(room);
+        }
+    }
+
     /// Drops `room` whatever it holds (its history is gone), and tells its engine.
     fn forget(&self, room: &Arc<Room>) {
         let mut rooms = self.lock();
@@ -241,6 +300,8 @@ impl Registry {
 pub struct RoomLease {
     room: Arc<Room>,
     registry: Arc<Registry>,
+    /// How long the room stays open after the lease ends.
+    linger: Duration,
 }
 
 impl std::ops::Deref for RoomLease {
@@ -254,7 +315,7 @@ impl std::ops::Deref for RoomLease {
 impl Drop for RoomLease {
     fn drop(&mut self) {
         self.room.lease(false);
-        self.registry.forget_if_idle(&self.room);
+        self.registry.release(&self.room, self.linger);
     }
 }
 
@@ -302,6 +363,9 @@ impl Relay {
     /// within the async runtime; call [`Relay::stop`] at the end to flush the engine.
     pub fn new(settings: RelaySettings, engine: Arc<dyn Engine>) -> Self {
         let registry: Arc<Registry> = Arc::default();
+        if !settings.room_linger.is_zero() {
+            sweep_lingering(Arc::downgrade(&registry), settings.room_linger);
+        }
         // Entries other processes stored (with a shared engine) reach the open room.
         let watching = Arc::downgrade(&registry);
         engine.watch(Arc::new(move |room, notice| {
@@ -462,6 +526,7 @@ impl Relay {
         Ok(RoomLease {
             room,
             registry: self.shared.registry.clone(),
+            linger: self.shared.settings.room_linger,
         })
     }
 
@@ -632,6 +697,23 @@ impl Relay {
     pub fn stop(&self) {
         self.shared.engine.stop();
     }
+}
+
+/// Closes rooms whose lingering is over, a few times per `linger`, for as long as the
+/// registry lives.
+fn sweep_lingering(registry: std::sync::Weak<Registry>, linger: Duration) {
+    let period = (linger / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            registry.sweep(tokio::time::Instant::now());
+        }
+    });
 }
 
 /// Serializes a server message once, into bytes that any number of sockets can share.

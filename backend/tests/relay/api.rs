@@ -534,9 +534,72 @@ async fn disconnect_closes_one_connection_with_4002_and_leaves_the_others() {
     assert_eq!(other.next_message_text().await, "still here");
 }
 
+/// [`api_relay`] with rooms the API used closing `linger` after it.
+async fn relay_lingering(linger: Duration) -> TestRelay {
+    let (mut config, data) = api_config();
+    unthrottled(&mut config);
+    config.room_linger = linger;
+    spawn_relay_with(config, data).await
+}
+
+/// How many times the relay has read a room from its engine to open it.
+async fn rooms_read(relay: &TestRelay) -> u64 {
+    let metrics = crate::helpers::http_get(relay.address, "/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("relay_rooms_read_total "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no relay_rooms_read_total in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn a_room_the_api_used_stays_open_for_the_linger_then_closes() {
+    let relay = relay_lingering(Duration::from_millis(1500)).await;
+    let api = relay.api();
+    let before = rooms_read(&relay).await;
+    for n in 1..=5 {
+        let published: Published = api.publish("pushes", &format!("push {n}"), None).await;
+        assert_eq!(published.offset, n);
+    }
+    assert_eq!(
+        rooms_read(&relay).await - before,
+        1,
+        "five publishes in a row read the room once"
+    );
+    let rooms = api.get("/api/rooms").await.json();
+    assert_eq!(rooms["rooms"][0]["room"], "pushes", "{rooms}");
+    assert_eq!(rooms["rooms"][0]["members"], 0, "{rooms}");
+
+    eventually("the room to close after its linger", || async {
+        api.get("/api/rooms").await.json()["rooms"] == json!([])
+    })
+    .await;
+    let published: Published = api.publish("pushes", "push 6", None).await;
+    assert_eq!(published.offset, 6);
+    assert_eq!(rooms_read(&relay).await - before, 2, "reopened once");
+}
+
+#[tokio::test]
+async fn a_member_leaving_a_lingering_room_does_not_close_it() {
+    let relay = relay_lingering(Duration::from_secs(60)).await;
+    let api = relay.api();
+    let member = relay.member("shared", "Ada").await;
+    api.publish("shared", "from the app", None).await;
+    drop(member);
+    eventually("Ada to leave", || async {
+        let presence: Presence = api.get("/api/rooms/shared/presence").await.parse();
+        presence.members.is_empty()
+    })
+    .await;
+    let before = rooms_read(&relay).await;
+    let published: Published = api.publish("shared", "still open", None).await;
+    assert_eq!(published.offset, 2);
+    assert_eq!(rooms_read(&relay).await, before, "not read again");
+}
+
 #[tokio::test]
 async fn an_api_publish_into_a_room_nobody_is_in_is_kept_and_the_room_is_not() {
-    let relay = api_relay().await;
+    let relay = relay_lingering(Duration::ZERO).await;
     let api = relay.api();
     let published: Published = api.publish("later", "for whoever comes", None).await;
     assert_eq!(published.offset, 1);

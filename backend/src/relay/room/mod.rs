@@ -31,17 +31,19 @@ use std::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use axum::extract::ws::Utf8Bytes;
 use common::{Member, Position, Recovery, ServerMessage};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 
 use super::{ClientKind, Connection, Registry, RelaySettings, encode};
 use crate::{
     connection::{CloseReason, End, SendQueue},
     engine::{
-        Appended, Draft, Engine, EngineError, Entry, Presence, Progress, RoomSnapshot, Source,
+        Appended, Draft, Engine, EngineError, Entry, Presence, Progress, Retention, RoomSnapshot,
+        Source, now_millis,
     },
     metrics::Metrics,
 };
@@ -64,6 +66,8 @@ pub struct Room {
     history_len: usize,
     /// Longest gap a recovering client is replayed.
     max_replay: u64,
+    /// What the store keeps of the room (see [`RelaySettings::retention`]).
+    retention: Retention,
     /// Where messages are numbered and stored.
     engine: Arc<dyn Engine>,
     /// Runs drains that arrive from threads outside the runtime (the engine's).
@@ -290,6 +294,10 @@ struct RoomState {
     /// Client ids of the newest delivered messages, to answer resends without asking the
     /// engine (the engine's own check is the exact one).
     ids: RecentIds,
+    /// Until when the room stays open with nobody in it, after the HTTP API last used it.
+    lingering: Option<Instant>,
+    /// The room is in the registry's list of lingering rooms.
+    listed: bool,
 }
 
 /// Messages delivered during one drain, in offset order, and the answers owed for them:
@@ -394,6 +402,7 @@ impl Room {
             epoch: snapshot.epoch,
             history_len: settings.history_len,
             max_replay: settings.max_replay,
+            retention: settings.retention,
             engine,
             runtime,
             registry,
@@ -416,6 +425,8 @@ impl Room {
                     capacity: settings.dedup_window,
                     ..RecentIds::default()
                 },
+                lingering: None,
+                listed: false,
             }),
         };
         let mut state = room.lock();
@@ -485,9 +496,9 @@ impl Room {
             entries,
             until: seen.offset,
         });
-        let deadline = tokio::time::Instant::now() + REACH_WAIT;
+        let deadline = Instant::now() + REACH_WAIT;
         while self.lock().delivered < seen.offset {
-            if tokio::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return Err(EngineError::Unavailable(format!(
                     "room {} did not catch up to offset {} in time",
                     self.name, seen.offset
@@ -503,12 +514,14 @@ impl Room {
         self.engine.close_room(&self.name);
     }
 
-    /// True when nobody is in the room and nothing is on its way through it: it can be
-    /// dropped from memory and reopened from the engine later without losing anything.
+    /// True when nobody is in the room, nothing is on its way through it and it is not
+    /// lingering: it can be dropped from memory and reopened from the engine later without
+    /// losing anything.
     pub(super) fn is_idle_and_empty(&self) -> bool {
         let state = self.lock();
         let settled = state.pending.is_empty() && state.acks_waiting.is_empty();
-        if !(state.members.is_empty() && settled && !state.repairing) {
+        let kept = state.repairing || state.lingering.is_some();
+        if !(state.members.is_empty() && settled) || kept {
             return false;
         }
         let inbox = self.inbox();
@@ -526,6 +539,30 @@ impl Room {
         } else {
             self.leases.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// Keeps the room open until `until` at least, members or not, if it is on the
+    /// registry's list of lingering rooms or `may_join` it. `None`: it does not linger;
+    /// `Some(true)`: it must be added to the list now.
+    pub(super) fn linger_until(&self, until: Instant, may_join: bool) -> Option<bool> {
+        let mut state = self.lock();
+        if !(state.listed || may_join) {
+            return None;
+        }
+        state.lingering = Some(state.lingering.map_or(until, |held| held.max(until)));
+        Some(!std::mem::replace(&mut state.listed, true))
+    }
+
+    /// Ends the room's lingering if it is due at `now` (it leaves the registry's list); false
+    /// if the room is to stay on the list, lingering longer.
+    pub(super) fn linger_over(&self, now: Instant) -> bool {
+        let mut state = self.lock();
+        if state.lingering.is_some_and(|until| until > now) {
+            return false;
+        }
+        state.lingering = None;
+        state.listed = false;
+        true
     }
 
     /// Who is in the room now.
@@ -664,7 +701,15 @@ impl Room {
             answer_to,
         } = publication;
         if let Some(id) = &id {
-            let remembered = self.lock().ids.get(id);
+            let remembered = {
+                let state = self.lock();
+                let top = state.delivered.max(state.known_top);
+                state.ids.get(id).filter(|&(offset, ts)| {
+                    offset.saturating_add(self.retention.max_messages) > top
+                        && Duration::from_millis(now_millis().saturating_sub(ts))
+                            < self.retention.max_age
+                })
+            };
             if let Some((offset, ts)) = remembered
                 && offset <= self.synced.load(Ordering::Acquire)
             {
