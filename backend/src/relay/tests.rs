@@ -90,7 +90,7 @@ async fn joins_waiting_for_a_room_whose_opening_fails_fail_with_it() {
     // A table the opening reads is gone: the read fails on the reader's thread, after every
     // join below has arrived.
     let db = rusqlite::Connection::open(dir.path().join(crate::engine::DB_FILE)).unwrap();
-    db.execute_batch("DROP TABLE client_ids").unwrap();
+    db.execute_batch("DROP TABLE journal").unwrap();
     let (_members, joined) = racing_joins(&relay, 20, "r").await;
     assert!(joined.iter().all(Result::is_err));
     // One asked the engine; the others learned its answer instead of asking in turn.

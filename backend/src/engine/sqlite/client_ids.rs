@@ -6,11 +6,12 @@
 //! message however many it batched, and the WAL, the fsyncs and the checkpoints grew with
 //! it (docs/benchmarks.md, "What the relay's CPU goes to in the API path").
 //!
-//! Instead, the ids live in a table keyed by (room, offset), where new ones are appended at
-//! the end of the room's range (a page per room per commit), and the commit thread keeps,
-//! for each room it appends to, a hash of every id the table holds for it, with the offsets
-//! that carry that hash. A hash that matches is confirmed by reading the message (a
-//! duplicate is rare), so two ids with one hash are never confused. A room's ids are read
+//! Instead, the ids are stored only with their messages (in the journal, then in
+//! `messages`: `journal.rs`), and the commit thread keeps, for each room it appends to, a
+//! hash of every id the room's messages carry, with the offsets that carry that hash. A hash
+//! that matches is confirmed by reading the message (a duplicate is rare), so two ids with
+//! one hash are never confused. (Schema 5 kept the ids in a table of their own, which every
+//! move out of the journal then had to write too; schema 6 dropped it.) A room's ids are read
 //! in whole when the relay opens the room, on the reader thread that reads the room's
 //! snapshot ([`read_room`]), and handed to the commit thread ahead of the room's first
 //! append ([`ClientIds::install`]): read on the commit thread, a room with 10,000 messages
@@ -45,6 +46,9 @@ pub(super) struct ClientIds {
     held: usize,
     /// The current batch's number, which marks the rooms it used.
     batch: u64,
+    /// Rooms whose ids were read here, on the commit thread (each read stalls every room's
+    /// commits), rather than handed over by the room's opening.
+    pub(super) reads: u64,
 }
 
 /// One room's ids, by hash.
@@ -84,15 +88,18 @@ impl RoomIds {
     }
 }
 
-/// Every id the table holds for `room`, hashed with `hasher` (the commit thread's).
+/// Every id the messages of `room` carry, hashed with `hasher` (the commit thread's).
 pub(super) fn read_room(
     connection: &Connection,
     hasher: &RandomState,
     room: &str,
 ) -> rusqlite::Result<RoomIds> {
     let mut ids = RoomIds::default();
-    let mut statement = connection
-        .prepare_cached("SELECT \"offset\", client_id FROM client_ids WHERE room = ?1")?;
+    let mut statement = connection.prepare_cached(
+        "SELECT \"offset\", client_id FROM messages WHERE room = ?1 AND client_id IS NOT NULL
+         UNION ALL
+         SELECT \"offset\", client_id FROM journal WHERE room = ?1 AND client_id IS NOT NULL",
+    )?;
     let mut rows = statement.query([room])?;
     while let Some(row) = rows.next()? {
         let client_id: String = row.get(1)?;
@@ -111,6 +118,7 @@ impl ClientIds {
             rooms: HashMap::new(),
             held: 0,
             batch: 0,
+            reads: 0,
         }
     }
 
@@ -148,7 +156,9 @@ impl ClientIds {
         for offset in self.rooms[room].candidates(hash) {
             let ts = connection
                 .prepare_cached(
-                    "SELECT ts FROM messages WHERE room = ?1 AND \"offset\" = ?2 AND client_id = ?3",
+                    "SELECT ts FROM messages WHERE room = ?1 AND \"offset\" = ?2 AND client_id = ?3
+                     UNION ALL
+                     SELECT ts FROM journal WHERE room = ?1 AND \"offset\" = ?2 AND client_id = ?3",
                 )?
                 .query_row(params![&**room, signed(offset), client_id], |row| {
                     unsigned(row, 0)
@@ -161,26 +171,14 @@ impl ClientIds {
         Ok(None)
     }
 
-    /// Records that `client_id` was just stored in `room` at `offset` (in the table too).
-    /// Call [`ClientIds::find`] for the room first.
-    pub(super) fn insert(
-        &mut self,
-        connection: &Connection,
-        room: &Arc<str>,
-        client_id: &str,
-        offset: u64,
-    ) -> rusqlite::Result<()> {
-        connection
-            .prepare_cached(
-                "INSERT INTO client_ids (room, \"offset\", client_id) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![&**room, signed(offset), client_id])?;
+    /// Records that `client_id` was just stored in `room` at `offset` (in the journal, with
+    /// its message). Call [`ClientIds::find`] for the room first.
+    pub(super) fn insert(&mut self, room: &Arc<str>, client_id: &str, offset: u64) {
         let hash = self.hasher.hash_one(client_id);
         if let Some(ids) = self.rooms.get_mut(room) {
             ids.insert(hash, offset);
             self.held += 1;
         }
-        Ok(())
     }
 
     /// Drops what is held of `room`: it is read again from the table when next needed.
@@ -208,6 +206,7 @@ impl ClientIds {
             return Ok(());
         }
         let ids = read_room(connection, &self.hasher, room)?;
+        self.reads += 1;
         self.install(room.clone(), ids);
         Ok(())
     }
@@ -236,12 +235,6 @@ mod tests {
                 "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id)
                  VALUES (?1, ?2, ?3, 'A', 't', ?4)",
                 params![room, offset as i64, 100 * offset as i64, id],
-            )
-            .unwrap();
-        connection
-            .execute(
-                "INSERT INTO client_ids VALUES (?1, ?2, ?3)",
-                params![room, offset as i64, id],
             )
             .unwrap();
     }
@@ -314,20 +307,21 @@ mod tests {
     }
 
     #[test]
-    fn an_id_inserted_is_found_and_a_forgotten_room_is_read_again() {
+    fn an_id_inserted_is_found_and_a_forgotten_room_is_read_again_from_the_journal() {
         let connection = stored(&[]);
         let mut ids = ClientIds::new(BUDGET, RandomState::new());
         ids.begin_batch();
         let r = room("r");
         assert_eq!(ids.find(&connection, &r, "n").unwrap(), None);
+        // Stored as the commit thread stores it: in the journal, not yet moved.
         connection
             .execute(
-                "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id)
-                 VALUES ('r', 1, 5, 'A', 't', 'n')",
+                "INSERT INTO journal (room, \"offset\", ts, sender, text, client_id, source)
+                 VALUES ('r', 1, 5, 'A', 't', 'n', 0)",
                 [],
             )
             .unwrap();
-        ids.insert(&connection, &r, "n", 1).unwrap();
+        ids.insert(&r, "n", 1);
         assert_eq!(ids.held, 1);
         assert_eq!(ids.find(&connection, &r, "n").unwrap(), Some((1, 5)));
         ids.forget("r");
@@ -335,7 +329,7 @@ mod tests {
         assert_eq!(
             ids.find(&connection, &r, "n").unwrap(),
             Some((1, 5)),
-            "read again from the table"
+            "read again, from the journal"
         );
     }
 
@@ -344,8 +338,6 @@ mod tests {
         let connection = stored(&["a", "b"]);
         let hasher = RandomState::new();
         let read = read_room(&connection, &hasher, "r").unwrap();
-        // Gone from the table: a find that read it would not know "a".
-        connection.execute("DELETE FROM client_ids", []).unwrap();
         let mut ids = ClientIds::new(BUDGET, hasher);
         ids.begin_batch();
         ids.install(room("r"), read);
@@ -360,5 +352,9 @@ mod tests {
             ids.find(&connection, &room("r"), "b").unwrap(),
             Some((2, 200))
         );
+        assert_eq!(ids.reads, 0, "nothing read on the commit thread");
+        ids.forget("r");
+        ids.find(&connection, &room("r"), "b").unwrap();
+        assert_eq!(ids.reads, 1, "a room forgotten is read there");
     }
 }

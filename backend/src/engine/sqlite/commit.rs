@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 
 use super::{
     client_ids::{self, ClientIds, RoomIds},
+    journal::{ENTRY_COLUMNS, Journal},
     run_state, signed,
     sync::SyncRequest,
     unsigned,
@@ -85,6 +86,8 @@ pub(super) struct GroupCommit {
     retries: Arc<AtomicU64>,
     /// Pages in the WAL after the last commit.
     wal_pages: Arc<AtomicU64>,
+    /// Rooms whose client ids the thread had to read itself (see `ClientIds::reads`).
+    id_reads: Arc<AtomicU64>,
 }
 
 thread_local! {
@@ -111,17 +114,23 @@ impl GroupCommit {
         let (queue, work) = mpsc::channel();
         let retries = Arc::new(AtomicU64::new(0));
         let wal_pages = Arc::new(AtomicU64::new(0));
-        let (counted, wal) = (retries.clone(), wal_pages.clone());
+        let id_reads = Arc::new(AtomicU64::new(0));
+        let counters = Counters {
+            retries: retries.clone(),
+            wal_pages: wal_pages.clone(),
+            id_reads: id_reads.clone(),
+        };
         let thread = Worker::spawn("relay-commit", move || {
             connection.wal_hook(Some(count_wal_pages));
             let ids = ClientIds::new(client_ids::BUDGET, hasher);
-            run(connection, &work, &sync, ids, &counted, &wal);
+            run(connection, &work, &sync, ids, &counters);
         });
         GroupCommit {
             queue,
             thread,
             retries,
             wal_pages,
+            id_reads,
         }
     }
 
@@ -134,6 +143,12 @@ impl GroupCommit {
     /// Pages in the WAL after the last commit (since the WAL last started over).
     pub(super) fn wal_pages(&self) -> u64 {
         self.wal_pages.load(Ordering::Relaxed)
+    }
+
+    /// Rooms whose client ids the thread read itself, as of its last batch, instead of
+    /// taking them from the room's opening.
+    pub(super) fn id_reads(&self) -> u64 {
+        self.id_reads.load(Ordering::Relaxed)
     }
 
     pub(super) fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
@@ -175,15 +190,22 @@ impl GroupCommit {
     }
 }
 
+/// What the thread reports to its handle.
+struct Counters {
+    retries: Arc<AtomicU64>,
+    wal_pages: Arc<AtomicU64>,
+    id_reads: Arc<AtomicU64>,
+}
+
 fn run(
     mut connection: Connection,
     work: &Receiver<Request>,
     sync: &Sender<SyncRequest>,
     mut ids: ClientIds,
-    retries: &AtomicU64,
-    wal: &AtomicU64,
+    counters: &Counters,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut journal = Journal::default();
     while let Ok(first) = work.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -194,18 +216,20 @@ fn run(
         }
         let stop = batch.iter().any(|request| matches!(request, Request::Stop));
         ids.begin_batch();
-        let mut stored = write(&mut connection, &mut batch, &mut ids);
+        let mut stored = write(&mut connection, &mut batch, &mut ids, &journal);
         if let Err(err) = &stored {
             forget_batch(&mut ids, &batch);
+            journal.committed(None);
             // One retry for anything passing; beyond that the batch fails, and each appender
             // is told nothing was stored.
             tracing::warn!(%err, "storing a batch failed; retrying once");
-            retries.fetch_add(1, Ordering::Relaxed);
+            counters.retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(100));
-            stored = write(&mut connection, &mut batch, &mut ids);
+            stored = write(&mut connection, &mut batch, &mut ids, &journal);
         }
         match stored {
-            Ok(results) => {
+            Ok((results, journal_rows)) => {
+                journal.committed(Some(journal_rows));
                 let mut results = results.into_iter();
                 let mut written = Vec::with_capacity(batch.len());
                 for request in batch.drain(..) {
@@ -221,7 +245,7 @@ fn run(
                     }
                 }
                 let wal_pages = WAL_PAGES.get();
-                wal.store(wal_pages, Ordering::Relaxed);
+                counters.wal_pages.store(wal_pages, Ordering::Relaxed);
                 if !written.is_empty()
                     && let Err(returned) = sync.send(SyncRequest::Batch {
                         callbacks: written,
@@ -239,6 +263,7 @@ fn run(
             }
             Err(err) => {
                 forget_batch(&mut ids, &batch);
+                journal.committed(None);
                 tracing::error!(%err, batch = batch.len(), "cannot store messages; refusing them");
                 for request in batch.drain(..) {
                     match request {
@@ -253,6 +278,7 @@ fn run(
                 }
             }
         }
+        counters.id_reads.store(ids.reads, Ordering::Relaxed);
         if stop {
             if let Err(err) = run_state::end(&mut connection) {
                 tracing::error!(%err, "cannot record the clean stop; the next start treats it as a crash");
@@ -281,13 +307,15 @@ struct Head {
     last_ts: u64,
 }
 
-/// Stores a batch in one transaction. Returns, for each `Append` in order, what became of
-/// its drafts. Nothing is stored unless everything is.
+/// Stores a batch in one transaction, in the journal (`journal.rs`). Returns, for each
+/// `Append` in order, what became of its drafts, and the journal's length after it. Nothing
+/// is stored unless everything is.
 fn write(
     connection: &mut Connection,
     batch: &mut [Request],
     ids: &mut ClientIds,
-) -> Result<Vec<Vec<Appended>>, EngineError> {
+    journal: &Journal,
+) -> Result<(Vec<Vec<Appended>>, u64), EngineError> {
     // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout waits out the
     // pruner's short deletes. A deferred transaction reads first and asks for the lock at its
     // first write; if the pruner committed in between, SQLite refuses at once
@@ -295,16 +323,16 @@ fn write(
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut heads: HashMap<&str, Head> = HashMap::new();
     let mut results = Vec::new();
+    let mut appended_rows = 0;
     {
         let mut create = transaction.prepare_cached(
             "INSERT OR IGNORE INTO rooms (name, epoch, last_offset, last_ts) VALUES (?1, ?2, 0, 0)",
         )?;
         let mut head =
             transaction.prepare_cached("SELECT last_offset, last_ts FROM rooms WHERE name = ?1")?;
-        let mut insert = transaction.prepare_cached(
-            "INSERT INTO messages (room, \"offset\", ts, sender, text, client_id, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+        let mut insert = transaction.prepare_cached(&format!(
+            "INSERT INTO journal (room, {ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ))?;
         for request in batch.iter_mut() {
             if let Request::Preload {
                 room,
@@ -376,8 +404,9 @@ fn write(
                             draft.source.code(),
                         ])?;
                         if let Some(id) = &draft.client_id {
-                            ids.insert(&transaction, shared, id, offset)?;
+                            ids.insert(shared, id, offset);
                         }
+                        appended_rows += 1;
                         *state = Head {
                             top: offset,
                             last_ts: ts,
@@ -399,8 +428,9 @@ fn write(
             advance.execute(params![room, signed(head.top), signed(head.last_ts)])?;
         }
     }
+    let journal_rows = journal.settle(&transaction, appended_rows)?;
     transaction.commit()?;
-    Ok(results)
+    Ok((results, journal_rows))
 }
 
 #[cfg(test)]
@@ -445,8 +475,10 @@ mod tests {
                 ids: Some(RoomIds::default()),
             },
         ];
-        write(&mut connection, &mut batch, &mut ids).unwrap();
-        let again = write(&mut connection, &mut [append("r", "x")], &mut ids).unwrap();
+        let journal = Journal::default();
+        write(&mut connection, &mut batch, &mut ids, &journal).unwrap();
+        let (again, _) =
+            write(&mut connection, &mut [append("r", "x")], &mut ids, &journal).unwrap();
         assert!(
             matches!(again[0][..], [Appended::Duplicate { offset: 1, .. }]),
             "{again:?}"

@@ -4,7 +4,9 @@
 //! - **Appends** go to the group-commit thread (`commit.rs`): everything waiting is stored in
 //!   one transaction, offsets and de-duplication included, written to the WAL without
 //!   waiting for the disk, and each caller is told it is written (members see it from then
-//!   on). De-duplication is exact: the thread holds every id its rooms keep, by hash, and
+//!   on). Messages go to a journal in commit order, a page or two per commit, and move to
+//!   the table kept by room hundreds at a time (`journal.rs`); reads see both.
+//!   De-duplication is exact: the thread holds every id its rooms keep, by hash, and
 //!   confirms a match against the stored message (`client_ids.rs`).
 //! - **Syncs** run on a thread of their own (`sync.rs`): one fsync of the WAL covers every
 //!   batch written before it, and only then is each caller told its append is synced (its
@@ -26,13 +28,14 @@
 mod checkpoint;
 mod client_ids;
 mod commit;
+mod journal;
 mod read_pool;
 mod run_state;
 mod sync;
 mod worker;
 
 use std::{
-    collections::hash_map::RandomState,
+    collections::{HashMap, hash_map::RandomState},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -46,17 +49,19 @@ use super::{
 use checkpoint::Checkpointer;
 use client_ids::RoomIds;
 use commit::GroupCommit;
+use journal::ENTRY_COLUMNS;
 use read_pool::{Priority, ReadPool};
 pub use run_state::BOOT_ID_FILE;
 use sync::{SyncSettings, SyncThread};
 
 /// Schema migrations, in order. Entry `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("schema/0001_init.sql"),
     include_str!("schema/0002_exact_dedup.sql"),
     include_str!("schema/0003_run_state.sql"),
     include_str!("schema/0004_source.sql"),
     include_str!("schema/0005_client_ids.sql"),
+    include_str!("schema/0006_journal.sql"),
 ];
 
 /// The database file's name inside the data directory.
@@ -132,6 +137,12 @@ impl SqliteEngine {
     /// opened (a passing lock or conflict); each is a stall of every room.
     pub fn write_retries(&self) -> u64 {
         self.commit.retries()
+    }
+
+    /// Rooms whose client ids the group commit had to read itself (each a stall of every
+    /// room) rather than take from the room's opening.
+    pub fn id_reads(&self) -> u64 {
+        self.commit.id_reads()
     }
 
     /// Pages in the WAL since it last started over, after the last commit: what the next
@@ -275,7 +286,12 @@ impl Engine for SqliteEngine {
             self.readers
                 .run(move |connection| {
                     let oldest: Option<i64> = connection
-                        .prepare_cached("SELECT min(\"offset\") FROM messages WHERE room = ?1")?
+                        .prepare_cached(
+                            "SELECT min(o) FROM (
+                                 SELECT min(\"offset\") AS o FROM messages WHERE room = ?1
+                                 UNION ALL
+                                 SELECT min(\"offset\") FROM journal WHERE room = ?1)",
+                        )?
                         .query_row([room], |row| row.get(0))?;
                     Ok(oldest.map(|offset| offset as u64))
                 })
@@ -338,8 +354,13 @@ fn snapshot(
     };
     let mut recent = query_entries(
         &transaction,
-        "SELECT \"offset\", ts, sender, text, client_id, source FROM messages
-         WHERE room = ?1 ORDER BY \"offset\" DESC LIMIT ?2",
+        &format!(
+            "SELECT * FROM (SELECT {ENTRY_COLUMNS} FROM messages
+                            WHERE room = ?1 ORDER BY \"offset\" DESC LIMIT ?2)
+             UNION ALL
+             SELECT {ENTRY_COLUMNS} FROM journal WHERE room = ?1
+             ORDER BY 1 DESC LIMIT ?2"
+        ),
         params![room, recent as i64],
     )?;
     recent.reverse();
@@ -366,6 +387,12 @@ fn prune(
         .prepare("SELECT name, last_offset FROM rooms")?
         .query_map([], |row| Ok((row.get(0)?, unsigned(row, 1)?)))?
         .collect::<Result<_, _>>()?;
+    // The oldest offset of each room in the journal now. Rows moved out of it from now on
+    // are in `messages`, and rows appended have higher offsets than anything pruned here.
+    let in_journal: HashMap<String, u64> = connection
+        .prepare("SELECT room, min(\"offset\") FROM journal GROUP BY room")?
+        .query_map([], |row| Ok((row.get(0)?, unsigned(row, 1)?)))?
+        .collect::<Result<_, _>>()?;
     let mut deleted = 0;
     let mut pruned = Vec::new();
     for (room, last_offset) in rooms {
@@ -374,25 +401,32 @@ fn prune(
         // enough to keep is too old.
         let first_young: Option<u64> = connection
             .prepare_cached(
-                "SELECT \"offset\" FROM messages WHERE room = ?1 AND ts >= ?2
-                 ORDER BY \"offset\" LIMIT 1",
+                "SELECT min(o) FROM (
+                     SELECT * FROM (SELECT \"offset\" AS o FROM messages WHERE room = ?1 AND ts >= ?2
+                                    ORDER BY \"offset\" LIMIT 1)
+                     UNION ALL
+                     SELECT min(\"offset\") FROM journal WHERE room = ?1 AND ts >= ?2)",
             )?
             .query_row(params![room, signed(oldest_kept_ts)], |row| {
-                unsigned(row, 0)
-            })
-            .optional()?;
+                row.get::<_, Option<i64>>(0)
+            })?
+            .map(|offset| offset as u64);
         let by_age = first_young.map_or(last_offset, |offset| offset - 1);
-        let upto = signed(by_count.max(by_age));
+        let upto = by_count.max(by_age);
+        let journal_too = in_journal.get(&room).is_some_and(|oldest| *oldest <= upto);
+        let upto = signed(upto);
         // IMMEDIATE: the write lock first, as the commit thread takes it (see `commit.rs`).
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let gone = transaction.execute(
+        let mut gone = transaction.execute(
             "DELETE FROM messages WHERE room = ?1 AND \"offset\" <= ?2",
             params![room, upto],
         )?;
-        transaction.execute(
-            "DELETE FROM client_ids WHERE room = ?1 AND \"offset\" <= ?2",
-            params![room, upto],
-        )?;
+        if journal_too {
+            gone += transaction.execute(
+                "DELETE FROM journal WHERE room = ?1 AND \"offset\" <= ?2",
+                params![room, upto],
+            )?;
+        }
         transaction.commit()?;
         if gone > 0 {
             deleted += gone as u64;
@@ -477,9 +511,14 @@ fn read_range(
 ) -> Result<Vec<Entry>, EngineError> {
     query_entries(
         connection,
-        "SELECT \"offset\", ts, sender, text, client_id, source FROM messages
-         WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3
-         ORDER BY \"offset\"",
+        &format!(
+            "SELECT {ENTRY_COLUMNS} FROM messages
+             WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3
+             UNION ALL
+             SELECT {ENTRY_COLUMNS} FROM journal
+             WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3
+             ORDER BY 1"
+        ),
         params![room, signed(after), signed(until)],
     )
 }

@@ -246,7 +246,7 @@ async fn a_failed_batch_leaves_no_id_taken_and_ids_survive_closing_the_room() {
     let connection = Connection::open(dir.path().join(DB_FILE)).unwrap();
     connection
         .execute_batch(
-            "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.text = 'poison'
+            "CREATE TRIGGER poison BEFORE INSERT ON journal WHEN NEW.text = 'poison'
              BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
         )
         .unwrap();
@@ -306,11 +306,8 @@ async fn a_reopened_rooms_ids_come_from_its_opening_not_from_the_commit_thread()
     let dir = tempfile::tempdir().unwrap();
     let engine = closed_room_with_three_ids(dir.path()).await;
     engine.open_room("r", 10).await.unwrap();
-    // The opening read the ids; with the table emptied behind the engine's back, only
-    // they can tell that "b" is stored (read on the commit thread, the table would not).
-    let connection = Connection::open(engine.path()).unwrap();
-    connection.execute("DELETE FROM client_ids", []).unwrap();
     b_again_is_a_duplicate(&engine, "known from the opening").await;
+    assert_eq!(engine.id_reads(), 0, "no read on the commit thread");
     engine.stop();
 }
 
@@ -324,6 +321,7 @@ async fn ids_read_before_the_room_moved_on_are_not_taken() {
         .commit
         .preload(Arc::from("r"), 0, client_ids::RoomIds::default());
     b_again_is_a_duplicate(&engine, "read from the table instead").await;
+    assert_eq!(engine.id_reads(), 1);
     engine.stop();
 }
 
@@ -376,6 +374,132 @@ fn catch_ups_read_at_idle_priority_and_joins_at_nice_19() {
             "catch-up readers {catch_up:?}, readers {read:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+    engine.stop();
+}
+
+/// Rows in `table` of the store at `path`.
+fn rows(path: &Path, table: &str) -> u64 {
+    let connection = Connection::open(path).unwrap();
+    connection
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap() as u64
+}
+
+/// Appends `count` messages with ids `{room}-{n}` to each of `rooms`, `per_batch` at a time.
+async fn fill(engine: &SqliteEngine, rooms: &[&str], count: u64, per_batch: u64) {
+    for start in (1..=count).step_by(per_batch as usize) {
+        for room in rooms {
+            let drafts = (start..(start + per_batch).min(count + 1))
+                .map(|n| draft(&format!("{room} {n}"), Some(&format!("{room}-{n}"))))
+                .collect();
+            append(engine, room, drafts).await.unwrap();
+        }
+    }
+}
+
+/// Every message of `rooms` (700 each, from [`fill`]) reads back once and in order, the
+/// snapshot and the oldest offset agree, and ids of messages moved out of the journal and
+/// of messages still in it are recognised when read afresh.
+async fn all_700_read_back(engine: &SqliteEngine, rooms: &[&str], why: &str) {
+    for room in rooms {
+        let texts: Vec<String> = engine
+            .read(room, 0, 700)
+            .await
+            .unwrap()
+            .iter()
+            .map(|entry| entry.text.to_string())
+            .collect();
+        let expected: Vec<String> = (1..=700).map(|n| format!("{room} {n}")).collect();
+        assert_eq!(texts, expected, "{room} {why}");
+        let snapshot = engine.open_room(room, 10).await.unwrap();
+        let recent: Vec<u64> = snapshot.recent.iter().map(|entry| entry.offset).collect();
+        assert_eq!(
+            (snapshot.top, recent),
+            (700, (691..=700).collect()),
+            "{why}"
+        );
+        assert_eq!(engine.oldest(room).await.unwrap(), Some(1), "{why}");
+        engine.close_room(room);
+        let again = append(
+            engine,
+            room,
+            [1, 699, 700]
+                .map(|n| draft(&format!("{room} {n}"), Some(&format!("{room}-{n}"))))
+                .to_vec(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            offsets(&again),
+            [(1, true), (699, true), (700, true)],
+            "{why}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn messages_moved_out_of_the_journal_read_back_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let rooms = ["a", "b", "c"];
+    fill(&engine, &rooms, 700, 50).await;
+    let (moved, journal) = (
+        rows(engine.path(), "messages"),
+        rows(engine.path(), "journal"),
+    );
+    assert_eq!(moved + journal, 2100);
+    assert!(
+        moved >= 1024 && journal < journal::HIGH,
+        "{moved} moved, {journal} left in the journal"
+    );
+    all_700_read_back(&engine, &rooms, "as written").await;
+    engine.stop();
+    let engine = open(dir.path());
+    all_700_read_back(&engine, &rooms, "after reopening").await;
+    engine.stop();
+}
+
+#[tokio::test]
+async fn retention_deletes_from_the_journal_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    fill(&engine, &["a", "b", "c"], 700, 50).await;
+    let journal_before = rows(engine.path(), "journal");
+    let keep = Retention {
+        max_messages: 5,
+        max_age: Duration::from_secs(3600),
+    };
+    let deleted = engine
+        .prune(keep, crate::engine::now_millis())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3 * 695);
+    assert!(rows(engine.path(), "journal") < journal_before);
+    for room in ["a", "b", "c"] {
+        assert_eq!(engine.oldest(room).await.unwrap(), Some(696));
+        let kept: Vec<u64> = engine
+            .read(room, 0, 700)
+            .await
+            .unwrap()
+            .iter()
+            .map(|entry| entry.offset)
+            .collect();
+        assert_eq!(kept, (696..=700).collect::<Vec<_>>());
+        // A pruned id is free again; a kept one is still a duplicate.
+        engine.close_room(room);
+        let again = append(
+            &engine,
+            room,
+            [1, 700]
+                .map(|n| draft(&format!("{room} {n}"), Some(&format!("{room}-{n}"))))
+                .to_vec(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(offsets(&again), [(701, false), (700, true)]);
     }
     engine.stop();
 }
