@@ -233,24 +233,22 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The HTTP API is done with `room` for now: it stays open for `linger`, or is dropped
-    /// at once if idle (no linger, or too many rooms lingering already).
-    fn release(&self, room: &Arc<Room>, linger: Duration) {
-        if !linger.is_zero() {
-            // The list, then the room: the order `sweep` takes them in.
-            let mut list = self.lingering();
-            let until = tokio::time::Instant::now() + linger;
-            match room.linger_until(until, list.len() < MAX_LINGERING) {
-                Some(true) => list.push_back(room.clone()),
-                Some(false) => {}
-                None => {
-                    drop(list);
-                    self.forget_if_idle(room);
-                }
-            }
-            return;
+    /// Keeps `room`, which the HTTP API used, open for `linger` from now on (unless
+    /// `linger` is zero or too many rooms linger already). Call while holding a lease, so
+    /// the room cannot be dropped in between: false if it does not linger.
+    fn linger(&self, room: &Arc<Room>, linger: Duration) -> bool {
+        if linger.is_zero() {
+            return false;
         }
-        self.forget_if_idle(room);
+        // The list, then the room: the order `sweep` takes them in.
+        let mut list = self.lingering();
+        let until = tokio::time::Instant::now() + linger;
+        match room.linger_until(until, list.len() < MAX_LINGERING) {
+            Some(true) => list.push_back(room.clone()),
+            Some(false) => {}
+            None => return false,
+        }
+        true
     }
 
     /// Ends the lingering of every room whose time is up at `now`, and drops those of them
@@ -314,8 +312,13 @@ impl std::ops::Deref for RoomLease {
 
 impl Drop for RoomLease {
     fn drop(&mut self) {
+        // Lingering before the lease goes: a drain that sees no lease then sees the room
+        // lingering, and leaves it open.
+        let lingers = self.registry.linger(&self.room, self.linger);
         self.room.lease(false);
-        self.registry.release(&self.room, self.linger);
+        if !lingers {
+            self.registry.forget_if_idle(&self.room);
+        }
     }
 }
 

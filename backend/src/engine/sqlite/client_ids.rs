@@ -143,7 +143,7 @@ impl ClientIds {
     }
 
     /// Where the message of `room` with `client_id` is stored, as (offset, ts), if it is.
-    /// Reads the room's ids from the table the first time.
+    /// Reads the room's ids from the store the first time.
     pub(super) fn find(
         &mut self,
         connection: &Connection,
@@ -181,7 +181,7 @@ impl ClientIds {
         }
     }
 
-    /// Drops what is held of `room`: it is read again from the table when next needed.
+    /// Drops what is held of `room`: it is read again from the store when next needed.
     pub(super) fn forget(&mut self, room: &str) {
         if let Some(ids) = self.rooms.remove(room) {
             self.held -= ids.len();
@@ -199,7 +199,7 @@ impl ClientIds {
         self.rooms.insert(room, ids);
     }
 
-    /// Reads every id the table holds for `room`, unless they are held already.
+    /// Reads every id the store holds for `room`, unless they are held already.
     fn load(&mut self, connection: &Connection, room: &Arc<str>) -> rusqlite::Result<()> {
         if let Some(ids) = self.rooms.get_mut(room) {
             ids.used = self.batch;

@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 
 use super::{
     client_ids::{self, ClientIds, RoomIds},
-    journal::{ENTRY_COLUMNS, Journal},
+    journal::{self, ENTRY_COLUMNS, Journal},
     run_state, signed,
     sync::SyncRequest,
     unsigned,
@@ -60,7 +60,7 @@ enum Request {
         done: oneshot::Sender<Result<(), EngineError>>,
     },
     /// Drop what is held of these rooms' client ids (the relay closed the room, or retention
-    /// deleted some): they are read from the table again when next needed.
+    /// deleted some): they are read from the store again when next needed.
     Forget { rooms: Vec<String> },
     /// Hold these ids of a room being opened, read by a reader when the room's top was
     /// `top`, so the room's first append does not read them here. Taken by the first
@@ -170,7 +170,7 @@ impl GroupCommit {
     }
 
     /// Drops what the thread holds of `rooms`' client ids (see [`ClientIds`]); appends
-    /// queued after this call read them from the table again.
+    /// queued after this call read them from the store again.
     pub(super) fn forget(&self, rooms: Vec<String>) {
         let _ = self.queue.send(Request::Forget { rooms });
     }
@@ -307,7 +307,8 @@ struct Head {
     last_ts: u64,
 }
 
-/// Stores a batch in one transaction, in the journal (`journal.rs`). Returns, for each
+/// Stores a batch in one transaction, in the journal (`journal.rs`; large texts straight in
+/// `messages`). Returns, for each
 /// `Append` in order, what became of its drafts, and the journal's length after it. Nothing
 /// is stored unless everything is.
 fn write(
@@ -332,6 +333,9 @@ fn write(
             transaction.prepare_cached("SELECT last_offset, last_ts FROM rooms WHERE name = ?1")?;
         let mut insert = transaction.prepare_cached(&format!(
             "INSERT INTO journal (room, {ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ))?;
+        let mut insert_large = transaction.prepare_cached(&format!(
+            "INSERT INTO messages (room, {ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
         ))?;
         for request in batch.iter_mut() {
             if let Request::Preload {
@@ -394,7 +398,7 @@ fn write(
                         }
                         let offset = state.top + 1;
                         let ts = now_millis().max(state.last_ts);
-                        insert.execute(params![
+                        let values = params![
                             room,
                             signed(offset),
                             signed(ts),
@@ -402,11 +406,16 @@ fn write(
                             draft.text.as_str(),
                             draft.client_id,
                             draft.source.code(),
-                        ])?;
+                        ];
+                        if draft.text.len() < journal::LARGE {
+                            insert.execute(values)?;
+                            appended_rows += 1;
+                        } else {
+                            insert_large.execute(values)?;
+                        }
                         if let Some(id) = &draft.client_id {
                             ids.insert(shared, id, offset);
                         }
-                        appended_rows += 1;
                         *state = Head {
                             top: offset,
                             last_ts: ts,

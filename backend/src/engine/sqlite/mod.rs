@@ -387,30 +387,30 @@ fn prune(
         .prepare("SELECT name, last_offset FROM rooms")?
         .query_map([], |row| Ok((row.get(0)?, unsigned(row, 1)?)))?
         .collect::<Result<_, _>>()?;
-    // The oldest offset of each room in the journal now. Rows moved out of it from now on
-    // are in `messages`, and rows appended have higher offsets than anything pruned here.
-    let in_journal: HashMap<String, u64> = connection
-        .prepare("SELECT room, min(\"offset\") FROM journal GROUP BY room")?
-        .query_map([], |row| Ok((row.get(0)?, unsigned(row, 1)?)))?
-        .collect::<Result<_, _>>()?;
+    // Read from the journal first: rows only ever move from it to `messages` (read per room
+    // below), and rows appended later have higher offsets than anything pruned here. Each
+    // room's oldest offset there, and its oldest young enough to keep.
+    let in_journal = oldest_in_journal(connection, 0)?;
+    let young_in_journal = oldest_in_journal(connection, oldest_kept_ts)?;
     let mut deleted = 0;
     let mut pruned = Vec::new();
     for (room, last_offset) in rooms {
         let by_count = last_offset.saturating_sub(retention.max_messages);
         // Timestamps only grow within a room, so everything before the first message young
         // enough to keep is too old.
-        let first_young: Option<u64> = connection
+        let young_in_messages: Option<u64> = connection
             .prepare_cached(
-                "SELECT min(o) FROM (
-                     SELECT * FROM (SELECT \"offset\" AS o FROM messages WHERE room = ?1 AND ts >= ?2
-                                    ORDER BY \"offset\" LIMIT 1)
-                     UNION ALL
-                     SELECT min(\"offset\") FROM journal WHERE room = ?1 AND ts >= ?2)",
+                "SELECT \"offset\" FROM messages WHERE room = ?1 AND ts >= ?2
+                 ORDER BY \"offset\" LIMIT 1",
             )?
             .query_row(params![room, signed(oldest_kept_ts)], |row| {
-                row.get::<_, Option<i64>>(0)
-            })?
-            .map(|offset| offset as u64);
+                unsigned(row, 0)
+            })
+            .optional()?;
+        let first_young = young_in_messages
+            .into_iter()
+            .chain(young_in_journal.get(&room).copied())
+            .min();
         let by_age = first_young.map_or(last_offset, |offset| offset - 1);
         let upto = by_count.max(by_age);
         let journal_too = in_journal.get(&room).is_some_and(|oldest| *oldest <= upto);
@@ -434,6 +434,20 @@ fn prune(
         }
     }
     Ok((deleted, pruned))
+}
+
+/// Each room's oldest offset in the journal among its messages stored at `since_ts` or
+/// later.
+fn oldest_in_journal(
+    connection: &Connection,
+    since_ts: u64,
+) -> rusqlite::Result<HashMap<String, u64>> {
+    connection
+        .prepare_cached("SELECT room, min(\"offset\") FROM journal WHERE ts >= ?1 GROUP BY room")?
+        .query_map([signed(since_ts)], |row| {
+            Ok((row.get(0)?, unsigned(row, 1)?))
+        })?
+        .collect()
 }
 
 /// Page cache of the writer's connection, in KiB (SQLite's default is about 2 MiB).

@@ -320,7 +320,7 @@ async fn ids_read_before_the_room_moved_on_are_not_taken() {
     engine
         .commit
         .preload(Arc::from("r"), 0, client_ids::RoomIds::default());
-    b_again_is_a_duplicate(&engine, "read from the table instead").await;
+    b_again_is_a_duplicate(&engine, "read from the store instead").await;
     assert_eq!(engine.id_reads(), 1);
     engine.stop();
 }
@@ -414,11 +414,12 @@ async fn all_700_read_back(engine: &SqliteEngine, rooms: &[&str], why: &str) {
             .collect();
         let expected: Vec<String> = (1..=700).map(|n| format!("{room} {n}")).collect();
         assert_eq!(texts, expected, "{room} {why}");
-        let snapshot = engine.open_room(room, 10).await.unwrap();
+        // 500 recent ones: more than the journal holds, so some come from each table.
+        let snapshot = engine.open_room(room, 500).await.unwrap();
         let recent: Vec<u64> = snapshot.recent.iter().map(|entry| entry.offset).collect();
         assert_eq!(
             (snapshot.top, recent),
-            (700, (691..=700).collect()),
+            (700, (201..=700).collect()),
             "{why}"
         );
         assert_eq!(engine.oldest(room).await.unwrap(), Some(1), "{why}");
@@ -501,5 +502,91 @@ async fn retention_deletes_from_the_journal_too() {
         .unwrap();
         assert_eq!(offsets(&again), [(701, false), (700, true)]);
     }
+    engine.stop();
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_journal_leaves_it_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let drafts = (1..=3000).map(|n| draft(&format!("{n}"), None)).collect();
+    append(&engine, "big", drafts).await.unwrap();
+    assert!(rows(engine.path(), "journal") < journal::HIGH);
+    assert_eq!(engine.read("big", 0, 3000).await.unwrap().len(), 3000);
+    engine.stop();
+}
+
+#[tokio::test]
+async fn retention_by_age_finds_the_young_messages_in_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    fill(&engine, &["a", "b", "c"], 700, 50).await;
+    // Everything moved out of the journal is old; what is still in it is young.
+    let connection = Connection::open(engine.path()).unwrap();
+    connection
+        .execute_batch("UPDATE messages SET ts = 1000; UPDATE journal SET ts = 9000;")
+        .unwrap();
+    let first_young: Vec<(String, u64)> = connection
+        .prepare("SELECT room, min(\"offset\") FROM journal GROUP BY room ORDER BY room")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, unsigned(row, 1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        first_young.len(),
+        3,
+        "every room has messages in the journal"
+    );
+    let keep = Retention {
+        max_messages: 10_000,
+        max_age: Duration::from_secs(5),
+    };
+    engine.prune(keep, 9000 + 4000).await.unwrap();
+    for (room, young) in first_young {
+        assert!(young > 1, "{room}: some of it was moved, and is old");
+        assert_eq!(engine.oldest(&room).await.unwrap(), Some(young), "{room}");
+        let kept = engine.read(&room, 0, 700).await.unwrap();
+        assert_eq!(kept.len() as u64, 700 - young + 1, "{room}");
+    }
+    engine.stop();
+}
+
+#[tokio::test]
+async fn large_texts_skip_the_journal_and_read_back_in_order_with_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let text = |n: u64| {
+        let size = if n.is_multiple_of(2) { journal::LARGE } else { 10 };
+        format!("{n:0size$}")
+    };
+    let drafts = (1..=20)
+        .map(|n| draft(&text(n), Some(&format!("id-{n}"))))
+        .collect();
+    append(&engine, "mixed", drafts).await.unwrap();
+    assert_eq!(
+        (
+            rows(engine.path(), "messages"),
+            rows(engine.path(), "journal")
+        ),
+        (10, 10)
+    );
+    let read: Vec<String> = engine
+        .read("mixed", 0, 20)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| entry.text.to_string())
+        .collect();
+    assert_eq!(read, (1..=20).map(text).collect::<Vec<_>>());
+    engine.close_room("mixed");
+    let again = append(
+        &engine,
+        "mixed",
+        vec![draft(&text(4), Some("id-4")), draft(&text(5), Some("id-5"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(offsets(&again), [(4, true), (5, true)]);
     engine.stop();
 }

@@ -703,7 +703,11 @@ impl Room {
         if let Some(id) = &id {
             let remembered = {
                 let state = self.lock();
-                let top = state.delivered.max(state.known_top);
+                // At least the store's top: appends on their way may have moved it, and
+                // retention counts from it.
+                let stored = state.pending.keys().next_back().copied().unwrap_or(0);
+                let top = (state.delivered.max(state.known_top).max(stored))
+                    .saturating_add(self.inbox().in_flight as u64);
                 state.ids.get(id).filter(|&(offset, ts)| {
                     offset.saturating_add(self.retention.max_messages) > top
                         && Duration::from_millis(now_millis().saturating_sub(ts))
