@@ -78,8 +78,8 @@ enum Request {
 /// Handle to the group-commit thread.
 #[derive(Debug)]
 pub(super) struct GroupCommit {
-    /// Where requests queue.
-    queue: Sender<Request>,
+    /// Where requests wait to be handed to the thread.
+    outbox: Arc<Outbox>,
     /// The thread, joined by [`GroupCommit::stop`].
     thread: Worker,
     /// Batches whose first write failed and were written again.
@@ -112,6 +112,10 @@ impl GroupCommit {
         hasher: RandomState,
     ) -> GroupCommit {
         let (queue, work) = mpsc::channel();
+        let outbox = Arc::new(Outbox {
+            held: std::sync::Mutex::default(),
+            queue,
+        });
         let retries = Arc::new(AtomicU64::new(0));
         let wal_pages = Arc::new(AtomicU64::new(0));
         let id_reads = Arc::new(AtomicU64::new(0));
@@ -126,7 +130,7 @@ impl GroupCommit {
             run(connection, &work, &sync, ids, &counters);
         });
         GroupCommit {
-            queue,
+            outbox,
             thread,
             retries,
             wal_pages,
@@ -152,41 +156,103 @@ impl GroupCommit {
     }
 
     pub(super) fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
-        if let Err(returned) = self.queue.send(Request::Append { room, drafts, done }) {
-            // The thread is gone (shutting down): refuse rather than lose it silently.
-            if let Request::Append { mut done, .. } = returned.0 {
-                done(Progress::Failed(EngineError::Stopped));
-            }
-        }
+        Outbox::hand(&self.outbox, Request::Append { room, drafts, done }, false);
     }
 
     pub(super) async fn create_room(&self, room: &str) -> Result<(), EngineError> {
         let (done, created) = oneshot::channel();
         let room = room.to_owned();
-        self.queue
-            .send(Request::CreateRoom { room, done })
-            .map_err(|_| EngineError::Stopped)?;
+        Outbox::hand(&self.outbox, Request::CreateRoom { room, done }, true);
         created.await.map_err(|_| EngineError::Stopped)?
     }
 
     /// Drops what the thread holds of `rooms`' client ids (see [`ClientIds`]); appends
     /// queued after this call read them from the store again.
     pub(super) fn forget(&self, rooms: Vec<String>) {
-        let _ = self.queue.send(Request::Forget { rooms });
+        Outbox::hand(&self.outbox, Request::Forget { rooms }, false);
     }
 
     /// Hands the thread the client ids of `room`, which is being opened; see
     /// [`ClientIds::install`].
     pub(super) fn preload(&self, room: Arc<str>, top: u64, ids: RoomIds) {
         let ids = Some(ids);
-        let _ = self.queue.send(Request::Preload { room, top, ids });
+        Outbox::hand(&self.outbox, Request::Preload { room, top, ids }, false);
     }
 
     /// Stores everything queued so far, records a clean stop, then stops the thread (and,
     /// after its last batch, the sync thread) and waits for it.
     pub(super) fn stop(&self) {
-        let _ = self.queue.send(Request::Stop);
+        Outbox::hand(&self.outbox, Request::Stop, true);
         self.thread.join();
+    }
+}
+
+/// Requests on their way to the thread, in the order they were made. On the async runtime
+/// they are held until the tasks already scheduled have run, then handed over together:
+/// the thread shares a core with the runtime, and woken for each request it took them
+/// about four at a time, with a switch between the threads for each batch.
+struct Outbox {
+    held: std::sync::Mutex<Vec<Request>>,
+    queue: Sender<Vec<Request>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("held", &self.held().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// Queues `request`, handed over at once if `now` or off the runtime, else with whatever
+    /// else is made before the tasks scheduled now have run.
+    fn hand(outbox: &Arc<Outbox>, request: Request, now: bool) {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let first = {
+            let mut held = outbox.held();
+            held.push(request);
+            held.len() == 1
+        };
+        match runtime {
+            Some(runtime) if !now => {
+                if first {
+                    let outbox = outbox.clone();
+                    runtime.spawn(async move {
+                        // Behind the tasks ready now, which may have more to hand over.
+                        tokio::task::yield_now().await;
+                        outbox.flush();
+                    });
+                }
+            }
+            _ => outbox.flush(),
+        }
+    }
+
+    /// Hands over everything held.
+    fn flush(&self) {
+        // Sent under the lock (a send never blocks), so two flushes cannot cross.
+        let mut held = self.held();
+        if held.is_empty() {
+            return;
+        }
+        let sent = self.queue.send(std::mem::take(&mut *held));
+        drop(held);
+        if let Err(returned) = sent {
+            // The thread is gone (shutting down): refuse rather than lose it silently.
+            for request in returned.0 {
+                if let Request::Append { mut done, .. } = request {
+                    done(Progress::Failed(EngineError::Stopped));
+                }
+            }
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<Request>> {
+        // Pushes and takes only: a panic elsewhere cannot leave it inconsistent.
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -199,7 +265,7 @@ struct Counters {
 
 fn run(
     mut connection: Connection,
-    work: &Receiver<Request>,
+    work: &Receiver<Vec<Request>>,
     sync: &Sender<SyncRequest>,
     mut ids: ClientIds,
     counters: &Counters,
@@ -207,10 +273,10 @@ fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut journal = Journal::default();
     while let Ok(first) = work.recv() {
-        batch.push(first);
+        batch.extend(first);
         while batch.len() < MAX_BATCH {
             match work.try_recv() {
-                Ok(request) => batch.push(request),
+                Ok(requests) => batch.extend(requests),
                 Err(_) => break,
             }
         }
@@ -492,5 +558,74 @@ mod tests {
             matches!(again[0][..], [Appended::Duplicate { offset: 1, .. }]),
             "{again:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use std::sync::{Arc, mpsc};
+
+    use super::{Outbox, Request};
+
+    fn outbox() -> (Arc<Outbox>, mpsc::Receiver<Vec<Request>>) {
+        let (queue, work) = mpsc::channel();
+        let outbox = Arc::new(Outbox {
+            held: std::sync::Mutex::default(),
+            queue,
+        });
+        (outbox, work)
+    }
+
+    fn forget(room: &str) -> Request {
+        Request::Forget {
+            rooms: vec![room.to_owned()],
+        }
+    }
+
+    /// The rooms of the `Forget` requests handed over, batch by batch.
+    fn batches(work: &mpsc::Receiver<Vec<Request>>) -> Vec<Vec<String>> {
+        work.try_iter()
+            .map(|batch| {
+                batch
+                    .into_iter()
+                    .map(|request| match request {
+                        Request::Forget { rooms } => rooms.concat(),
+                        Request::Stop => "stop".to_owned(),
+                        _ => "other".to_owned(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn requests_made_before_the_runtime_moves_on_go_over_together_in_order() {
+        let (outbox, work) = outbox();
+        for room in ["a", "b", "c"] {
+            Outbox::hand(&outbox, forget(room), false);
+        }
+        assert!(batches(&work).is_empty(), "held while the task runs");
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert_eq!(batches(&work), [["a", "b", "c"]]);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_wait_takes_everything_held_before_it() {
+        let (outbox, work) = outbox();
+        Outbox::hand(&outbox, forget("a"), false);
+        Outbox::hand(&outbox, Request::Stop, true);
+        assert_eq!(batches(&work), [["a", "stop"]]);
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert!(batches(&work).is_empty(), "nothing handed over twice");
+    }
+
+    #[test]
+    fn off_the_runtime_requests_go_over_at_once() {
+        let (outbox, work) = outbox();
+        Outbox::hand(&outbox, forget("a"), false);
+        Outbox::hand(&outbox, forget("b"), false);
+        assert_eq!(batches(&work), [["a"], ["b"]]);
     }
 }

@@ -557,7 +557,11 @@ async fn large_texts_skip_the_journal_and_read_back_in_order_with_small_ones() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
     let text = |n: u64| {
-        let size = if n.is_multiple_of(2) { journal::LARGE } else { 10 };
+        let size = if n.is_multiple_of(2) {
+            journal::LARGE
+        } else {
+            10
+        };
         format!("{n:0size$}")
     };
     let drafts = (1..=20)
