@@ -1,6 +1,8 @@
 //! Group commit: the one thread that writes to the database.
 //!
-//! Appenders queue their drafts and move on. The thread takes everything waiting (up to
+//! Appenders queue their drafts and move on (on the async runtime, the requests of one
+//! scheduling round are handed over together: [`Outbox`]). The thread takes everything
+//! waiting (up to
 //! [`MAX_BATCH`] requests) and stores it in one transaction: for each draft, the room's
 //! next offset unless its client id is already stored, in which case the original's
 //! position (found in what the thread holds of the room's ids: `client_ids.rs`). The commit
