@@ -424,29 +424,37 @@ async fn all_700_read_back(engine: &SqliteEngine, rooms: &[&str], why: &str) {
         );
         assert_eq!(engine.oldest(room).await.unwrap(), Some(1), "{why}");
         engine.close_room(room);
-        let again = append(
-            engine,
-            room,
-            [1, 699, 700]
-                .map(|n| draft(&format!("{room} {n}"), Some(&format!("{room}-{n}"))))
-                .to_vec(),
-        )
-        .await
-        .unwrap();
         assert_eq!(
-            offsets(&again),
+            resend(engine, room, &[1, 699, 700]).await,
             [(1, true), (699, true), (700, true)],
             "{why}"
         );
     }
 }
 
-#[tokio::test]
-async fn messages_moved_out_of_the_journal_read_back_whole_and_in_order() {
+/// An engine in a new directory whose rooms `a`, `b` and `c` hold 700 messages each, from
+/// [`fill`], some moved out of the journal and some not.
+async fn three_rooms_of_700() -> (tempfile::TempDir, SqliteEngine) {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
+    fill(&engine, &["a", "b", "c"], 700, 50).await;
+    (dir, engine)
+}
+
+/// Sends messages `ns` of [`fill`] to `room` again: each offset, and whether it was a
+/// duplicate.
+async fn resend(engine: &SqliteEngine, room: &str, ns: &[u64]) -> Vec<(u64, bool)> {
+    let drafts = ns
+        .iter()
+        .map(|n| draft(&format!("{room} {n}"), Some(&format!("{room}-{n}"))))
+        .collect();
+    offsets(&append(engine, room, drafts).await.unwrap())
+}
+
+#[tokio::test]
+async fn messages_moved_out_of_the_journal_read_back_whole_and_in_order() {
+    let (dir, engine) = three_rooms_of_700().await;
     let rooms = ["a", "b", "c"];
-    fill(&engine, &rooms, 700, 50).await;
     let (moved, journal) = (
         rows(engine.path(), "messages"),
         rows(engine.path(), "journal"),
@@ -465,9 +473,7 @@ async fn messages_moved_out_of_the_journal_read_back_whole_and_in_order() {
 
 #[tokio::test]
 async fn retention_deletes_from_the_journal_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
-    fill(&engine, &["a", "b", "c"], 700, 50).await;
+    let (_dir, engine) = three_rooms_of_700().await;
     let journal_before = rows(engine.path(), "journal");
     let keep = Retention {
         max_messages: 5,
@@ -491,16 +497,10 @@ async fn retention_deletes_from_the_journal_too() {
         assert_eq!(kept, (696..=700).collect::<Vec<_>>());
         // A pruned id is free again; a kept one is still a duplicate.
         engine.close_room(room);
-        let again = append(
-            &engine,
-            room,
-            [1, 700]
-                .map(|n| draft(&format!("{room} {n}"), Some(&format!("{room}-{n}"))))
-                .to_vec(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(offsets(&again), [(701, false), (700, true)]);
+        assert_eq!(
+            resend(&engine, room, &[1, 700]).await,
+            [(701, false), (700, true)]
+        );
     }
     engine.stop();
 }
@@ -518,9 +518,7 @@ async fn a_batch_larger_than_the_journal_leaves_it_short() {
 
 #[tokio::test]
 async fn retention_by_age_finds_the_young_messages_in_the_journal() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
-    fill(&engine, &["a", "b", "c"], 700, 50).await;
+    let (_dir, engine) = three_rooms_of_700().await;
     // Everything moved out of the journal is old; what is still in it is young.
     let connection = Connection::open(engine.path()).unwrap();
     connection
