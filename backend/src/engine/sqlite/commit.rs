@@ -283,7 +283,7 @@ fn run(
             }
         }
         let stop = batch.iter().any(|request| matches!(request, Request::Stop));
-        ids.begin_batch();
+        ids.begin_batch(std::time::Instant::now());
         let mut stored = write(&mut connection, &mut batch, &mut ids, &journal);
         if let Err(err) = &stored {
             forget_batch(&mut ids, &batch);
