@@ -413,21 +413,39 @@ fn prune(
             .min();
         let by_age = first_young.map_or(last_offset, |offset| offset - 1);
         let upto = by_count.max(by_age);
-        let journal_too = in_journal.get(&room).is_some_and(|oldest| *oldest <= upto);
-        let upto = signed(upto);
-        // IMMEDIATE: the write lock first, as the commit thread takes it (see `commit.rs`).
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut gone = transaction.execute(
-            "DELETE FROM messages WHERE room = ?1 AND \"offset\" <= ?2",
-            params![room, upto],
-        )?;
-        if journal_too {
+        let in_journal = in_journal.get(&room).copied();
+        let in_messages: Option<u64> = connection
+            .prepare_cached("SELECT min(\"offset\") FROM messages WHERE room = ?1")?
+            .query_row([&room], |row| row.get::<_, Option<i64>>(0))?
+            .map(|offset| offset as u64);
+        let Some(oldest) = in_messages.into_iter().chain(in_journal).min() else {
+            continue;
+        };
+        let journal_too = in_journal.is_some_and(|oldest| oldest <= upto);
+        // A short transaction per PRUNE_CHUNK offsets, oldest first, so the commit thread
+        // never waits long for the write lock however much is due. Each deletes a range
+        // from both tables, so what is left is always a room's newest messages, whole.
+        let mut gone = 0;
+        let mut below = oldest.saturating_sub(1);
+        while below < upto {
+            let until = upto.min(below + PRUNE_CHUNK);
+            let range = params![room, signed(below), signed(until)];
+            // IMMEDIATE: the write lock first, as the commit thread takes it (`commit.rs`).
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             gone += transaction.execute(
-                "DELETE FROM journal WHERE room = ?1 AND \"offset\" <= ?2",
-                params![room, upto],
+                "DELETE FROM messages WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3",
+                range,
             )?;
+            if journal_too {
+                gone += transaction.execute(
+                    "DELETE FROM journal WHERE room = ?1 AND \"offset\" > ?2 AND \"offset\" <= ?3",
+                    range,
+                )?;
+            }
+            transaction.commit()?;
+            below = until;
         }
-        transaction.commit()?;
         if gone > 0 {
             deleted += gone as u64;
             pruned.push(room);
@@ -449,6 +467,9 @@ fn oldest_in_journal(
         })?
         .collect()
 }
+
+/// Offsets of a room retention deletes in one transaction.
+const PRUNE_CHUNK: u64 = 1000;
 
 /// Page cache of the writer's connection, in KiB (SQLite's default is about 2 MiB).
 const WRITER_CACHE_KIB: i64 = 2048;

@@ -592,3 +592,29 @@ async fn large_texts_skip_the_journal_and_read_back_in_order_with_small_ones() {
     assert_eq!(offsets(&again), [(4, true), (5, true)]);
     engine.stop();
 }
+
+#[tokio::test]
+async fn retention_deletes_a_long_backlog_in_chunks_and_leaves_the_newest_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    fill(&engine, &["r"], 2600, 100).await;
+    let keep = Retention {
+        max_messages: 5,
+        max_age: Duration::from_secs(3600),
+    };
+    let deleted = engine
+        .prune(keep, crate::engine::now_millis())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2595, "more than one chunk's worth");
+    let kept: Vec<u64> = engine
+        .read("r", 0, 2600)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| entry.offset)
+        .collect();
+    assert_eq!(kept, (2596..=2600).collect::<Vec<_>>());
+    assert_eq!(engine.oldest("r").await.unwrap(), Some(2596));
+    engine.stop();
+}
