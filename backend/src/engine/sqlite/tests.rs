@@ -471,30 +471,42 @@ async fn messages_moved_out_of_the_journal_read_back_whole_and_in_order() {
     engine.stop();
 }
 
-#[tokio::test]
-async fn retention_deletes_from_the_journal_too() {
-    let (_dir, engine) = three_rooms_of_700().await;
-    let journal_before = rows(engine.path(), "journal");
+/// Applies retention keeping each room's newest 5 messages (and a young age limit):
+/// how many messages it deleted.
+async fn keep_newest_five(engine: &SqliteEngine) -> u64 {
     let keep = Retention {
         max_messages: 5,
         max_age: Duration::from_secs(3600),
     };
-    let deleted = engine
+    engine
         .prune(keep, crate::engine::now_millis())
         .await
-        .unwrap();
-    assert_eq!(deleted, 3 * 695);
+        .unwrap()
+}
+
+/// The offsets `room` holds up to `until`, as read back.
+async fn offsets_kept(engine: &SqliteEngine, room: &str, until: u64) -> Vec<u64> {
+    engine
+        .read(room, 0, until)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| entry.offset)
+        .collect()
+}
+
+#[tokio::test]
+async fn retention_deletes_from_the_journal_too() {
+    let (_dir, engine) = three_rooms_of_700().await;
+    let journal_before = rows(engine.path(), "journal");
+    assert_eq!(keep_newest_five(&engine).await, 3 * 695);
     assert!(rows(engine.path(), "journal") < journal_before);
     for room in ["a", "b", "c"] {
         assert_eq!(engine.oldest(room).await.unwrap(), Some(696));
-        let kept: Vec<u64> = engine
-            .read(room, 0, 700)
-            .await
-            .unwrap()
-            .iter()
-            .map(|entry| entry.offset)
-            .collect();
-        assert_eq!(kept, (696..=700).collect::<Vec<_>>());
+        assert_eq!(
+            offsets_kept(&engine, room, 700).await,
+            (696..=700).collect::<Vec<_>>()
+        );
         // A pruned id is free again; a kept one is still a duplicate.
         engine.close_room(room);
         assert_eq!(
@@ -598,23 +610,15 @@ async fn retention_deletes_a_long_backlog_in_chunks_and_leaves_the_newest_whole(
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
     fill(&engine, &["r"], 2600, 100).await;
-    let keep = Retention {
-        max_messages: 5,
-        max_age: Duration::from_secs(3600),
-    };
-    let deleted = engine
-        .prune(keep, crate::engine::now_millis())
-        .await
-        .unwrap();
-    assert_eq!(deleted, 2595, "more than one chunk's worth");
-    let kept: Vec<u64> = engine
-        .read("r", 0, 2600)
-        .await
-        .unwrap()
-        .iter()
-        .map(|entry| entry.offset)
-        .collect();
-    assert_eq!(kept, (2596..=2600).collect::<Vec<_>>());
+    assert_eq!(
+        keep_newest_five(&engine).await,
+        2595,
+        "more than one chunk's worth"
+    );
+    assert_eq!(
+        offsets_kept(&engine, "r", 2600).await,
+        (2596..=2600).collect::<Vec<_>>()
+    );
     assert_eq!(engine.oldest("r").await.unwrap(), Some(2596));
     engine.stop();
 }
