@@ -10,10 +10,11 @@
 //! the engine reports, in offset order (see [`room`]).
 //!
 //! Locking order, to rule out deadlock: the room registry, then a room; the registry, then
-//! the gates of rooms being opened; the list of lingering rooms, then a room. A join looks the room up and adds its member under the
-//! registry lock, and a room is only dropped under that lock after checking it is empty, so
-//! nobody can join a room through a stale handle. Opening a room that needs the engine
-//! happens outside the lock, once however many ask for it at the same moment.
+//! the gates of rooms being opened; the list of lingering rooms, then a room. A join looks
+//! the room up and adds its member under the registry lock, and a room is only dropped
+//! under that lock after checking it is empty, so nobody can join a room through a stale
+//! handle. Opening a room that needs the engine happens outside the lock, once however
+//! many ask for it at the same moment.
 
 pub mod room;
 #[cfg(test)]
