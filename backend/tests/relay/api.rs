@@ -17,8 +17,14 @@ use crate::helpers::{
 };
 
 async fn api_relay() -> TestRelay {
+    api_relay_with(|_| {}).await
+}
+
+/// [`api_relay`] with `change` made to its configuration.
+async fn api_relay_with(change: impl FnOnce(&mut Config)) -> TestRelay {
     let (mut config, data) = api_config();
     unthrottled(&mut config);
+    change(&mut config);
     spawn_relay_with(config, data).await
 }
 
@@ -413,15 +419,15 @@ async fn page_through(api: &Api, room: &str, epoch: &str, mut after: u64, limit:
 
 #[tokio::test]
 async fn history_pages_without_gaps_and_refuses_positions_retention_removed() {
-    let (mut config, data) = api_config();
-    unthrottled(&mut config);
-    config.retention = Retention {
-        max_messages: 20,
-        ..Config::default().retention
-    };
-    config.history_len = 10;
-    config.prune_interval = Duration::from_millis(20);
-    let relay = spawn_relay_with(config, data).await;
+    let relay = api_relay_with(|config| {
+        config.retention = Retention {
+            max_messages: 20,
+            ..Config::default().retention
+        };
+        config.history_len = 10;
+        config.prune_interval = Duration::from_millis(20);
+    })
+    .await;
     let api = relay.api();
     for n in 1..=50 {
         api.publish("news", &format!("n{n}"), Some(&format!("k{n}")))
@@ -536,10 +542,7 @@ async fn disconnect_closes_one_connection_with_4002_and_leaves_the_others() {
 
 /// [`api_relay`] with rooms the API used closing `linger` after it.
 async fn relay_lingering(linger: Duration) -> TestRelay {
-    let (mut config, data) = api_config();
-    unthrottled(&mut config);
-    config.room_linger = linger;
-    spawn_relay_with(config, data).await
+    api_relay_with(|config| config.room_linger = linger).await
 }
 
 /// How many times the relay has read a room from its engine to open it.

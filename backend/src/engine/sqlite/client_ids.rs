@@ -296,15 +296,22 @@ mod tests {
         assert_eq!(ids.find(&connection, &room("r"), "a").unwrap(), None);
     }
 
-    #[test]
-    fn over_budget_the_least_recently_used_rooms_go_and_come_back_from_the_table() {
+    /// A store whose room `r` holds ids "a", "b", "c" and room `s` "x", "y"; and ids held
+    /// under `budget`, with `r` read by a batch at the returned time.
+    fn two_rooms(budget: usize) -> (Connection, ClientIds, Instant) {
         let connection = stored(&["a", "b", "c"]);
         store(&connection, "s", 1, "x");
         store(&connection, "s", 2, "y");
-        let mut ids = ClientIds::new(4, RandomState::new());
+        let mut ids = ClientIds::new(budget, RandomState::new());
         let start = Instant::now();
         ids.begin_batch(start);
         ids.find(&connection, &room("r"), "a").unwrap();
+        (connection, ids, start)
+    }
+
+    #[test]
+    fn over_budget_the_least_recently_used_rooms_go_and_come_back_from_the_table() {
+        let (connection, mut ids, start) = two_rooms(4);
         ids.begin_batch(start + Duration::from_secs(1));
         ids.find(&connection, &room("s"), "x").unwrap();
         assert_eq!(ids.held, 5);
@@ -324,13 +331,7 @@ mod tests {
 
     #[test]
     fn past_four_times_the_budget_even_rooms_in_use_go() {
-        let connection = stored(&["a", "b", "c"]);
-        store(&connection, "s", 1, "x");
-        store(&connection, "s", 2, "y");
-        let mut ids = ClientIds::new(1, RandomState::new());
-        let start = Instant::now();
-        ids.begin_batch(start);
-        ids.find(&connection, &room("r"), "a").unwrap();
+        let (connection, mut ids, start) = two_rooms(1);
         ids.begin_batch(start + Duration::from_millis(500));
         ids.find(&connection, &room("s"), "x").unwrap();
         // Both in use, but 5 ids is over four times the budget of 1: "r", used longest

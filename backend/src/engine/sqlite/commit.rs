@@ -84,12 +84,8 @@ pub(super) struct GroupCommit {
     outbox: Arc<Outbox>,
     /// The thread, joined by [`GroupCommit::stop`].
     thread: Worker,
-    /// Batches whose first write failed and were written again.
-    retries: Arc<AtomicU64>,
-    /// Pages in the WAL after the last commit.
-    wal_pages: Arc<AtomicU64>,
-    /// Rooms whose client ids the thread had to read itself (see `ClientIds::reads`).
-    id_reads: Arc<AtomicU64>,
+    /// What the thread reports.
+    counters: Arc<Counters>,
 }
 
 thread_local! {
@@ -118,43 +114,35 @@ impl GroupCommit {
             held: std::sync::Mutex::default(),
             queue,
         });
-        let retries = Arc::new(AtomicU64::new(0));
-        let wal_pages = Arc::new(AtomicU64::new(0));
-        let id_reads = Arc::new(AtomicU64::new(0));
-        let counters = Counters {
-            retries: retries.clone(),
-            wal_pages: wal_pages.clone(),
-            id_reads: id_reads.clone(),
-        };
+        let counters = Arc::new(Counters::default());
+        let reported = counters.clone();
         let thread = Worker::spawn("relay-commit", move || {
             connection.wal_hook(Some(count_wal_pages));
             let ids = ClientIds::new(client_ids::BUDGET, hasher);
-            run(connection, &work, &sync, ids, &counters);
+            run(connection, &work, &sync, ids, &reported);
         });
         GroupCommit {
             outbox,
             thread,
-            retries,
-            wal_pages,
-            id_reads,
+            counters,
         }
     }
 
     /// How many batches had to be written a second time (each one a stall of the relay's
     /// every room, and the step before refusing messages): zero when nothing else writes.
     pub(super) fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
+        self.counters.retries.load(Ordering::Relaxed)
     }
 
     /// Pages in the WAL after the last commit (since the WAL last started over).
     pub(super) fn wal_pages(&self) -> u64 {
-        self.wal_pages.load(Ordering::Relaxed)
+        self.counters.wal_pages.load(Ordering::Relaxed)
     }
 
     /// Rooms whose client ids the thread read itself, as of its last batch, instead of
     /// taking them from the room's opening.
     pub(super) fn id_reads(&self) -> u64 {
-        self.id_reads.load(Ordering::Relaxed)
+        self.counters.id_reads.load(Ordering::Relaxed)
     }
 
     pub(super) fn append(&self, room: Arc<str>, drafts: Vec<Draft>, done: AppendDone) {
@@ -259,10 +247,14 @@ impl Outbox {
 }
 
 /// What the thread reports to its handle.
+#[derive(Debug, Default)]
 struct Counters {
-    retries: Arc<AtomicU64>,
-    wal_pages: Arc<AtomicU64>,
-    id_reads: Arc<AtomicU64>,
+    /// Batches whose first write failed and were written again.
+    retries: AtomicU64,
+    /// Pages in the WAL after the last commit.
+    wal_pages: AtomicU64,
+    /// Rooms whose client ids the thread had to read itself (see `ClientIds::reads`).
+    id_reads: AtomicU64,
 }
 
 fn run(

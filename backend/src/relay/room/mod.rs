@@ -294,10 +294,9 @@ struct RoomState {
     /// Client ids of the newest delivered messages, to answer resends without asking the
     /// engine (the engine's own check is the exact one).
     ids: RecentIds,
-    /// Until when the room stays open with nobody in it, after the HTTP API last used it.
+    /// Until when the room stays open with nobody in it, after the HTTP API last used it;
+    /// while set, the room is in the registry's list of lingering rooms.
     lingering: Option<Instant>,
-    /// The room is in the registry's list of lingering rooms.
-    listed: bool,
 }
 
 /// Messages delivered during one drain, in offset order, and the answers owed for them:
@@ -426,7 +425,6 @@ impl Room {
                     ..RecentIds::default()
                 },
                 lingering: None,
-                listed: false,
             }),
         };
         let mut state = room.lock();
@@ -546,11 +544,17 @@ impl Room {
     /// `Some(true)`: it must be added to the list now.
     pub(super) fn linger_until(&self, until: Instant, may_join: bool) -> Option<bool> {
         let mut state = self.lock();
-        if !(state.listed || may_join) {
-            return None;
+        match state.lingering {
+            Some(held) => {
+                state.lingering = Some(held.max(until));
+                Some(false)
+            }
+            None if may_join => {
+                state.lingering = Some(until);
+                Some(true)
+            }
+            None => None,
         }
-        state.lingering = Some(state.lingering.map_or(until, |held| held.max(until)));
-        Some(!std::mem::replace(&mut state.listed, true))
     }
 
     /// Ends the room's lingering if it is due at `now` (it leaves the registry's list); false
@@ -561,7 +565,6 @@ impl Room {
             return false;
         }
         state.lingering = None;
-        state.listed = false;
         true
     }
 
