@@ -37,8 +37,11 @@ mod worker;
 use std::{
     collections::{HashMap, hash_map::RandomState},
     path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -130,6 +133,8 @@ pub struct SqliteEngine {
     run: u32,
     /// Hashes client ids for the commit thread, also when a reader reads them for it.
     id_hasher: RandomState,
+    /// Set by [`Engine::stop`]: a retention pass in progress ends after its current chunk.
+    stopping: Arc<AtomicBool>,
 }
 
 impl SqliteEngine {
@@ -186,6 +191,14 @@ impl SqliteEngine {
                 4 * 4096 * sync::CHECKPOINT_WAL_PAGES as i64,
             )
             .map_err(open_error)?;
+        // The writer's temporary files stay in memory: the sort and the statement journal of
+        // a move out of the journal (`journal.rs`), at most the journal's length at the move
+        // (`journal::HIGH` rows and one batch) of rows under `journal::LARGE` bytes. On disk,
+        // SQLite created and deleted a file for most moves. Readers keep the default: a
+        // history read sorts as much as it is asked for.
+        writer
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(open_error)?;
         migrate(&mut writer, &path)?;
         let run = run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
         let connect_readers = |count| {
@@ -215,6 +228,7 @@ impl SqliteEngine {
             catch_up_readers: ReadPool::start(catch_up_readers, "catch-up", Priority::Idle),
             path,
             run: run.number,
+            stopping: Arc::default(),
         })
     }
 
@@ -304,11 +318,11 @@ impl Engine for SqliteEngine {
     }
 
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64> {
-        let path = self.path.clone();
+        let (path, stopping) = (self.path.clone(), self.stopping.clone());
         Box::pin(async move {
             let (deleted, rooms) = tokio::task::spawn_blocking(move || {
                 let mut connection = connect_reader(&path)?;
-                prune(&mut connection, retention, now_millis)
+                prune(&mut connection, retention, now_millis, &stopping)
             })
             .await
             .map_err(|panicked| {
@@ -327,6 +341,7 @@ impl Engine for SqliteEngine {
     }
 
     fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.commit.stop();
         self.sync.join();
         self.checkpoint.join();
@@ -375,12 +390,14 @@ fn snapshot(
     Ok(Some((snapshot, ids)))
 }
 
-/// Deletes what `retention` no longer keeps, one short transaction per room. Answers how
-/// many messages went, and from which rooms.
+/// Deletes what `retention` no longer keeps, in short transactions at a paced rate (see
+/// [`PRUNE_REST`]), until done or `stopping`. Answers how many messages went, and from which
+/// rooms.
 fn prune(
     connection: &mut Connection,
     retention: Retention,
     now_millis: u64,
+    stopping: &AtomicBool,
 ) -> Result<(u64, Vec<String>), EngineError> {
     let oldest_kept_ts = now_millis.saturating_sub(retention.max_age.as_millis() as u64);
     let rooms: Vec<(String, u64)> = connection
@@ -427,7 +444,8 @@ fn prune(
         // from both tables, so what is left is always a room's newest messages, whole.
         let mut gone = 0;
         let mut below = oldest.saturating_sub(1);
-        while below < upto {
+        while below < upto && !stopping.load(Ordering::Acquire) {
+            let started = Instant::now();
             let until = upto.min(below + PRUNE_CHUNK);
             let range = params![room, signed(below), signed(until)];
             // IMMEDIATE: the write lock first, as the commit thread takes it (`commit.rs`).
@@ -445,6 +463,7 @@ fn prune(
             }
             transaction.commit()?;
             below = until;
+            std::thread::sleep((started.elapsed() * PRUNE_REST).min(PRUNE_MAX_REST));
         }
         if gone > 0 {
             deleted += gone as u64;
@@ -470,6 +489,17 @@ fn oldest_in_journal(
 
 /// Offsets of a room retention deletes in one transaction.
 const PRUNE_CHUNK: u64 = 1000;
+/// After each chunk, retention rests this many times as long as the chunk took (at most
+/// [`PRUNE_MAX_REST`]), so it takes at most a quarter of the time while it has work. Without
+/// rests, a pass with a large backlog (a minute of publishes at full speed past the limit:
+/// hundreds of thousands of rows) took the write lock chunk after chunk, and deliveries
+/// waited: a p99 of 486 ms in a latency phase of `bench/run.sh api` against 8-14 ms in the
+/// others (docs/benchmarks.md, "The load, and retention that paces itself"). Paced,
+/// a pass still deleted 275,000 messages in 1.3 s beside a full publish load: several times
+/// what one core can publish.
+const PRUNE_REST: u32 = 3;
+/// The longest rest after one chunk, so a stop waits for little more than a chunk.
+const PRUNE_MAX_REST: Duration = Duration::from_millis(100);
 
 /// Page cache of the writer's connection, in KiB (SQLite's default is about 2 MiB).
 const WRITER_CACHE_KIB: i64 = 2048;

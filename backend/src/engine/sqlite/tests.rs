@@ -518,6 +518,30 @@ async fn retention_deletes_from_the_journal_too() {
 }
 
 #[tokio::test]
+async fn retention_deletes_nothing_more_once_the_engine_is_stopping() {
+    let (_dir, engine) = three_rooms_of_700().await;
+    let keep = Retention {
+        max_messages: 5,
+        max_age: Duration::from_secs(3600),
+    };
+    let mut connection = connect_reader(engine.path()).unwrap();
+    let now = crate::engine::now_millis();
+    // 695 messages of each room are due; a stopping engine deletes none of them.
+    let stopping = AtomicBool::new(true);
+    assert_eq!(
+        prune(&mut connection, keep, now, &stopping).unwrap(),
+        (0, vec![])
+    );
+    for room in ["a", "b", "c"] {
+        assert_eq!(engine.oldest(room).await.unwrap(), Some(1), "{room}");
+    }
+    let running = AtomicBool::new(false);
+    let (deleted, rooms) = prune(&mut connection, keep, now, &running).unwrap();
+    assert_eq!((deleted, rooms.len()), (3 * 695, 3));
+    engine.stop();
+}
+
+#[tokio::test]
 async fn a_batch_larger_than_the_journal_leaves_it_short() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
