@@ -24,6 +24,11 @@
 #                                node and split over two; the same two-node runs on a Redis
 #                                Cluster of three shards; three alternating rounds (about 6
 #                                minutes)
+#   bench/run.sh publish-rate    relay only, not in the default list: issue 12's throughput
+#                                target, durable `POST /api/publish` per relay CPU-second
+#                                from wrk (32 to 256 keep-alive connections) and from the
+#                                project's own checking client, three alternating rounds
+#                                (about 6 minutes)
 #   bench/run.sh http-floor      relay only, not in the default list: `POST /api/publish` from
 #                                32 keep-alive connections against the least an HTTP endpoint
 #                                can do here (bench/src/bin/floor-http.rs, hand-written and
@@ -146,6 +151,47 @@ bench() {
   fi
 }
 
+# wrk_publish CONNECTIONS SECONDS: one wrk run of bench/wrk/publish.lua against the relay
+# (its `api_key`), on core 1; the relay's CPU is read around it. Checks the answers (no
+# socket error, none but 2xx) and that the rooms' tops add up to the answered publishes, to
+# at most one unanswered request per connection. Keeps a JSON line.
+wrk_publish() {
+  local connections=$1 seconds=$2 run before after out
+  run="wrk$(od -An -tx1 -N4 /dev/urandom | tr -d ' \n')"
+  before=$(cpu_ticks "$server_pid")
+  out=$(API_KEY=$api_key RUN=$run taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" \
+    --latency -s bench/wrk/publish.lua http://127.0.0.1:18080)
+  after=$(cpu_ticks "$server_pid")
+  local stored
+  stored=$(curl -fsS -H "Authorization: Bearer $api_key" http://127.0.0.1:18080/api/rooms |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const run=process.argv[1];
+      const rooms=JSON.parse(s).rooms.filter(r=>r.room.startsWith(run+"-"));
+      console.log(rooms.length===8?rooms.reduce((n,r)=>n+r.top,0):-1)})' "$run")
+  WRK_OUT=$out node - "$connections" "$seconds" $((after - before)) "$stored" >>"$results" <<'JS'
+const [connections, seconds, ticks, stored] = process.argv.slice(2).map(Number);
+const out = process.env.WRK_OUT;
+const num = re => { const m = out.match(re); return m ? Number(m[1]) : 0; };
+const ms = p => {
+  const m = out.match(new RegExp(`^\\s*${p}%\\s+([0-9.]+)(us|ms|s)\\s*$`, 'm'));
+  return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]] : null;
+};
+const requests = num(/(\d+) requests in/);
+const socketErrors = (out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/) || [])
+  .slice(1).reduce((n, x) => n + Number(x), 0);
+const non2xx = num(/Non-2xx or 3xx responses: (\d+)/);
+const cpu = ticks / 100;
+const failures = socketErrors + non2xx + (stored < requests || stored > requests + connections ? 1 : 0);
+const row = {
+  scenario: 'publish-rate', server: 'relay-publish-wrk', tool: 'wrk', connections, seconds,
+  requests, stored, socket_errors: socketErrors, non_2xx: non2xx, failures, server_cpu_s: cpu,
+  requests_per_s: requests / seconds, requests_per_cpu_s: requests / cpu,
+  request_p50_ms: ms(50), request_p99_ms: ms(99),
+};
+console.error(`publish-rate: wrk, ${connections} connections: ${requests} publishes answered (${stored} stored), relay CPU ${cpu.toFixed(2)} s -> ${Math.round(row.requests_per_cpu_s)} per CPU-second; p50 ${row.request_p50_ms} ms, p99 ${row.request_p99_ms} ms; ${failures} failures`);
+console.log(JSON.stringify(row));
+JS
+}
+
 for scenario in "${scenarios[@]}"; do
   case "$scenario" in
     typed)
@@ -225,6 +271,44 @@ for scenario in "${scenarios[@]}"; do
       # shellcheck disable=SC2086 # word splitting of the extra options is wanted
       bench relay-api api --url "$url" --api-key "$api_key" ${API_BENCH_ARGS:-}
       stop_server
+      ;;
+    publish-rate)
+      # Issue 12's throughput target, as the issue states it: durable publishes (SQLite, fsync
+      # before each answer, the default) per relay CPU-second from keep-alive HTTP/1.1
+      # clients. wrk (Debian's package) with a Lua body (bench/wrk/publish.lua: a new
+      # idempotency key per request, eight rooms, 64-byte texts) from 32, 64, 128 and 256
+      # connections, 10 s each; then relay-bench's own client at 128 connections, which
+      # checks every answer (200, offsets rising per connection) and, with one typed member
+      # per room, that every message arrives. Retention runs every second (the default is a
+      # minute), so its deletes fall inside each run as they would in a relay that runs for
+      # hours. A fresh relay and store per run; three rounds, the order reversed every other
+      # round. PUBLISH_RATE_SECONDS changes the length of a run.
+      command -v wrk >/dev/null || apt_install wrk
+      api_key="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+      seconds=${PUBLISH_RATE_SECONDS:-10}
+      relay_flags=(--api-key "$api_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000
+        --prune-interval-ms 1000)
+      for round in 1 2 3; do
+        order=(wrk-32 wrk-64 wrk-128 wrk-256 own-128-0 own-128-1)
+        [ $((round % 2)) -eq 0 ] && order=(own-128-1 own-128-0 wrk-256 wrk-128 wrk-64 wrk-32)
+        for run in "${order[@]}"; do
+          start_relay "${relay_flags[@]}"
+          case "$run" in
+            wrk-*)
+              connections=${run#wrk-}
+              step "round $round: wrk, $connections connections, ${seconds} s"
+              wrk_publish "$connections" "$seconds"
+              ;;
+            own-*)
+              members=${run##*-}
+              step "round $round: relay-bench http-floor, 128 connections, $members member(s) per room"
+              bench "relay-publish-own-$members" http-floor --url "$url" --api-key "$api_key" \
+                --connections 128 --seconds "$seconds" --members "$members"
+              ;;
+          esac
+          stop_server
+        done
+      done
       ;;
     cluster)
       # Issue 14. Redis with its append-only file fsynced on every write (what
@@ -407,12 +491,27 @@ if (catchup) {
   const f = v => (v == null ? '?' : v.toFixed(2));
   console.log(`catch-ups of ${catchup.gap.toLocaleString('en')} messages every ${catchup.catchup_every_ms} ms beside ${catchup.rooms} rooms x ${catchup.subscribers} subscribers at ${catchup.rate} msg/s: live p99 ${f(catchup.p99_without_ms)} ms without, ${f(catchup.p99_with_ms)} ms with (${f(catchup.p99_ratio)}x; medians of ${catchup.rounds}); ${c.started} catch-ups, ${c.complete} complete (median ${f(c.median_ms)} ms), ${catchup.failures} failed`);
 }
+{
+  const runs = rows.filter(r => r.scenario === 'publish-rate' || r.server?.startsWith('relay-publish-own'));
+  const groups = new Map();
+  for (const r of runs) {
+    const key = r.tool === 'wrk' ? `wrk, ${r.connections} connections` : `relay-bench, ${r.connections} connections, ${r.members_per_room} member(s) per room`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(r);
+  }
+  for (const [key, group] of groups) {
+    const rates = group.map(r => r.requests_per_cpu_s);
+    const p99 = group.map(r => r.request_p99_ms);
+    const failures = group.reduce((n, r) => n + r.failures, 0);
+    console.log(`durable POST /api/publish, ${key}: ${rates.map(x => Math.round(x).toLocaleString('en')).join(', ')} per relay CPU-second (median ${Math.round(median(rates)).toLocaleString('en')}; target 30,000), request p99 median ${median(p99).toFixed(2)} ms, ${failures} failures`);
+  }
+}
 for (const r of rows.filter(r => r.scenario === 'api')) {
   const f0 = v => (v == null ? '?' : Math.round(v).toLocaleString('en'));
   const f2 = v => (v == null ? '?' : v.toFixed(2));
   const rounds = (phases, path, key, f) => phases.filter(p => p.path === path).map(p => f(p[key])).join(', ');
   const t = r.throughput;
-  console.log(`HTTP API, ${r.connections} keep-alive connections into ${r.rooms} rooms, ${r.deliveries_per_publish} typed members each: ${rounds(r.throughput_phases, 'http', 'publishes_per_cpu_s', f0)} publishes per relay CPU-second (median ${f0(t.http.publishes_per_cpu_s)}; target 30,000), request p50/p99 ${f2(t.http.request_p50_ms)}/${f2(t.http.request_p99_ms)} ms; WebSocket send at the same concurrency ${rounds(r.throughput_phases, 'ws', 'publishes_per_cpu_s', f0)} (median ${f0(t.ws.publishes_per_cpu_s)}), ack p50/p99 ${f2(t.ws.request_p50_ms)}/${f2(t.ws.request_p99_ms)} ms: HTTP is ${f2(r.http_vs_ws_per_cpu)}x`);
+  console.log(`HTTP API, ${r.connections} keep-alive connections into ${r.rooms} rooms, ${r.deliveries_per_publish} typed members each: ${rounds(r.throughput_phases, 'http', 'publishes_per_cpu_s', f0)} publishes per relay CPU-second (median ${f0(t.http.publishes_per_cpu_s)}), request p50/p99 ${f2(t.http.request_p50_ms)}/${f2(t.http.request_p99_ms)} ms; WebSocket send at the same concurrency ${rounds(r.throughput_phases, 'ws', 'publishes_per_cpu_s', f0)} (median ${f0(t.ws.publishes_per_cpu_s)}), ack p50/p99 ${f2(t.ws.request_p50_ms)}/${f2(t.ws.request_p99_ms)} ms: HTTP is ${f2(r.http_vs_ws_per_cpu)}x`);
   const split = path => Object.entries(t[path].cpu_us_per_publish_by_thread).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
   console.log(`  relay CPU per publish by thread (µs, medians): HTTP ${split('http')}; WebSocket ${split('ws')}`);
   console.log(`HTTP API delivery latency to ${r.latency_subscribers.toLocaleString('en')} subscribers at ${r.rate}/s: p99 HTTP ${rounds(r.latency_phases, 'http', 'p99_ms', f2)} ms (median ${f2(r.http_p99_ms)}), WebSocket ${rounds(r.latency_phases, 'ws', 'p99_ms', f2)} ms (median ${f2(r.ws_p99_ms)}): HTTP / WebSocket ${f2(r.p99_ratio)}x (target within 1.2x); p50 ${f2(r.latency.http.p50_ms)} vs ${f2(r.latency.ws.p50_ms)} ms, max ${f2(r.latency.http.max_ms)} vs ${f2(r.latency.ws.max_ms)} ms`);

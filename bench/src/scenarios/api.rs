@@ -951,18 +951,14 @@ fn report(
     }
     let http_per_cpu = median(of_path(Path::Http, per_cpu));
     let per_cpu_ratio = ratio(http_per_cpu, median(of_path(Path::Ws, per_cpu)));
-    let target_met = http_per_cpu.map(|v| v >= 30_000.0);
+    // Each publish here reaches `deliveries_per_publish` members; issue 12's throughput
+    // target (30,000) is for publishes alone, which `bench/run.sh publish-rate` measures.
     println!(
-        "api      throughput: HTTP {} publishes per relay CPU-second (median of {}), {}x the \
-         WebSocket `send`; target at least 30,000: {}",
+        "api      throughput: HTTP {} publishes per relay CPU-second (median of {}, each \
+         delivered to {deliveries_per_publish} members), {}x the WebSocket `send`",
         show(http_per_cpu, 0),
         of_path(Path::Http, per_cpu).len(),
         show(per_cpu_ratio, 2),
-        match target_met {
-            Some(true) => "met",
-            Some(false) => "NOT met",
-            None => "not measured",
-        }
     );
 
     // Latency, per path.
