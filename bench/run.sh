@@ -152,23 +152,25 @@ bench() {
 }
 
 # wrk_publish CONNECTIONS SECONDS: one wrk run of bench/wrk/publish.lua against the relay
-# (its `api_key`), on core 1; the relay's CPU is read around it. Checks the answers (no
-# socket error, none but 2xx) and that the rooms' tops add up to the answered publishes, to
-# at most one unanswered request per connection. Keeps a JSON line.
+# (its `api_key`), on core 1; the relay's CPU is read around it. Checks the answers (wrk
+# ran, no socket error, none but 2xx) and that the tops of the run's eight rooms (their
+# newest offsets, from `GET /api/rooms`: offsets are never reused, so the sum counts every
+# message published) add up to the answered publishes, plus at most one unanswered request
+# per connection. Keeps a JSON line; a failed check fails the run, not the script.
 wrk_publish() {
-  local connections=$1 seconds=$2 run before after out
+  local connections=$1 seconds=$2 run before after out status=0 tops
   run="wrk$(od -An -tx1 -N4 /dev/urandom | tr -d ' \n')"
   before=$(cpu_ticks "$server_pid")
   out=$(API_KEY=$api_key RUN=$run taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" \
-    --latency -s bench/wrk/publish.lua http://127.0.0.1:18080)
+    --latency -s bench/wrk/publish.lua http://127.0.0.1:18080) || status=$?
   after=$(cpu_ticks "$server_pid")
-  local stored
-  stored=$(curl -fsS -H "Authorization: Bearer $api_key" http://127.0.0.1:18080/api/rooms |
+  tops=$(curl -fsS -H "Authorization: Bearer $api_key" http://127.0.0.1:18080/api/rooms |
     node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const run=process.argv[1];
       const rooms=JSON.parse(s).rooms.filter(r=>r.room.startsWith(run+"-"));
-      console.log(rooms.length===8?rooms.reduce((n,r)=>n+r.top,0):-1)})' "$run")
-  WRK_OUT=$out node - "$connections" "$seconds" $((after - before)) "$stored" >>"$results" <<'JS'
-const [connections, seconds, ticks, stored] = process.argv.slice(2).map(Number);
+      console.log(rooms.length===8?rooms.reduce((n,r)=>n+r.top,0):-1)})' "$run") || tops=-1
+  WRK_OUT=$out node - "$connections" "$seconds" $((after - before)) "$tops" "$status" \
+    >>"$results" <<'JS'
+const [connections, seconds, ticks, tops, status] = process.argv.slice(2).map(Number);
 const out = process.env.WRK_OUT;
 const num = re => { const m = out.match(re); return m ? Number(m[1]) : 0; };
 const ms = p => {
@@ -180,14 +182,16 @@ const socketErrors = (out.match(/Socket errors: connect (\d+), read (\d+), write
   .slice(1).reduce((n, x) => n + Number(x), 0);
 const non2xx = num(/Non-2xx or 3xx responses: (\d+)/);
 const cpu = ticks / 100;
-const failures = socketErrors + non2xx + (stored < requests || stored > requests + connections ? 1 : 0);
+const failures = socketErrors + non2xx +
+  (status !== 0 || requests === 0 || tops < requests || tops > requests + connections ? 1 : 0);
 const row = {
   scenario: 'publish-rate', server: 'relay-publish-wrk', tool: 'wrk', connections, seconds,
-  requests, stored, socket_errors: socketErrors, non_2xx: non2xx, failures, server_cpu_s: cpu,
+  requests, tops, socket_errors: socketErrors, non_2xx: non2xx, wrk_status: status, failures,
+  server_cpu_s: cpu,
   requests_per_s: requests / seconds, requests_per_cpu_s: requests / cpu,
   request_p50_ms: ms(50), request_p99_ms: ms(99),
 };
-console.error(`publish-rate: wrk, ${connections} connections: ${requests} publishes answered (${stored} stored), relay CPU ${cpu.toFixed(2)} s -> ${Math.round(row.requests_per_cpu_s)} per CPU-second; p50 ${row.request_p50_ms} ms, p99 ${row.request_p99_ms} ms; ${failures} failures`);
+console.error(`publish-rate: wrk, ${connections} connections: ${requests} publishes answered (rooms' tops add up to ${tops}), relay CPU ${cpu.toFixed(2)} s -> ${Math.round(row.requests_per_cpu_s)} per CPU-second; p50 ${row.request_p50_ms} ms, p99 ${row.request_p99_ms} ms; ${failures} failures`);
 console.log(JSON.stringify(row));
 JS
 }
@@ -501,9 +505,9 @@ if (catchup) {
   }
   for (const [key, group] of groups) {
     const rates = group.map(r => r.requests_per_cpu_s);
-    const p99 = group.map(r => r.request_p99_ms);
+    const p99 = group.map(r => r.request_p99_ms).filter(x => x != null);
     const failures = group.reduce((n, r) => n + r.failures, 0);
-    console.log(`durable POST /api/publish, ${key}: ${rates.map(x => Math.round(x).toLocaleString('en')).join(', ')} per relay CPU-second (median ${Math.round(median(rates)).toLocaleString('en')}; target 30,000), request p99 median ${median(p99).toFixed(2)} ms, ${failures} failures`);
+    console.log(`durable POST /api/publish, ${key}: ${rates.map(x => Math.round(x).toLocaleString('en')).join(', ')} per relay CPU-second (median ${Math.round(median(rates)).toLocaleString('en')}; target 30,000), request p99 median ${p99.length ? median(p99).toFixed(2) : '?'} ms, ${failures} failures`);
   }
 }
 for (const r of rows.filter(r => r.scenario === 'api')) {
@@ -518,7 +522,8 @@ for (const r of rows.filter(r => r.scenario === 'api')) {
 }
 {
   // http-floor: per server, the rounds and their medians; then the relay against each floor.
-  const floorRows = rows.filter(r => r.scenario === 'http-floor');
+  // The publish-rate scenario's own runs are not the floor's.
+  const floorRows = rows.filter(r => r.scenario === 'http-floor' && !r.server.startsWith('relay-publish-own'));
   const of = (server, key) => floorRows.filter(r => r.server === server).map(r => r[key]);
   const f0 = v => Math.round(v).toLocaleString('en');
   const servers = [['floor-threads', 'floor-http, hand-written (thread per connection)'],

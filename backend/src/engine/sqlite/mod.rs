@@ -191,16 +191,17 @@ impl SqliteEngine {
                 4 * 4096 * sync::CHECKPOINT_WAL_PAGES as i64,
             )
             .map_err(open_error)?;
-        // The writer's temporary files stay in memory: the sort and the statement journal of
-        // a move out of the journal (`journal.rs`), at most the journal's length at the move
+        migrate(&mut writer, &path)?;
+        let run = run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
+        // From here on (migrations may sort a whole table: they keep SQLite's default), the
+        // writer's temporary files stay in memory: the sort and the statement journal of a
+        // move out of the journal (`journal.rs`), at most the journal's length at the move
         // (`journal::HIGH` rows and one batch) of rows under `journal::LARGE` bytes. On disk,
         // SQLite created and deleted a file for most moves. Readers keep the default: a
         // history read sorts as much as it is asked for.
         writer
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(open_error)?;
-        migrate(&mut writer, &path)?;
-        let run = run_state::begin(&mut writer, &settings.boot_id_file).map_err(open_error)?;
         let connect_readers = |count| {
             (0..count)
                 .map(|_| connect_reader(&path))
@@ -322,7 +323,9 @@ impl Engine for SqliteEngine {
         Box::pin(async move {
             let (deleted, rooms) = tokio::task::spawn_blocking(move || {
                 let mut connection = connect_reader(&path)?;
-                prune(&mut connection, retention, now_millis, &stopping)
+                prune(&mut connection, retention, now_millis, || {
+                    stopping.load(Ordering::Acquire)
+                })
             })
             .await
             .map_err(|panicked| {
@@ -391,13 +394,13 @@ fn snapshot(
 }
 
 /// Deletes what `retention` no longer keeps, in short transactions at a paced rate (see
-/// [`PRUNE_REST`]), until done or `stopping`. Answers how many messages went, and from which
-/// rooms.
+/// [`PRUNE_REST`]), until done or until `stopping` answers true (asked before each). Answers
+/// how many messages went, and from which rooms.
 fn prune(
     connection: &mut Connection,
     retention: Retention,
     now_millis: u64,
-    stopping: &AtomicBool,
+    stopping: impl Fn() -> bool,
 ) -> Result<(u64, Vec<String>), EngineError> {
     let oldest_kept_ts = now_millis.saturating_sub(retention.max_age.as_millis() as u64);
     let rooms: Vec<(String, u64)> = connection
@@ -411,7 +414,11 @@ fn prune(
     let young_in_journal = oldest_in_journal(connection, oldest_kept_ts)?;
     let mut deleted = 0;
     let mut pruned = Vec::new();
+    let mut rest = Duration::ZERO;
     for (room, last_offset) in rooms {
+        if stopping() {
+            break;
+        }
         let by_count = last_offset.saturating_sub(retention.max_messages);
         // Timestamps only grow within a room, so everything before the first message young
         // enough to keep is too old.
@@ -444,7 +451,11 @@ fn prune(
         // from both tables, so what is left is always a room's newest messages, whole.
         let mut gone = 0;
         let mut below = oldest.saturating_sub(1);
-        while below < upto && !stopping.load(Ordering::Acquire) {
+        while below < upto {
+            std::thread::sleep(rest);
+            if stopping() {
+                break;
+            }
             let started = Instant::now();
             let until = upto.min(below + PRUNE_CHUNK);
             let range = params![room, signed(below), signed(until)];
@@ -463,7 +474,7 @@ fn prune(
             }
             transaction.commit()?;
             below = until;
-            std::thread::sleep((started.elapsed() * PRUNE_REST).min(PRUNE_MAX_REST));
+            rest = (started.elapsed() * PRUNE_REST).min(PRUNE_MAX_REST);
         }
         if gone > 0 {
             deleted += gone as u64;
@@ -489,16 +500,16 @@ fn oldest_in_journal(
 
 /// Offsets of a room retention deletes in one transaction.
 const PRUNE_CHUNK: u64 = 1000;
-/// After each chunk, retention rests this many times as long as the chunk took (at most
-/// [`PRUNE_MAX_REST`]), so it takes at most a quarter of the time while it has work. Without
-/// rests, a pass with a large backlog (a minute of publishes at full speed past the limit:
-/// hundreds of thousands of rows) took the write lock chunk after chunk, and deliveries
-/// waited: a p99 of 486 ms in a latency phase of `bench/run.sh api` against 8-14 ms in the
-/// others (docs/benchmarks.md, "The issue's load, and retention that paces itself"). Paced,
-/// a pass still deleted 275,000 messages in 1.3 s beside a full publish load: several times
-/// what one core can publish.
+/// Before its next chunk, retention rests this many times as long as the last one took (at
+/// most [`PRUNE_MAX_REST`]), so while it has work it takes a quarter of the time (for chunks
+/// under 33 ms; more for longer ones). Without rests, a pass with a large backlog (a minute
+/// of publishes at full speed past the limit: hundreds of thousands of rows) took the write
+/// lock chunk after chunk, and deliveries waited: a p99 of 486 ms in a latency phase of
+/// `bench/run.sh api` against 8-14 ms in the others (docs/benchmarks.md, "The issue's load,
+/// and retention that paces itself"). Paced, a pass still deleted 275,000 messages in 1.3 s
+/// beside a full publish load: several times what one core can publish.
 const PRUNE_REST: u32 = 3;
-/// The longest rest after one chunk, so a stop waits for little more than a chunk.
+/// The longest rest before a chunk: a stop waits for at most this and one chunk.
 const PRUNE_MAX_REST: Duration = Duration::from_millis(100);
 
 /// Page cache of the writer's connection, in KiB (SQLite's default is about 2 MiB).

@@ -471,15 +471,16 @@ async fn messages_moved_out_of_the_journal_read_back_whole_and_in_order() {
     engine.stop();
 }
 
-/// Applies retention keeping each room's newest 5 messages (and a young age limit):
-/// how many messages it deleted.
+/// Retention keeping each room's newest 5 messages, for an hour.
+const NEWEST_FIVE: Retention = Retention {
+    max_messages: 5,
+    max_age: Duration::from_secs(3600),
+};
+
+/// Applies [`NEWEST_FIVE`]: how many messages it deleted.
 async fn keep_newest_five(engine: &SqliteEngine) -> u64 {
-    let keep = Retention {
-        max_messages: 5,
-        max_age: Duration::from_secs(3600),
-    };
     engine
-        .prune(keep, crate::engine::now_millis())
+        .prune(NEWEST_FIVE, crate::engine::now_millis())
         .await
         .unwrap()
 }
@@ -518,26 +519,43 @@ async fn retention_deletes_from_the_journal_too() {
 }
 
 #[tokio::test]
-async fn retention_deletes_nothing_more_once_the_engine_is_stopping() {
+async fn a_stopping_engine_prunes_nothing_more() {
     let (_dir, engine) = three_rooms_of_700().await;
-    let keep = Retention {
-        max_messages: 5,
-        max_age: Duration::from_secs(3600),
-    };
-    let mut connection = connect_reader(engine.path()).unwrap();
-    let now = crate::engine::now_millis();
-    // 695 messages of each room are due; a stopping engine deletes none of them.
-    let stopping = AtomicBool::new(true);
-    assert_eq!(
-        prune(&mut connection, keep, now, &stopping).unwrap(),
-        (0, vec![])
-    );
+    engine.stopping.store(true, Ordering::Release);
+    assert_eq!(keep_newest_five(&engine).await, 0);
     for room in ["a", "b", "c"] {
         assert_eq!(engine.oldest(room).await.unwrap(), Some(1), "{room}");
     }
-    let running = AtomicBool::new(false);
-    let (deleted, rooms) = prune(&mut connection, keep, now, &running).unwrap();
-    assert_eq!((deleted, rooms.len()), (3 * 695, 3));
+    engine.stop();
+}
+
+#[tokio::test]
+async fn a_pass_stopped_between_chunks_leaves_the_newest_messages_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    fill(&engine, &["a", "b"], 2 * PRUNE_CHUNK + 100, 100).await;
+    let mut connection = connect_reader(engine.path()).unwrap();
+    let watcher = connect_reader(engine.path()).unwrap();
+    // Stop as soon as the first chunk of room `a` is gone.
+    let first_chunk_gone = || {
+        watcher
+            .query_row(
+                "SELECT count(*) FROM messages WHERE room = 'a' AND \"offset\" <= ?1",
+                [PRUNE_CHUNK as i64],
+                |row| row.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 0
+    };
+    let now = crate::engine::now_millis();
+    let (deleted, rooms) = prune(&mut connection, NEWEST_FIVE, now, first_chunk_gone).unwrap();
+    assert_eq!((deleted, rooms), (PRUNE_CHUNK, vec!["a".to_owned()]));
+    let top = 2 * PRUNE_CHUNK + 100;
+    assert_eq!(
+        offsets_kept(&engine, "a", top).await,
+        (PRUNE_CHUNK + 1..=top).collect::<Vec<_>>()
+    );
+    assert_eq!(engine.oldest("b").await.unwrap(), Some(1));
     engine.stop();
 }
 
