@@ -27,8 +27,9 @@
 #   bench/run.sh publish-rate    relay only, not in the default list: issue 12's throughput
 #                                target, durable `POST /api/publish` per relay CPU-second
 #                                from wrk (32 to 256 keep-alive connections) and from the
-#                                project's own checking client, three alternating rounds
-#                                (about 6 minutes)
+#                                project's own checking client, beside floor-http as the
+#                                machine's yardstick, three alternating rounds (about 7
+#                                minutes)
 #   bench/run.sh http-floor      relay only, not in the default list: `POST /api/publish` from
 #                                32 keep-alive connections against the least an HTTP endpoint
 #                                can do here (bench/src/bin/floor-http.rs, hand-written and
@@ -285,17 +286,28 @@ for scenario in "${scenarios[@]}"; do
       # checks every answer (200, offsets rising per connection) and, with one typed member
       # per room, that every message arrives. Retention runs every second (the default is a
       # minute), so its deletes fall inside each run as they would in a relay that runs for
-      # hours. A fresh relay and store per run; three rounds, the order reversed every other
-      # round. PUBLISH_RATE_SECONDS changes the length of a run.
+      # hours. As a yardstick of the machine's speed that hour (it moves by half on these
+      # shared VMs), the same client against floor-http on hyper (bench/src/bin/floor-http.rs:
+      # answers, stores nothing) at 128 connections. A fresh relay and store per run; three
+      # rounds, the order reversed every other round. PUBLISH_RATE_SECONDS changes the length
+      # of a run.
       command -v wrk >/dev/null || apt_install wrk
       api_key="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
       seconds=${PUBLISH_RATE_SECONDS:-10}
       relay_flags=(--api-key "$api_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000
         --prune-interval-ms 1000)
       for round in 1 2 3; do
-        order=(wrk-32 wrk-64 wrk-128 wrk-256 own-128-0 own-128-1)
-        [ $((round % 2)) -eq 0 ] && order=(own-128-1 own-128-0 wrk-256 wrk-128 wrk-64 wrk-32)
+        order=(floor wrk-32 wrk-64 wrk-128 wrk-256 own-128-0 own-128-1)
+        [ $((round % 2)) -eq 0 ] && order=(own-128-1 own-128-0 wrk-256 wrk-128 wrk-64 wrk-32 floor)
         for run in "${order[@]}"; do
+          if [ "$run" = floor ]; then
+            start_floor_http hyper
+            step "round $round: the machine's yardstick, floor-http on hyper, 128 connections"
+            bench floor-publish-hyper http-floor --url "$url" --connections 128 \
+              --seconds "$seconds"
+            stop_server
+            continue
+          fi
           start_relay "${relay_flags[@]}"
           case "$run" in
             wrk-*)
@@ -497,6 +509,7 @@ if (catchup) {
 }
 {
   const runs = rows.filter(r => r.scenario === 'publish-rate' || r.server?.startsWith('relay-publish-own'));
+  const yardstick = rows.filter(r => r.server === 'floor-publish-hyper').map(r => r.requests_per_cpu_s);
   const groups = new Map();
   for (const r of runs) {
     const key = r.tool === 'wrk' ? `wrk, ${r.connections} connections` : `relay-bench, ${r.connections} connections, ${r.members_per_room} member(s) per room`;
@@ -507,7 +520,11 @@ if (catchup) {
     const rates = group.map(r => r.requests_per_cpu_s);
     const p99 = group.map(r => r.request_p99_ms).filter(x => x != null);
     const failures = group.reduce((n, r) => n + r.failures, 0);
-    console.log(`durable POST /api/publish, ${key}: ${rates.map(x => Math.round(x).toLocaleString('en')).join(', ')} per relay CPU-second (median ${Math.round(median(rates)).toLocaleString('en')}; target 30,000), request p99 median ${p99.length ? median(p99).toFixed(2) : '?'} ms, ${failures} failures`);
+    const share = yardstick.length ? `, ${(median(rates) / median(yardstick)).toFixed(2)}x the yardstick` : '';
+    console.log(`durable POST /api/publish, ${key}: ${rates.map(x => Math.round(x).toLocaleString('en')).join(', ')} per relay CPU-second (median ${Math.round(median(rates)).toLocaleString('en')}; target 30,000${share}), request p99 median ${p99.length ? median(p99).toFixed(2) : '?'} ms, ${failures} failures`);
+  }
+  if (yardstick.length) {
+    console.log(`the machine's yardstick this run, floor-http on hyper (stores nothing), 128 connections: ${yardstick.map(x => Math.round(x).toLocaleString('en')).join(', ')} requests per CPU-second (median ${Math.round(median(yardstick)).toLocaleString('en')})`);
   }
 }
 for (const r of rows.filter(r => r.scenario === 'api')) {
@@ -523,7 +540,7 @@ for (const r of rows.filter(r => r.scenario === 'api')) {
 {
   // http-floor: per server, the rounds and their medians; then the relay against each floor.
   // The publish-rate scenario's own runs are not the floor's.
-  const floorRows = rows.filter(r => r.scenario === 'http-floor' && !r.server.startsWith('relay-publish-own'));
+  const floorRows = rows.filter(r => r.scenario === 'http-floor' && !r.server.includes('-publish-'));
   const of = (server, key) => floorRows.filter(r => r.server === server).map(r => r[key]);
   const f0 = v => Math.round(v).toLocaleString('en');
   const servers = [['floor-threads', 'floor-http, hand-written (thread per connection)'],
