@@ -50,6 +50,17 @@ async fn stop(engine: Box<dyn Engine>) {
         .unwrap();
 }
 
+/// The texts of `room` after offset `after` up to `until`, as read back.
+pub(crate) async fn texts(engine: &dyn Engine, room: &str, after: u64, until: u64) -> Vec<String> {
+    engine
+        .read(room, after, until)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| entry.text.to_string())
+        .collect()
+}
+
 pub(crate) fn offsets(appended: &[Appended]) -> Vec<(u64, bool)> {
     appended
         .iter()
@@ -111,14 +122,7 @@ async fn offsets_count_up_per_room_and_reads_return_them_in_order() {
             .await
             .unwrap();
 
-        let texts: Vec<String> = engine
-            .read("a", 1, 3)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.text.to_string())
-            .collect();
-        assert_eq!(texts, ["a2", "a3"]);
+        assert_eq!(texts(&*engine, "a", 1, 3).await, ["a2", "a3"]);
         let reopened = engine.open_room("a", 2).await.unwrap();
         assert_eq!(reopened.top, 3);
         assert_eq!(reopened.epoch, opened.epoch);

@@ -2,11 +2,10 @@
 //!
 //! Appenders queue their drafts and move on (on the async runtime, the requests of one
 //! scheduling round are handed over together: [`Outbox`]). The thread takes everything
-//! waiting (up to
-//! [`MAX_BATCH`] requests) and stores it in one transaction: for each draft, the room's
-//! next offset unless its client id is already stored, in which case the original's
-//! position (found in what the thread holds of the room's ids: `client_ids.rs`). The commit
-//! is written to the WAL without an fsync (`synchronous = NORMAL`): from then on it
+//! waiting (up to [`MAX_BATCH`] requests) and stores it in one transaction: for each
+//! draft, the room's next offset unless its client id is already stored, in which case the
+//! original's position (found in what the thread holds of the room's ids:
+//! `client_ids.rs`). The commit is written to the WAL without an fsync (`synchronous = NORMAL`): from then on it
 //! survives a crash of the relay process, so each appender is told
 //! [`Progress::Written`] at once and members see the messages. The batch's callbacks then
 //! go to the sync thread (`sync.rs`), which reports them synced after its next fsync, so
@@ -110,10 +109,7 @@ impl GroupCommit {
         hasher: RandomState,
     ) -> GroupCommit {
         let (queue, work) = mpsc::channel();
-        let outbox = Arc::new(Outbox {
-            held: std::sync::Mutex::default(),
-            queue,
-        });
+        let outbox = Outbox::new(queue);
         let counters = Arc::new(Counters::default());
         let reported = counters.clone();
         let thread = Worker::spawn("relay-commit", move || {
@@ -195,6 +191,14 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
+    /// An empty outbox in front of the thread's `queue`.
+    fn new(queue: Sender<Vec<Request>>) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            held: std::sync::Mutex::default(),
+            queue,
+        })
+    }
+
     /// Queues `request`, handed over at once if `now` or off the runtime, else with whatever
     /// else is made before the tasks scheduled now have run.
     fn hand(outbox: &Arc<Outbox>, request: Request, now: bool) {
@@ -368,9 +372,8 @@ struct Head {
 }
 
 /// Stores a batch in one transaction, in the journal (`journal.rs`; large texts straight in
-/// `messages`). Returns, for each
-/// `Append` in order, what became of its drafts, and the journal's length after it. Nothing
-/// is stored unless everything is.
+/// `messages`). Returns, for each `Append` in order, what became of its drafts, and the
+/// journal's length after it. Nothing is stored unless everything is.
 fn write(
     connection: &mut Connection,
     batch: &mut [Request],
@@ -563,11 +566,7 @@ mod outbox_tests {
 
     fn outbox() -> (Arc<Outbox>, mpsc::Receiver<Vec<Request>>) {
         let (queue, work) = mpsc::channel();
-        let outbox = Arc::new(Outbox {
-            held: std::sync::Mutex::default(),
-            queue,
-        });
-        (outbox, work)
+        (Outbox::new(queue), work)
     }
 
     fn forget(room: &str) -> Request {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::engine::Appended;
-use crate::engine::tests::{append, draft, offsets};
+use crate::engine::tests::{append, draft, offsets, texts};
 
 fn open(dir: &Path) -> SqliteEngine {
     SqliteEngine::open(dir, Durability::Full).unwrap()
@@ -405,15 +405,8 @@ async fn fill(engine: &SqliteEngine, rooms: &[&str], count: u64, per_batch: u64)
 /// of messages still in it are recognised when read afresh.
 async fn all_700_read_back(engine: &SqliteEngine, rooms: &[&str], why: &str) {
     for room in rooms {
-        let texts: Vec<String> = engine
-            .read(room, 0, 700)
-            .await
-            .unwrap()
-            .iter()
-            .map(|entry| entry.text.to_string())
-            .collect();
         let expected: Vec<String> = (1..=700).map(|n| format!("{room} {n}")).collect();
-        assert_eq!(texts, expected, "{room} {why}");
+        assert_eq!(texts(engine, room, 0, 700).await, expected, "{room} {why}");
         // 500 recent ones: more than the journal holds, so some come from each table.
         let snapshot = engine.open_room(room, 500).await.unwrap();
         let recent: Vec<u64> = snapshot.recent.iter().map(|entry| entry.offset).collect();
@@ -627,14 +620,10 @@ async fn large_texts_skip_the_journal_and_read_back_in_order_with_small_ones() {
         ),
         (10, 10)
     );
-    let read: Vec<String> = engine
-        .read("mixed", 0, 20)
-        .await
-        .unwrap()
-        .iter()
-        .map(|entry| entry.text.to_string())
-        .collect();
-    assert_eq!(read, (1..=20).map(text).collect::<Vec<_>>());
+    assert_eq!(
+        texts(&engine, "mixed", 0, 20).await,
+        (1..=20).map(text).collect::<Vec<_>>()
+    );
     engine.close_room("mixed");
     let again = append(
         &engine,
