@@ -152,14 +152,15 @@ bench() {
   fi
 }
 
-# wrk_publish CONNECTIONS SECONDS: one wrk run of bench/wrk/publish.lua against the relay
-# (its `api_key`), on core 1; the relay's CPU is read around it. Checks the answers (wrk
+# wrk_publish CONNECTIONS SECONDS [STORE]: one wrk run of bench/wrk/publish.lua against the relay
+# (started with `--store STORE`, sqlite if not given)
+# with its `api_key`, on core 1; the relay's CPU is read around it. Checks the answers (wrk
 # ran, no socket error, none but 2xx) and that the tops of the run's eight rooms (their
 # newest offsets, from `GET /api/rooms`: offsets are never reused, so the sum counts every
 # message published) add up to the answered publishes, plus at most one unanswered request
 # per connection. Keeps a JSON line; a failed check fails the run, not the script.
 wrk_publish() {
-  local connections=$1 seconds=$2 run before after out status=0 tops
+  local connections=$1 seconds=$2 store=${3:-sqlite} run before after out status=0 tops
   run="wrk$(od -An -tx1 -N4 /dev/urandom | tr -d ' \n')"
   before=$(cpu_ticks "$server_pid")
   out=$(API_KEY=$api_key RUN=$run taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" \
@@ -169,9 +170,10 @@ wrk_publish() {
     node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const run=process.argv[1];
       const rooms=JSON.parse(s).rooms.filter(r=>r.room.startsWith(run+"-"));
       console.log(rooms.length===8?rooms.reduce((n,r)=>n+r.top,0):-1)})' "$run") || tops=-1
-  WRK_OUT=$out node - "$connections" "$seconds" $((after - before)) "$tops" "$status" \
+  WRK_OUT=$out node - "$connections" "$seconds" $((after - before)) "$tops" "$status" "$store" \
     >>"$results" <<'JS'
-const [connections, seconds, ticks, tops, status] = process.argv.slice(2).map(Number);
+const [connections, seconds, ticks, tops, status] = process.argv.slice(2, 7).map(Number);
+const store = process.argv[7];
 const out = process.env.WRK_OUT;
 const num = re => { const m = out.match(re); return m ? Number(m[1]) : 0; };
 const ms = p => {
@@ -186,13 +188,13 @@ const cpu = ticks / 100;
 const failures = socketErrors + non2xx +
   (status !== 0 || requests === 0 || tops < requests || tops > requests + connections ? 1 : 0);
 const row = {
-  scenario: 'publish-rate', server: 'relay-publish-wrk', tool: 'wrk', connections, seconds,
+  scenario: 'publish-rate', server: 'relay-publish-wrk', tool: 'wrk', store, connections, seconds,
   requests, tops, socket_errors: socketErrors, non_2xx: non2xx, wrk_status: status, failures,
   server_cpu_s: cpu,
   requests_per_s: requests / seconds, requests_per_cpu_s: requests / cpu,
   request_p50_ms: ms(50), request_p99_ms: ms(99),
 };
-console.error(`publish-rate: wrk, ${connections} connections: ${requests} publishes answered (rooms' tops add up to ${tops}), relay CPU ${cpu.toFixed(2)} s -> ${Math.round(row.requests_per_cpu_s)} per CPU-second; p50 ${row.request_p50_ms} ms, p99 ${row.request_p99_ms} ms; ${failures} failures`);
+console.error(`publish-rate: wrk, ${store} store, ${connections} connections: ${requests} publishes answered (rooms' tops add up to ${tops}), relay CPU ${cpu.toFixed(2)} s -> ${Math.round(row.requests_per_cpu_s)} per CPU-second; p50 ${row.request_p50_ms} ms, p99 ${row.request_p99_ms} ms; ${failures} failures`);
 console.log(JSON.stringify(row));
 JS
 }
@@ -288,23 +290,32 @@ for scenario in "${scenarios[@]}"; do
       # minute), so its deletes fall inside each run as they would in a relay that runs for
       # hours. As a yardstick of the machine's speed that hour (it moves by half on these
       # shared VMs), the same client against floor-http on hyper (bench/src/bin/floor-http.rs:
-      # answers, stores nothing) at 128 connections. A fresh relay and store per run; three
-      # rounds, the order reversed every other round. PUBLISH_RATE_SECONDS changes the length
-      # of a run.
+      # answers, stores nothing) at 128 connections; and as the most storage could leave, wrk
+      # at 128 connections against the relay with `--store memory` (the whole HTTP and room
+      # path, nothing written). A fresh relay and store per run; three rounds, the order
+      # reversed every other round. PUBLISH_RATE_SECONDS changes the length of a run.
       command -v wrk >/dev/null || apt_install wrk
       api_key="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
       seconds=${PUBLISH_RATE_SECONDS:-10}
       relay_flags=(--api-key "$api_key" --api-rate-per-sec 1000000 --api-rate-burst 1000000
         --prune-interval-ms 1000)
       for round in 1 2 3; do
-        order=(floor wrk-32 wrk-64 wrk-128 wrk-256 own-128-0 own-128-1)
-        [ $((round % 2)) -eq 0 ] && order=(own-128-1 own-128-0 wrk-256 wrk-128 wrk-64 wrk-32 floor)
+        order=(floor memory-128 wrk-32 wrk-64 wrk-128 wrk-256 own-128-0 own-128-1)
+        [ $((round % 2)) -eq 0 ] &&
+          order=(own-128-1 own-128-0 wrk-256 wrk-128 wrk-64 wrk-32 memory-128 floor)
         for run in "${order[@]}"; do
           if [ "$run" = floor ]; then
             start_floor_http hyper
             step "round $round: the machine's yardstick, floor-http on hyper, 128 connections"
             bench floor-publish-hyper http-floor --url "$url" --connections 128 \
               --seconds "$seconds"
+            stop_server
+            continue
+          fi
+          if [ "$run" = memory-128 ]; then
+            start_relay "${relay_flags[@]}" --store memory
+            step "round $round: wrk, 128 connections, ${seconds} s, the relay storing nothing"
+            wrk_publish 128 "$seconds" memory
             stop_server
             continue
           fi
@@ -512,7 +523,9 @@ if (catchup) {
   const yardstick = rows.filter(r => r.server === 'floor-publish-hyper').map(r => r.requests_per_cpu_s);
   const groups = new Map();
   for (const r of runs) {
-    const key = r.tool === 'wrk' ? `wrk, ${r.connections} connections` : `relay-bench, ${r.connections} connections, ${r.members_per_room} member(s) per room`;
+    const key = r.tool !== 'wrk' ? `relay-bench, ${r.connections} connections, ${r.members_per_room} member(s) per room`
+      : r.store === 'memory' ? `wrk, ${r.connections} connections, memory store (nothing stored)`
+      : `wrk, ${r.connections} connections`;
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(r);
   }
@@ -521,7 +534,13 @@ if (catchup) {
     const p99 = group.map(r => r.request_p99_ms).filter(x => x != null);
     const failures = group.reduce((n, r) => n + r.failures, 0);
     const share = yardstick.length ? `, ${(median(rates) / median(yardstick)).toFixed(2)}x the yardstick` : '';
-    console.log(`durable POST /api/publish, ${key}: ${rates.map(x => Math.round(x).toLocaleString('en')).join(', ')} per relay CPU-second (median ${Math.round(median(rates)).toLocaleString('en')}; target 30,000${share}), request p99 median ${p99.length ? median(p99).toFixed(2) : '?'} ms, ${failures} failures`);
+    const what = key.includes('memory store') ? 'POST /api/publish' : 'durable POST /api/publish';
+    console.log(`${what}, ${key}: ${rates.map(x => Math.round(x).toLocaleString('en')).join(', ')} per relay CPU-second (median ${Math.round(median(rates)).toLocaleString('en')}; target 30,000${share}), request p99 median ${p99.length ? median(p99).toFixed(2) : '?'} ms, ${failures} failures`);
+  }
+  const wrk128 = store => runs.filter(r => r.tool === 'wrk' && r.connections === 128 &&
+    (r.store || 'sqlite') === store).map(r => r.requests_per_cpu_s);
+  if (wrk128('sqlite').length && wrk128('memory').length) {
+    console.log(`wrk, 128 connections: durable is ${(median(wrk128('sqlite')) / median(wrk128('memory'))).toFixed(2)}x the relay storing nothing (medians)`);
   }
   if (yardstick.length) {
     console.log(`the machine's yardstick this run, floor-http on hyper (stores nothing), 128 connections: ${yardstick.map(x => Math.round(x).toLocaleString('en')).join(', ')} requests per CPU-second (median ${Math.round(median(yardstick)).toLocaleString('en')})`);

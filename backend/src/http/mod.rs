@@ -63,7 +63,7 @@ pub fn router(state: AppState) -> Router {
     let web_client = state.web_client.clone();
     let api = api::router(state.relay.clone(), state.config.clone());
     Router::new()
-        .nest("/api", api)
+        .merge(api)
         // Not operations, but under the API's prefix: answered like an unknown one.
         .route("/api/", axum::routing::any(api::not_found))
         .route("/", get(ws::plain_or_web_client))

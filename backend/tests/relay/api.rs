@@ -219,6 +219,7 @@ async fn every_refusal_has_its_status_and_json_code_and_changes_nothing() {
             (404, "not_found"),
         ),
         ("GET", "/api/", String::new(), (404, "not_found")),
+        ("GET", "/api", String::new(), (404, "not_found")),
         (
             "GET",
             "/api/publish",
@@ -267,27 +268,32 @@ async fn every_refusal_has_its_status_and_json_code_and_changes_nothing() {
         );
         assert!(!answer.json()["message"].as_str().unwrap().is_empty());
     }
-    // Without a valid key: 401, whatever the operation, saying how to authenticate.
+    // Without a valid key: 401, whatever the operation (an unknown one and a wrong method
+    // included: they say nothing about the API to a caller without a key), saying how to
+    // authenticate.
+    let operations = [
+        ("POST", "/api/publish"),
+        ("GET", "/api/stats"),
+        ("GET", "/api/publish"),
+        ("POST", "/api/nothing-here"),
+        ("GET", "/api"),
+    ];
     for authorization in ["", "Bearer wrong-key-0123456789", "Basic dGVzdA=="] {
         let headers: Vec<(&str, &str)> = if authorization.is_empty() {
             Vec::new()
         } else {
             vec![("Authorization", authorization)]
         };
-        let answer = http_request(
-            relay.address,
-            "POST",
-            "/api/publish",
-            &headers,
-            valid.as_bytes(),
-        )
-        .await;
-        assert_eq!(
-            answer.refusal(),
-            (401, "unauthorized".into()),
-            "{authorization}"
-        );
-        assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
+        for (method, path) in operations {
+            let answer =
+                http_request(relay.address, method, path, &headers, valid.as_bytes()).await;
+            assert_eq!(
+                answer.refusal(),
+                (401, "unauthorized".into()),
+                "{authorization} {method} {path}"
+            );
+            assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
+        }
     }
     // Nothing was published by any of it, and everything still works.
     api.publish("lobby", "still fine", None).await;

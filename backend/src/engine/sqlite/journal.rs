@@ -68,9 +68,11 @@ impl Journal {
         let upto = kept - 1;
         transaction
             .prepare_cached(&format!(
+                // In commit order, not sorted by room: each room's rows still arrive in
+                // offset order, at the end of its range, so the pages written are the same;
+                // sorting them first cost about 5% of a durable publish's instructions.
                 "INSERT INTO messages (room, {ENTRY_COLUMNS})
-                 SELECT room, {ENTRY_COLUMNS} FROM journal WHERE seq <= ?1
-                 ORDER BY room, \"offset\""
+                 SELECT room, {ENTRY_COLUMNS} FROM journal WHERE seq <= ?1"
             ))?
             .execute([upto])?;
         transaction

@@ -34,7 +34,7 @@ use axum::{
     http::{HeaderMap, header},
     middleware::{self, Next},
     response::Response,
-    routing::{get, post},
+    routing::{MethodRouter, any, get, post},
 };
 use common::ErrorCode;
 
@@ -112,24 +112,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     difference == 0
 }
 
-/// The API's routes, to nest under `/api`.
+/// The API's routes, each under `/api`, to merge into the relay's router (rather than
+/// nested: a nested router strips the prefix from every request's URI and routes it a second
+/// time). Every one of them, an unknown operation and a wrong method included, is behind
+/// [`authorize`].
 pub fn router<S: Clone + Send + Sync + 'static>(relay: Relay, config: Arc<Config>) -> Router<S> {
     let state = ApiState {
         keys: Arc::new(Keys::new(&config.api)),
         relay,
         config,
     };
+    let operation = |method: MethodRouter<ApiState>| method.fallback(method_not_allowed);
     Router::new()
-        .route("/publish", post(publish::publish))
-        .route("/broadcast", post(publish::broadcast))
-        .route("/rooms", get(rooms::list))
-        .route("/rooms/{room}/history", get(rooms::history))
-        .route("/rooms/{room}/presence", get(rooms::presence))
-        .route("/stats", get(rooms::stats))
-        .route("/disconnect", post(rooms::disconnect))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route("/api/publish", operation(post(publish::publish)))
+        .route("/api/broadcast", operation(post(publish::broadcast)))
+        .route("/api/rooms", operation(get(rooms::list)))
+        .route("/api/rooms/{room}/history", operation(get(rooms::history)))
+        .route(
+            "/api/rooms/{room}/presence",
+            operation(get(rooms::presence)),
+        )
+        .route("/api/stats", operation(get(rooms::stats)))
+        .route("/api/disconnect", operation(post(rooms::disconnect)))
+        .route("/api", any(not_found))
+        .route("/api/{*operation}", any(not_found))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
 
