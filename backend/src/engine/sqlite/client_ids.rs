@@ -23,7 +23,7 @@
 
 use std::{
     collections::{HashMap, hash_map::RandomState},
-    hash::BuildHasher,
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -63,7 +63,7 @@ pub(super) struct ClientIds {
 #[derive(Default)]
 pub(super) struct RoomIds {
     /// The offset of the message with each hash.
-    first: HashMap<u64, u64>,
+    first: HashMap<u64, u64, BuildHasherDefault<AlreadyHashed>>,
     /// Further offsets whose id has a hash already in `first` (a different id: practically
     /// never, but then both are kept).
     more: Vec<(u64, u64)>,
@@ -92,6 +92,29 @@ impl RoomIds {
             self.more.push((hash, offset));
         } else {
             self.first.insert(hash, offset);
+        }
+    }
+}
+
+/// The hasher of [`RoomIds`]: its keys are hashes already, keyed at random for each process,
+/// so they are used as they are. Hashing them again cost about 1% of a durable publish's
+/// instructions, most of it when a growing room's map is rebuilt.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys come here; anything else is folded in whole.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
         }
     }
 }

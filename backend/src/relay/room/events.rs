@@ -1,38 +1,31 @@
 //! The frames a room sends most: `message` and `ack`, encoded from borrowed parts.
+//!
+//! They are written by hand rather than through serde: a `message` is encoded once for every
+//! message the relay stores, and serde_json escapes every key and scans every string a byte
+//! at a time, about 3,700 instructions for a 64-byte text (measured under callgrind: 6% of
+//! a durable HTTP publish). The output is byte for byte serde_json's (tests hold the two
+//! equal, for any strings), so clients and the protocol's own decoder see no difference.
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
 
 use crate::engine::{Entry, Source};
 
 /// The `message` event from borrowed parts: the same JSON as
-/// `encode(&ServerMessage::Message(..))` (a test holds them equal), without first copying
-/// every part into owned strings. It is built once per message on the hot path.
-#[derive(Serialize)]
+/// `encode(&ServerMessage::Message(..))`, without first copying every part into owned
+/// strings.
 pub(super) struct MessageEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
     room: &'a str,
     epoch: &'a str,
     offset: u64,
     from: &'a str,
     text: &'a str,
     ts: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
-    #[serde(skip_serializing_if = "is_false")]
     api: bool,
 }
 
-fn is_false(value: &bool) -> bool {
-    !*value
-}
-
 /// The `ack` event from borrowed parts, like [`MessageEvent`].
-#[derive(Serialize)]
 pub(super) struct AckEvent<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub id: &'a str,
     pub room: &'a str,
     pub epoch: &'a str,
@@ -43,26 +36,112 @@ pub(super) struct AckEvent<'a> {
 
 impl MessageEvent<'_> {
     pub(super) fn encode(&self) -> Utf8Bytes {
-        encode_borrowed(self)
+        let parts = self.room.len() + self.epoch.len() + self.from.len() + self.text.len();
+        let mut json = JsonWriter::with_capacity(parts + self.id.map_or(0, str::len));
+        json.raw(r#"{"type":"message","room":"#);
+        json.string(self.room);
+        json.raw(r#","epoch":"#);
+        json.string(self.epoch);
+        json.raw(r#","offset":"#);
+        json.number(self.offset);
+        json.raw(r#","from":"#);
+        json.string(self.from);
+        json.raw(r#","text":"#);
+        json.string(self.text);
+        json.raw(r#","ts":"#);
+        json.number(self.ts);
+        if let Some(id) = self.id {
+            json.raw(r#","id":"#);
+            json.string(id);
+        }
+        if self.api {
+            json.raw(r#","api":true"#);
+        }
+        json.raw("}");
+        json.finish()
     }
 }
 
 impl AckEvent<'_> {
     pub(super) fn encode(&self) -> Utf8Bytes {
-        encode_borrowed(self)
+        let mut json =
+            JsonWriter::with_capacity(self.id.len() + self.room.len() + self.epoch.len());
+        json.raw(r#"{"type":"ack","id":"#);
+        json.string(self.id);
+        json.raw(r#","room":"#);
+        json.string(self.room);
+        json.raw(r#","epoch":"#);
+        json.string(self.epoch);
+        json.raw(r#","offset":"#);
+        json.number(self.offset);
+        json.raw(r#","ts":"#);
+        json.number(self.ts);
+        json.raw(if self.duplicate {
+            r#","duplicate":true}"#
+        } else {
+            r#","duplicate":false}"#
+        });
+        json.finish()
     }
 }
 
-fn encode_borrowed(event: &impl Serialize) -> Utf8Bytes {
-    // Cannot fail: only strings, numbers and booleans.
-    Utf8Bytes::from(serde_json::to_string(event).expect("events always serialize"))
+/// A JSON object written piece by piece, as serde_json would write it.
+struct JsonWriter(String);
+
+impl JsonWriter {
+    /// For an event whose strings add up to `parts` bytes: names, numbers and quotes fit in
+    /// the 128 bytes added unless a string needs escapes.
+    fn with_capacity(parts: usize) -> JsonWriter {
+        JsonWriter(String::with_capacity(parts + 128))
+    }
+
+    /// JSON written as it is: names, punctuation, constants.
+    fn raw(&mut self, json: &str) {
+        self.0.push_str(json);
+    }
+
+    /// A string value, quoted, escaped as serde_json escapes (control characters, `"` and
+    /// `\`, nothing else).
+    fn string(&mut self, value: &str) {
+        // Without a short cut, so that the check runs over many bytes at a time.
+        let plain = value.bytes().fold(true, |plain, b| {
+            plain & (b >= 0x20 && b != b'"' && b != b'\\')
+        });
+        if plain {
+            self.0.push('"');
+            self.0.push_str(value);
+            self.0.push('"');
+        } else {
+            // Cannot fail: a string always serializes.
+            self.0
+                .push_str(&serde_json::to_string(value).expect("strings serialize"));
+        }
+    }
+
+    fn number(&mut self, mut value: u64) {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.0
+            .push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
+    }
+
+    fn finish(self) -> Utf8Bytes {
+        Utf8Bytes::from(self.0)
+    }
 }
 
 impl<'a> MessageEvent<'a> {
     /// The `message` event for `entry` in `room`.
     pub(super) fn of(room: &'a str, epoch: &'a str, entry: &'a Entry) -> Self {
         MessageEvent {
-            kind: "message",
             room,
             epoch,
             offset: entry.offset,
@@ -88,55 +167,110 @@ pub(super) fn plain_form(entry: &Entry) -> Utf8Bytes {
 #[cfg(test)]
 mod tests {
     use common::{ChatMessage, ServerMessage};
+    use proptest::prelude::*;
 
     use super::*;
     use crate::relay::encode;
 
-    #[test]
-    fn borrowed_events_encode_exactly_like_the_protocol_types() {
-        for (id, api) in [(Some("c-1"), false), (None, false), (Some("k"), true)] {
-            let borrowed = MessageEvent {
-                kind: "message",
-                room: "r",
-                epoch: "e",
-                offset: 7,
-                from: "Zoë \"q\"",
-                text: "line\nbreak <b>",
-                ts: 99,
-                id,
-                api,
-            }
-            .encode();
-            let owned = encode(&ServerMessage::Message(ChatMessage {
-                room: "r".into(),
-                epoch: "e".into(),
-                offset: 7,
-                from: "Zoë \"q\"".into(),
-                text: "line\nbreak <b>".into(),
-                ts: 99,
-                id: id.map(Into::into),
-                api,
-            }));
-            assert_eq!(borrowed, owned);
-        }
-        let ack = AckEvent {
-            kind: "ack",
-            id: "c-1",
-            room: "r",
-            epoch: "e",
-            offset: 7,
-            ts: 99,
-            duplicate: false,
+    /// The `message` event both ways: written here, and through serde from the protocol's
+    /// own type.
+    fn both_messages(
+        (room, epoch, from, text): (&str, &str, &str, &str),
+        (offset, ts): (u64, u64),
+        id: Option<&str>,
+        api: bool,
+    ) -> (Utf8Bytes, Utf8Bytes) {
+        let written = MessageEvent {
+            room,
+            epoch,
+            offset,
+            from,
+            text,
+            ts,
+            id,
+            api,
         }
         .encode();
-        let owned = encode(&ServerMessage::Ack {
-            id: "c-1".into(),
-            room: "r".into(),
-            epoch: "e".into(),
-            offset: 7,
-            ts: 99,
-            duplicate: false,
+        let serde = encode(&ServerMessage::Message(ChatMessage {
+            room: room.into(),
+            epoch: epoch.into(),
+            offset,
+            from: from.into(),
+            text: text.into(),
+            ts,
+            id: id.map(Into::into),
+            api,
+        }));
+        (written, serde)
+    }
+
+    /// The `ack` event both ways.
+    fn both_acks(
+        (id, room, epoch): (&str, &str, &str),
+        (offset, ts): (u64, u64),
+        duplicate: bool,
+    ) -> (Utf8Bytes, Utf8Bytes) {
+        let written = AckEvent {
+            id,
+            room,
+            epoch,
+            offset,
+            ts,
+            duplicate,
+        }
+        .encode();
+        let serde = encode(&ServerMessage::Ack {
+            id: id.into(),
+            room: room.into(),
+            epoch: epoch.into(),
+            offset,
+            ts,
+            duplicate,
         });
-        assert_eq!(ack, owned);
+        (written, serde)
+    }
+
+    #[test]
+    fn events_are_written_exactly_as_serde_writes_the_protocol_types() {
+        let strings = ("r", "e", "Zoë \"q\"", "line\nbreak <b> \\ \u{1} \u{7f} é");
+        for (id, api) in [(Some("c-1"), false), (None, false), (Some("k\t"), true)] {
+            let (written, serde) = both_messages(strings, (7, 99), id, api);
+            assert_eq!(written, serde);
+        }
+        for numbers in [(0, 0), (1, 10), (u64::MAX, 1_700_000_000_000)] {
+            let (written, serde) = both_messages(strings, numbers, None, false);
+            assert_eq!(written, serde);
+        }
+        for duplicate in [false, true] {
+            let (written, serde) = both_acks(("c-\"1", "r", "e"), (7, 99), duplicate);
+            assert_eq!(written, serde);
+        }
+    }
+
+    /// Any characters, with the ones JSON escapes (and their neighbours) often.
+    fn any_text() -> impl Strategy<Value = String> {
+        let special = prop::sample::select(vec!['"', '\\', '\n', '\0', '\u{1f}', ' ', '\u{7f}']);
+        prop::collection::vec(prop_oneof![any::<char>(), special], 0..48)
+            .prop_map(String::from_iter)
+    }
+
+    proptest! {
+        #[test]
+        fn any_strings_and_numbers_are_written_as_serde_writes_them(
+            room in any_text(),
+            from in any_text(),
+            text in any_text(),
+            id in proptest::option::of(any_text()),
+            offset in any::<u64>(),
+            ts in any::<u64>(),
+            flag in any::<bool>(),
+        ) {
+            let strings = (room.as_str(), "ep", from.as_str(), text.as_str());
+            let (written, serde) = both_messages(strings, (offset, ts), id.as_deref(), flag);
+            prop_assert_eq!(written, serde);
+            let key = id.as_deref().unwrap_or("k");
+            let (written, serde) = both_acks((key, &room, "ep"), (offset, ts), flag);
+            prop_assert_eq!(written, serde);
+        }
     }
 }

@@ -819,7 +819,6 @@ impl Room {
 
     fn ack_frame(&self, id: &str, offset: u64, ts: u64, duplicate: bool) -> Utf8Bytes {
         AckEvent {
-            kind: "ack",
             id,
             room: &self.name,
             epoch: &self.epoch,
