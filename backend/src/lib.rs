@@ -26,6 +26,8 @@
 //!   Redis engine that lets several relay processes share rooms.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`error`]: errors answered over HTTP.
+//! - `json`: JSON written by hand for the documents written for every message (a room's
+//!   `message` event, the publish answer), byte for byte what serde_json writes.
 //! - [`testing`]: a real `redis-server` for the tests (not used by the relay).
 //!
 //! The wire protocol itself lives in the `common` crate, shared with the web client.
@@ -36,6 +38,7 @@ pub mod connection;
 pub mod engine;
 pub mod error;
 pub mod http;
+mod json;
 pub mod metrics;
 pub mod relay;
 pub mod shutdown;
