@@ -28,7 +28,8 @@
 #                                target, durable `POST /api/publish` per relay CPU-second
 #                                from wrk (32 to 256 keep-alive connections) and from the
 #                                project's own checking client, beside floor-http as the
-#                                machine's yardstick, three alternating rounds (about 7
+#                                machine's yardstick and the relay storing nothing
+#                                (`--store memory`), three alternating rounds (about 8
 #                                minutes)
 #   bench/run.sh http-floor      relay only, not in the default list: `POST /api/publish` from
 #                                32 keep-alive connections against the least an HTTP endpoint
