@@ -67,3 +67,12 @@ impl JsonWriter {
         self.0
     }
 }
+
+/// Any characters, with the ones JSON escapes (and their neighbours) often: strings for the
+/// property tests that hold a document written here equal to serde's.
+#[cfg(test)]
+pub(crate) fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let special = prop::sample::select(vec!['"', '\\', '\n', '\0', '\u{1f}', ' ', '\u{7f}']);
+    prop::collection::vec(prop_oneof![any::<char>(), special], 0..48).prop_map(String::from_iter)
+}

@@ -115,7 +115,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The API's routes, each under `/api`, to merge into the relay's router (rather than
 /// nested: a nested router strips the prefix from every request's URI and routes it a second
 /// time). Every one of them, an unknown operation and a wrong method included, is behind
-/// [`authorize`].
+/// `authorize`.
 pub fn router<S: Clone + Send + Sync + 'static>(relay: Relay, config: Arc<Config>) -> Router<S> {
     let state = ApiState {
         keys: Arc::new(Keys::new(&config.api)),

@@ -115,7 +115,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::relay::encode;
+    use crate::{json::any_text, relay::encode};
 
     /// The `message` event both ways: written here, and through serde from the protocol's
     /// own type.
@@ -190,13 +190,6 @@ mod tests {
             let (written, serde) = both_acks(("c-\"1", "r", "e"), (7, 99), duplicate);
             assert_eq!(written, serde);
         }
-    }
-
-    /// Any characters, with the ones JSON escapes (and their neighbours) often.
-    fn any_text() -> impl Strategy<Value = String> {
-        let special = prop::sample::select(vec!['"', '\\', '\n', '\0', '\u{1f}', ' ', '\u{7f}']);
-        prop::collection::vec(prop_oneof![any::<char>(), special], 0..48)
-            .prop_map(String::from_iter)
     }
 
     proptest! {
