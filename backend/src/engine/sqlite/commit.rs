@@ -5,13 +5,13 @@
 //! waiting (up to [`MAX_BATCH`] requests) and stores it in one transaction: for each
 //! draft, the room's next offset unless its client id is already stored, in which case the
 //! original's position (found in what the thread holds of the room's ids:
-//! `client_ids.rs`). The commit is written to the WAL without an fsync (`synchronous = NORMAL`): from then on it
-//! survives a crash of the relay process, so each appender is told
-//! [`Progress::Written`] at once and members see the messages. The batch's callbacks then
-//! go to the sync thread (`sync.rs`), which reports them synced after its next fsync, so
-//! the disk's fsync latency delays acknowledgements but never the next commit or a
-//! delivery. Under load, batches grow by themselves, so throughput rises with load instead
-//! of being capped at one commit per message.
+//! `client_ids.rs`). The commit is written to the WAL without an fsync
+//! (`synchronous = NORMAL`): from then on it survives a crash of the relay process, so each
+//! appender is told [`Progress::Written`] at once and members see the messages. The batch's
+//! callbacks then go to the sync thread (`sync.rs`), which reports them synced after its
+//! next fsync, so the disk's fsync latency delays acknowledgements but never the next
+//! commit or a delivery. Under load, batches grow by themselves, so throughput rises with
+//! load instead of being capped at one commit per message.
 //!
 //! The thread only stores and reports; delivering to room members happens on the async
 //! runtime (see `crate::relay`), so one slow room's fan-out never holds up the disk, and
