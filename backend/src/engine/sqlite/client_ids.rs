@@ -47,6 +47,10 @@ pub(super) const BUDGET: usize = 1 << 18;
 const HOT: Duration = Duration::from_secs(10);
 /// A room used this recently is kept however many ids are held.
 const LIVE: Duration = Duration::from_secs(1);
+/// Over budget, rooms are looked over for dropping at most this often: rooms in use stay
+/// over it for as long as they are used, and sorting thousands of rooms before every batch
+/// would cost more than the batch.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// The ids of the rooms appended to lately. Owned by the commit thread.
 pub(super) struct ClientIds {
@@ -61,6 +65,8 @@ pub(super) struct ClientIds {
     started: Instant,
     /// The current batch's time, since `started`; it marks the rooms the batch uses.
     now: Duration,
+    /// When rooms were last looked over for dropping (see [`LOOK_EVERY`]).
+    looked: Option<Duration>,
     /// Rooms whose ids were read here, on the commit thread (each read stalls every room's
     /// commits), rather than handed over by the room's opening.
     pub(super) reads: u64,
@@ -157,18 +163,21 @@ impl ClientIds {
             held: 0,
             started: Instant::now(),
             now: Duration::ZERO,
+            looked: None,
             reads: 0,
         }
     }
 
     /// Starts a batch at `now`: over budget, drops least recently used rooms down to 3/4 of
     /// it, but not rooms used within [`HOT`] unless more than four times the budget is held,
-    /// and never rooms used within [`LIVE`].
+    /// and never rooms used within [`LIVE`]; at most every [`LOOK_EVERY`].
     pub(super) fn begin_batch(&mut self, now: Instant) {
         self.now = now.saturating_duration_since(self.started);
-        if self.held <= self.budget {
+        let recently = |looked| self.now.saturating_sub(looked) < LOOK_EVERY;
+        if self.held <= self.budget || self.looked.is_some_and(recently) {
             return;
         }
+        self.looked = Some(self.now);
         let mut by_use: Vec<(Duration, Arc<str>)> = self
             .rooms
             .iter()
