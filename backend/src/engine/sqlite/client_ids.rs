@@ -39,9 +39,10 @@ use super::{signed, unsigned};
 /// thread per publish, 8 busy rooms of 35,000 ids each against this budget). Rooms used
 /// within [`LIVE`] are kept whatever is held: past four times the budget, 8 rooms taking
 /// publishes at full speed were dropped before every batch and read again in it, and the
-/// commit thread spent 1.5 ms per publish (docs/benchmarks.md, "Rooms in use keep their
-/// ids"). Their ids take memory either way, since the next batch reads them back; what
-/// bounds them is retention (`--retention-messages`).
+/// commit thread spent 1.5 ms per publish (docs/benchmarks.md, "A faster VM: the
+/// target met, and rooms in use keep their ids"). Their ids take memory either way,
+/// since the next batch reads them back; what bounds them is retention
+/// (`--retention-messages`).
 pub(super) const BUDGET: usize = 1 << 18;
 /// A room used this recently is kept over [`BUDGET`], up to four times it.
 const HOT: Duration = Duration::from_secs(10);
