@@ -55,11 +55,14 @@ pub fn sweep_period(settings: &SessionSettings) -> Duration {
 pub fn sweep(relay: &Relay, settings: &SessionSettings) {
     let now = clock::now_ms();
     relay.for_each_outbox(|queue| {
+        // Past the deadline's millisecond, not at it: both were read from a clock that drops
+        // what is below a millisecond, so at it a connection could be cut up to 1 ms before
+        // its time (seen: a 300 ms `auth` timeout cut a silent connection in under 300 ms).
         let expired = match queue.deadline() {
-            Some(Deadline::Authenticate(at)) if now >= at => Some(CloseReason::AuthRefused(
+            Some(Deadline::Authenticate(at)) if now > at => Some(CloseReason::AuthRefused(
                 "no auth frame in time: send it first, at once",
             )),
-            Some(Deadline::Token(at)) if now >= at => Some(CloseReason::TokenExpired),
+            Some(Deadline::Token(at)) if now > at => Some(CloseReason::TokenExpired),
             _ => None,
         };
         if let Some(reason) = expired {
