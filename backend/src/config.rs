@@ -147,6 +147,9 @@ pub struct Config {
     /// Test hook (hidden flag `--test-synced-wal-file`): where the sync thread records the
     /// WAL length each fsync covered.
     pub test_synced_wal_file: Option<PathBuf>,
+    /// Test hook (no flag): client ids the SQLite engine holds in memory before it drops
+    /// rooms not in use and asks for retention early, instead of its budget of 262,144.
+    pub test_id_budget: Option<usize>,
     /// What the store keeps per room.
     pub retention: Retention,
     /// How often retention is applied.
@@ -243,6 +246,7 @@ impl Default for Config {
             boot_id_file: PathBuf::from(BOOT_ID_FILE),
             test_sync_delay: Duration::ZERO,
             test_synced_wal_file: None,
+            test_id_budget: None,
             retention: Retention {
                 max_messages: defaults::RETENTION_MESSAGES,
                 max_age: Duration::from_secs(defaults::RETENTION_SECS),
@@ -278,6 +282,7 @@ impl Config {
             boot_id_file: self.boot_id_file.clone(),
             test_sync_delay: self.test_sync_delay,
             test_synced_wal_file: self.test_synced_wal_file.clone(),
+            test_id_budget: self.test_id_budget,
         }
     }
 
@@ -596,6 +601,7 @@ impl From<Cli> for Config {
             boot_id_file: cli.boot_id_file,
             test_sync_delay: Duration::from_millis(cli.test_sync_delay_ms),
             test_synced_wal_file: cli.test_synced_wal_file,
+            test_id_budget: None,
             retention: Retention {
                 max_messages: cli.retention_messages,
                 max_age: Duration::from_secs(cli.retention_secs),

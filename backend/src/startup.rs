@@ -155,19 +155,76 @@ async fn sweep_heartbeats(relay: Relay, settings: SessionSettings, period: Durat
     }
 }
 
-/// Applies retention every `prune_interval` until shutdown starts.
+/// Applies retention every `prune_interval` until shutdown starts, and in between when the
+/// engine asks for it ([`Engine::retention_wanted`]), at most every [`EARLY_PASS_GAP`]; after
+/// an early pass that deleted nothing, the gap doubles, up to the interval (retention keeps
+/// everything, so asking again soon would only repeat the pass).
 async fn prune_periodically(engine: Arc<dyn Engine>, config: Config, drain: Drain) {
     let mut ticks = tokio::time::interval(config.prune_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gap = EARLY_PASS_GAP;
+    let mut last_pass = tokio::time::Instant::now();
     loop {
-        tokio::select! {
+        let early = async {
+            tokio::time::sleep_until(last_pass + gap).await;
+            engine.retention_wanted().await
+        };
+        let asked = tokio::select! {
             () = drain.stopping().cancelled() => return,
-            _ = ticks.tick() => {}
+            _ = ticks.tick() => false,
+            Ok(()) = early => true,
+        };
+        let deleted = match engine.prune(config.retention, now_millis()).await {
+            Ok(deleted) => deleted,
+            Err(err) => {
+                tracing::warn!(%err, "retention pass failed");
+                0
+            }
+        };
+        if deleted > 0 {
+            tracing::debug!(deleted, asked, "retention pruned messages");
         }
-        match engine.prune(config.retention, now_millis()).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::debug!(deleted, "retention pruned messages"),
-            Err(err) => tracing::warn!(%err, "retention pass failed"),
+        gap = next_early_gap(gap, asked, deleted, config.prune_interval);
+        last_pass = tokio::time::Instant::now();
+    }
+}
+
+/// The shortest time between retention passes the engine asks for.
+const EARLY_PASS_GAP: Duration = Duration::from_secs(1);
+
+/// The time before the engine's next asked-for pass, after a pass that deleted `deleted`
+/// messages (`asked`: the engine asked for it).
+fn next_early_gap(gap: Duration, asked: bool, deleted: u64, interval: Duration) -> Duration {
+    match (asked, deleted) {
+        (true, 0) => (gap * 2).min(interval).max(EARLY_PASS_GAP),
+        (true, _) => EARLY_PASS_GAP,
+        (false, _) => gap,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_for_passes_that_find_nothing_come_half_as_often_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let mut gap = EARLY_PASS_GAP;
+        let mut gaps = Vec::new();
+        for _ in 0..14 {
+            gap = next_early_gap(gap, true, 0, hour);
+            gaps.push(gap.as_secs());
         }
+        assert_eq!(
+            gaps,
+            [
+                2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600, 3600
+            ]
+        );
+        // A scheduled pass changes nothing; an asked-for one that deleted something starts
+        // over.
+        assert_eq!(next_early_gap(gap, false, 0, hour), gap);
+        assert_eq!(next_early_gap(gap, false, 9, hour), gap);
+        assert_eq!(next_early_gap(gap, true, 9, hour), EARLY_PASS_GAP);
     }
 }

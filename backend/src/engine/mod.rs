@@ -339,6 +339,13 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Deletes what `retention` no longer keeps; returns how many messages went.
     fn prune(&self, retention: Retention, now_millis: u64) -> EngineFuture<'_, u64>;
 
+    /// Resolves when the engine asks for a retention pass ahead of the schedule: the SQLite
+    /// engine does when it holds more client ids in memory than its budget, since what
+    /// retention deletes it stops holding. Other engines never ask.
+    fn retention_wanted(&self) -> EngineFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+
     /// The relay closed `room` (no members, nothing in flight). Called under the relay's
     /// registry lock, so it must not block: memory-only engines forget the room here, shared
     /// ones stop watching it.

@@ -480,6 +480,39 @@ async fn history_pages_without_gaps_and_refuses_positions_retention_removed() {
 }
 
 #[tokio::test]
+async fn rooms_holding_more_ids_than_the_budget_have_retention_run_ahead_of_its_schedule() {
+    let relay = api_relay_with(|config| {
+        config.retention = Retention {
+            max_messages: 10,
+            ..Config::default().retention
+        };
+        config.history_len = 5;
+        // The scheduled pass runs at start-up, then not for an hour.
+        config.prune_interval = Duration::from_secs(3600);
+        config.test_id_budget = Some(20);
+    })
+    .await;
+    let api = relay.api();
+    let mut epoch = String::new();
+    for n in 1..=40 {
+        let key = format!("k{n}");
+        epoch = api
+            .publish("busy", &format!("n{n}"), Some(&key))
+            .await
+            .epoch;
+    }
+    // 40 ids held against a budget of 20, all in a room in use: the store asks for a pass,
+    // which keeps the newest 10.
+    eventually("retention to run before its hour is up", || async {
+        let answer = api
+            .get(&format!("/api/rooms/busy/history?after=0&epoch={epoch}"))
+            .await;
+        answer.status == 416 && answer.parse::<HistoryUnavailable>().oldest == 31
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn presence_rooms_and_stats_show_who_is_where() {
     let relay = api_relay().await;
     let api = relay.api();

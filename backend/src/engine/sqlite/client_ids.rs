@@ -19,7 +19,8 @@
 //! appended to (dropped since) is read there, as a fallback. Rooms are dropped when the
 //! relay closes them, when retention deletes from them, when a batch that wrote to them
 //! fails, and, least recently used first, when more ids are held than a budget
-//! ([`BUDGET`] in the relay).
+//! ([`BUDGET`] in the relay), except rooms in use; when those hold more than the budget, the
+//! thread asks for a retention pass ahead of its schedule (`Engine::retention_wanted`).
 
 use std::{
     collections::{HashMap, hash_map::RandomState},
@@ -171,12 +172,14 @@ impl ClientIds {
 
     /// Starts a batch at `now`: over budget, drops least recently used rooms down to 3/4 of
     /// it, but not rooms used within [`HOT`] unless more than four times the budget is held,
-    /// and never rooms used within [`LIVE`]; at most every [`LOOK_EVERY`].
-    pub(super) fn begin_batch(&mut self, now: Instant) {
+    /// and never rooms used within [`LIVE`]; at most every [`LOOK_EVERY`]. Answers whether
+    /// it looked and more than the budget is still held (rooms in use hold it), when only
+    /// retention deleting their oldest messages can bring it down.
+    pub(super) fn begin_batch(&mut self, now: Instant) -> bool {
         self.now = now.saturating_duration_since(self.started);
         let recently = |looked| self.now.saturating_sub(looked) < LOOK_EVERY;
         if self.held <= self.budget || self.looked.is_some_and(recently) {
-            return;
+            return false;
         }
         self.looked = Some(self.now);
         let mut by_use: Vec<(Duration, Arc<str>)> = self
@@ -196,6 +199,7 @@ impl ClientIds {
             }
             self.forget(&room);
         }
+        self.held > self.budget
     }
 
     /// Where the message of `room` with `client_id` is stored, as (offset, ts), if it is.
@@ -364,8 +368,8 @@ mod tests {
         // them read again at their next append.
         ids.begin_batch(start + Duration::from_secs(2));
         assert_eq!(ids.held, 5);
-        // Later, "r", used longest ago, goes.
-        ids.begin_batch(start + HOT + Duration::from_millis(500));
+        // Later, "r", used longest ago, goes, which is enough: no retention is asked for.
+        assert!(!ids.begin_batch(start + HOT + Duration::from_millis(500)));
         assert_eq!((ids.held, ids.rooms.contains_key("r")), (2, false));
         assert_eq!(
             ids.find(&connection, &room("r"), "c").unwrap(),
@@ -386,11 +390,13 @@ mod tests {
     }
 
     #[test]
-    fn rooms_appended_to_in_every_batch_are_never_read_again_however_many_ids_they_hold() {
+    fn rooms_in_use_are_never_read_again_and_holding_too_many_ids_ask_for_retention() {
         let (connection, mut ids, start) = two_rooms(1);
-        // Five ids against a budget of one, both rooms in every batch, ten batches a second.
+        // Five ids against a budget of one, both rooms in every batch, ten batches a second:
+        // only retention can bring them down, and it is asked for.
         for batch in 1..=50 {
-            ids.begin_batch(start + batch * Duration::from_millis(100));
+            let now = start + batch * Duration::from_millis(100);
+            assert!(ids.begin_batch(now), "retention asked for at batch {batch}");
             ids.find(&connection, &room("r"), "new").unwrap();
             ids.find(&connection, &room("s"), "new").unwrap();
         }

@@ -30,10 +30,10 @@ use std::{
 };
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::{
-    client_ids::{self, ClientIds, RoomIds},
+    client_ids::{ClientIds, RoomIds},
     journal::{self, ENTRY_COLUMNS, Journal},
     run_state, signed,
     sync::SyncRequest,
@@ -102,11 +102,14 @@ fn count_wal_pages(_wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusql
 
 impl GroupCommit {
     /// Starts the thread on its own connection, handing committed batches to `sync`;
-    /// client ids are hashed with `hasher`.
+    /// client ids are hashed with `hasher`, and `budget` of them held (see [`ClientIds`]).
+    /// Held over it by rooms in use, it notifies `retention_wanted`.
     pub(super) fn start(
         connection: Connection,
         sync: Sender<SyncRequest>,
         hasher: RandomState,
+        budget: usize,
+        retention_wanted: Arc<Notify>,
     ) -> GroupCommit {
         let (queue, work) = mpsc::channel();
         let outbox = Outbox::new(queue);
@@ -114,8 +117,8 @@ impl GroupCommit {
         let reported = counters.clone();
         let thread = Worker::spawn("relay-commit", move || {
             connection.wal_hook(Some(count_wal_pages));
-            let ids = ClientIds::new(client_ids::BUDGET, hasher);
-            run(connection, &work, &sync, ids, &reported);
+            let ids = ClientIds::new(budget, hasher);
+            run(connection, &work, &sync, ids, &reported, &retention_wanted);
         });
         GroupCommit {
             outbox,
@@ -267,6 +270,7 @@ fn run(
     sync: &Sender<SyncRequest>,
     mut ids: ClientIds,
     counters: &Counters,
+    retention_wanted: &Notify,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut journal = Journal::default();
@@ -279,7 +283,10 @@ fn run(
             }
         }
         let stop = batch.iter().any(|request| matches!(request, Request::Stop));
-        ids.begin_batch(std::time::Instant::now());
+        if ids.begin_batch(std::time::Instant::now()) {
+            // One permit is kept however often this runs; the relay paces the passes.
+            retention_wanted.notify_one();
+        }
         let mut stored = write(&mut connection, &mut batch, &mut ids, &journal);
         if let Err(err) = &stored {
             forget_batch(&mut ids, &batch);
@@ -531,7 +538,7 @@ mod tests {
         let path = dir.path().join(super::super::DB_FILE);
         let mut connection = super::super::connect(&path).unwrap();
         super::super::migrate(&mut connection, &path).unwrap();
-        let mut ids = ClientIds::new(client_ids::BUDGET, RandomState::new());
+        let mut ids = ClientIds::new(super::super::client_ids::BUDGET, RandomState::new());
         // The room was closed (forgotten) after an append of this very batch, and ids read
         // before that append arrive: the room's top is still what they were read at (it
         // moves at the end of the batch), but "x" is not among them.

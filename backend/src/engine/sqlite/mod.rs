@@ -18,7 +18,9 @@
 //!   pool at idle priority: WAL mode lets them read while the writer writes, a long
 //!   catch-up never holds a lock anyone else needs, and never takes the core from a live
 //!   delivery or a join.
-//! - **Retention** runs on its own connection, one short transaction per room.
+//! - **Retention** runs on its own connection, one short transaction per room. When rooms in
+//!   use hold more client ids than the commit thread's budget, the engine asks for a pass
+//!   ahead of the relay's schedule ([`Engine::retention_wanted`]).
 //! - **Power losses** are detected at start-up from the kernel's boot id and a clean-stop
 //!   mark (`run_state.rs`); after one, every room starts a new epoch.
 //!
@@ -100,6 +102,9 @@ pub struct SqliteSettings {
     pub test_sync_delay: Duration,
     /// Test hook: after every fsync, the WAL length it covered is written to this file.
     pub test_synced_wal_file: Option<PathBuf>,
+    /// Test hook: client ids held in memory before rooms not in use are dropped and
+    /// retention is asked for early, instead of 262,144 (see `client_ids.rs`).
+    pub test_id_budget: Option<usize>,
 }
 
 impl SqliteSettings {
@@ -110,6 +115,7 @@ impl SqliteSettings {
             boot_id_file: PathBuf::from(BOOT_ID_FILE),
             test_sync_delay: Duration::ZERO,
             test_synced_wal_file: None,
+            test_id_budget: None,
         }
     }
 }
@@ -135,6 +141,8 @@ pub struct SqliteEngine {
     id_hasher: RandomState,
     /// Set by [`Engine::stop`]: a retention pass in progress ends after its current chunk.
     stopping: Arc<AtomicBool>,
+    /// Notified by the commit thread when rooms in use hold more client ids than its budget.
+    retention_wanted: Arc<tokio::sync::Notify>,
 }
 
 impl SqliteEngine {
@@ -220,8 +228,16 @@ impl SqliteEngine {
             nudge,
         );
         let id_hasher = RandomState::new();
+        let id_budget = settings.test_id_budget.unwrap_or(client_ids::BUDGET);
+        let retention_wanted = Arc::new(tokio::sync::Notify::new());
         Ok(SqliteEngine {
-            commit: GroupCommit::start(writer, sync.queue(), id_hasher.clone()),
+            commit: GroupCommit::start(
+                writer,
+                sync.queue(),
+                id_hasher.clone(),
+                id_budget,
+                retention_wanted.clone(),
+            ),
             id_hasher,
             sync,
             checkpoint,
@@ -230,6 +246,7 @@ impl SqliteEngine {
             path,
             run: run.number,
             stopping: Arc::default(),
+            retention_wanted,
         })
     }
 
@@ -336,6 +353,13 @@ impl Engine for SqliteEngine {
                 self.commit.forget(rooms);
             }
             Ok(deleted)
+        })
+    }
+
+    fn retention_wanted(&self) -> EngineFuture<'_, ()> {
+        Box::pin(async move {
+            self.retention_wanted.notified().await;
+            Ok(())
         })
     }
 
