@@ -425,28 +425,14 @@ async fn page_through(api: &Api, room: &str, epoch: &str, mut after: u64, limit:
 
 #[tokio::test]
 async fn history_pages_without_gaps_and_refuses_positions_retention_removed() {
-    let relay = api_relay_with(|config| {
-        config.retention = Retention {
-            max_messages: 20,
-            ..Config::default().retention
-        };
-        config.history_len = 10;
-        config.prune_interval = Duration::from_millis(20);
-    })
-    .await;
+    let relay = api_relay_with(|config| keep(config, 20, Duration::from_millis(20))).await;
     let api = relay.api();
     for n in 1..=50 {
         api.publish("news", &format!("n{n}"), Some(&format!("k{n}")))
             .await;
     }
     let epoch = api.publish("news", "n51", None).await.epoch;
-    eventually("retention to prune down to 20 messages", || async {
-        let answer = api
-            .get(&format!("/api/rooms/news/history?after=0&epoch={epoch}"))
-            .await;
-        answer.status == 416 && answer.parse::<HistoryUnavailable>().oldest == 32
-    })
-    .await;
+    retention_keeps_from(&api, "news", &epoch, 32).await;
     let gone: HistoryUnavailable = api
         .get(&format!("/api/rooms/news/history?after=5&epoch={epoch}"))
         .await
@@ -482,13 +468,8 @@ async fn history_pages_without_gaps_and_refuses_positions_retention_removed() {
 #[tokio::test]
 async fn rooms_holding_more_ids_than_the_budget_have_retention_run_ahead_of_its_schedule() {
     let relay = api_relay_with(|config| {
-        config.retention = Retention {
-            max_messages: 10,
-            ..Config::default().retention
-        };
-        config.history_len = 5;
         // The scheduled pass runs at start-up, then not for an hour.
-        config.prune_interval = Duration::from_secs(3600);
+        keep(config, 10, Duration::from_secs(3600));
         config.test_id_budget = Some(20);
     })
     .await;
@@ -502,13 +483,33 @@ async fn rooms_holding_more_ids_than_the_budget_have_retention_run_ahead_of_its_
             .epoch;
     }
     // 40 ids held against a budget of 20, all in a room in use: the store asks for a pass,
-    // which keeps the newest 10.
-    eventually("retention to run before its hour is up", || async {
-        let answer = api
-            .get(&format!("/api/rooms/busy/history?after=0&epoch={epoch}"))
-            .await;
-        answer.status == 416 && answer.parse::<HistoryUnavailable>().oldest == 31
-    })
+    // which keeps the newest 10, well before the hour is up.
+    retention_keeps_from(&api, "busy", &epoch, 31).await;
+}
+
+/// Retention keeping `max_messages` per room, a pass every `prune_interval`; rooms hold
+/// half as many in memory.
+fn keep(config: &mut Config, max_messages: u64, prune_interval: Duration) {
+    config.retention = Retention {
+        max_messages,
+        ..Config::default().retention
+    };
+    config.history_len = max_messages as usize / 2;
+    config.prune_interval = prune_interval;
+}
+
+/// Waits until `room`'s history under `epoch` starts at offset `oldest`: asked for all of
+/// it, the API answers 416 with the oldest offset kept.
+async fn retention_keeps_from(api: &Api, room: &str, epoch: &str, oldest: u64) {
+    eventually(
+        &format!("retention to keep {room} from {oldest}"),
+        || async {
+            let answer = api
+                .get(&format!("/api/rooms/{room}/history?after=0&epoch={epoch}"))
+                .await;
+            answer.status == 416 && answer.parse::<HistoryUnavailable>().oldest == oldest
+        },
+    )
     .await;
 }
 
