@@ -56,16 +56,15 @@ pub async fn publish(State(api): State<ApiState>, body: Body) -> Result<Response
 /// since it is written for every publish.
 fn answer(published: &Published) -> String {
     let mut json = JsonWriter::with_capacity(published.room.len() + published.epoch.len());
-    json.raw(r#"{"room":"#);
-    json.string(&published.room);
-    json.raw(r#","epoch":"#);
-    json.string(&published.epoch);
-    json.raw(r#","offset":"#);
-    json.number(published.offset);
-    json.raw(r#","ts":"#);
-    json.number(published.ts);
-    json.raw(r#","duplicate":"#);
-    json.boolean(published.duplicate);
+    let Published {
+        room,
+        epoch,
+        offset,
+        ts,
+        duplicate,
+    } = published;
+    json.raw("{");
+    json.stored_at(room, epoch, *offset, *ts, *duplicate);
     json.raw("}");
     json.finish()
 }

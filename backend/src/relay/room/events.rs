@@ -68,16 +68,8 @@ impl AckEvent<'_> {
             JsonWriter::with_capacity(self.id.len() + self.room.len() + self.epoch.len());
         json.raw(r#"{"type":"ack","id":"#);
         json.string(self.id);
-        json.raw(r#","room":"#);
-        json.string(self.room);
-        json.raw(r#","epoch":"#);
-        json.string(self.epoch);
-        json.raw(r#","offset":"#);
-        json.number(self.offset);
-        json.raw(r#","ts":"#);
-        json.number(self.ts);
-        json.raw(r#","duplicate":"#);
-        json.boolean(self.duplicate);
+        json.raw(",");
+        json.stored_at(self.room, self.epoch, self.offset, self.ts, self.duplicate);
         json.raw("}");
         Utf8Bytes::from(json.finish())
     }
