@@ -29,6 +29,7 @@ impl Checkpointer {
             while nudged.recv().is_ok() {
                 checkpoint(&connection);
             }
+            super::close(connection);
         });
         let checkpointer = Checkpointer { thread };
         (checkpointer, nudge)

@@ -105,7 +105,7 @@ impl GroupCommit {
     /// client ids are hashed with `hasher`, and `budget` of them held (see [`ClientIds`]).
     /// Held over it by rooms in use, it notifies `retention_wanted`.
     pub(super) fn start(
-        connection: Connection,
+        mut connection: Connection,
         sync: Sender<SyncRequest>,
         hasher: RandomState,
         budget: usize,
@@ -118,7 +118,15 @@ impl GroupCommit {
         let thread = Worker::spawn("relay-commit", move || {
             connection.wal_hook(Some(count_wal_pages));
             let ids = ClientIds::new(budget, hasher);
-            run(connection, &work, &sync, ids, &reported, &retention_wanted);
+            run(
+                &mut connection,
+                &work,
+                &sync,
+                ids,
+                &reported,
+                &retention_wanted,
+            );
+            super::close(connection);
         });
         GroupCommit {
             outbox,
@@ -265,7 +273,7 @@ struct Counters {
 }
 
 fn run(
-    mut connection: Connection,
+    connection: &mut Connection,
     work: &Receiver<Vec<Request>>,
     sync: &Sender<SyncRequest>,
     mut ids: ClientIds,
@@ -287,7 +295,7 @@ fn run(
             // One permit is kept however often this runs; the relay paces the passes.
             retention_wanted.notify_one();
         }
-        let mut stored = write(&mut connection, &mut batch, &mut ids, &journal);
+        let mut stored = write(connection, &mut batch, &mut ids, &journal);
         if let Err(err) = &stored {
             forget_batch(&mut ids, &batch);
             journal.committed(None);
@@ -296,7 +304,7 @@ fn run(
             tracing::warn!(%err, "storing a batch failed; retrying once");
             counters.retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(100));
-            stored = write(&mut connection, &mut batch, &mut ids, &journal);
+            stored = write(connection, &mut batch, &mut ids, &journal);
         }
         match stored {
             Ok((results, journal_rows)) => {
@@ -351,7 +359,7 @@ fn run(
         }
         counters.id_reads.store(ids.reads, Ordering::Relaxed);
         if stop {
-            if let Err(err) = run_state::end(&mut connection) {
+            if let Err(err) = run_state::end(connection) {
                 tracing::error!(%err, "cannot record the clean stop; the next start treats it as a crash");
             }
             let _ = sync.send(SyncRequest::Stop);

@@ -340,9 +340,11 @@ impl Engine for SqliteEngine {
         Box::pin(async move {
             let (deleted, rooms) = tokio::task::spawn_blocking(move || {
                 let mut connection = connect_reader(&path)?;
-                prune(&mut connection, retention, now_millis, || {
+                let pruned = prune(&mut connection, retention, now_millis, || {
                     stopping.load(Ordering::Acquire)
-                })
+                });
+                close(connection);
+                pruned
             })
             .await
             .map_err(|panicked| {
@@ -542,6 +544,24 @@ const WRITER_CACHE_KIB: i64 = 2048;
 /// anyway, and five connections each filling SQLite's default 2 MiB would look like a leak
 /// (the relay's memory would grow by 10 MiB as the database grows).
 const READER_CACHE_KIB: i64 = 256;
+
+/// Closes `connection`, one close at a time in this process. SQLite 3.51's unix VFS takes its
+/// global mutex and then a file's lock mutex when a connection closes (`unixClose`), but the
+/// other way round when the file's last other connection, closing too, asks for the
+/// exclusive lock that checkpoints the WAL (`unixLock` calling `unixIsSharingShmNode`). Two
+/// connections of one file closing at once could so deadlock, and with the global mutex
+/// held, every connection of the process then stopped at its next transaction: an engine's
+/// `stop` never returned, its two catch-up readers each holding one mutex (seen in CI; a
+/// test of 4,000 stops hangs within about 800 without this). Only closes wait here (at
+/// shutdown, and retention's connection once a pass), so the close's own checkpoint under
+/// the lock holds up nothing else.
+fn close(connection: Connection) {
+    static CLOSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = CLOSING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    drop(connection);
+}
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     connect_with_cache(path, WRITER_CACHE_KIB)

@@ -82,7 +82,8 @@ impl ReadPool {
                     .spawn(move || {
                         lower_priority(priority);
                         let _ = lowered.send(());
-                        read(&shared, &connection)
+                        read(&shared, &connection);
+                        super::close(connection);
                     })
                     .expect("spawn a reader thread")
             })
